@@ -1,0 +1,45 @@
+//! Run-queue (scheduler) latency: time from a task becoming runnable to it running.
+
+/// Per-CPU array of [`crate::Hist`] with one entry: all tasks.
+pub const HIST_MAP: &str = "RUNQ_HIST";
+pub const HIST_ENTRIES: u32 = 1;
+/// Per-CPU array of `u64` counters, indexed by [`Counter`].
+pub const COUNTERS_MAP: &str = "RUNQ_COUNTERS";
+/// Hash `u64` cgroup id -> [`crate::Hist`], bounded by [`BY_CGROUP_ENTRIES`].
+pub const BY_CGROUP_MAP: &str = "RUNQ_BY_CGROUP";
+pub const BY_CGROUP_ENTRIES: u32 = 1024;
+/// Hash `u32` tgid -> [`crate::ProcessHist`], bounded by [`BY_PROCESS_ENTRIES`].
+pub const BY_PROCESS_MAP: &str = "RUNQ_BY_PROCESS";
+pub const BY_PROCESS_ENTRIES: u32 = 2048;
+
+/// Programs of this signal, as named in the object, with the tracepoint each attaches to.
+pub const PROGRAMS: &[(&str, &str)] = &[
+    ("runq_sched_wakeup", "sched_wakeup"),
+    ("runq_sched_wakeup_new", "sched_wakeup_new"),
+    ("runq_sched_switch", "sched_switch"),
+];
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Waits not attributed to a cgroup because [`BY_CGROUP_MAP`] was full.
+    CgroupOverflow = 0,
+    /// Waits not attributed to a process because [`BY_PROCESS_MAP`] was full.
+    ProcessOverflow = 1,
+}
+pub const COUNTERS: u32 = 2;
+
+/// Per-task state, kept in task storage (not shared with user space).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskState {
+    /// When the task last became runnable (ns, CLOCK_MONOTONIC); 0 when not queued.
+    pub enqueued_ns: u64,
+    /// The wait measured when the task last got the CPU, attributed to its cgroup and process
+    /// at its next switch-out, when it is `current` and both can be read without touching
+    /// kernel structs. 0 when nothing is pending.
+    pub pending_wait_ns: u64,
+    /// Whether `pending_wait_ns` holds a measurement (a wait of 0 ns is possible).
+    pub pending: u32,
+    pub _pad: u32,
+}

@@ -1,0 +1,187 @@
+//! Block I/O latency: queue time (block_rq_insert -> block_rq_issue) and device time
+//! (block_rq_issue -> block_rq_complete), per operation and per (disk, operation).
+//!
+//! Requests are keyed by their address while in flight. The device and operation are read from
+//! `struct request` at offsets the agent resolved from this kernel's BTF (no CO-RE in Rust eBPF).
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC},
+    btf_maps::{HashMap, PerCpuArray},
+    helpers::{bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
+    macros::{btf_map, btf_tracepoint},
+    programs::BtfTracePointContext,
+};
+use observer_common::{
+    Hist,
+    blockio::{
+        BY_DISK_ENTRIES, COUNTERS, Counter, DiskHists, DiskKey, HIST_ENTRIES, INFLIGHT_ENTRIES,
+        Inflight, MINOR_BITS, STAGE_DEVICE, STAGE_QUEUE, hist_index, op_class,
+    },
+};
+
+use crate::hist::{add_shared, count, entry, record};
+
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
+
+#[btf_map]
+static BIO_HIST: PerCpuArray<Hist, { HIST_ENTRIES as usize }> = PerCpuArray::new();
+#[btf_map]
+static BIO_COUNTERS: PerCpuArray<u64, { COUNTERS as usize }> = PerCpuArray::new();
+#[btf_map]
+static BIO_BY_DISK: HashMap<DiskKey, DiskHists, { BY_DISK_ENTRIES as usize }, NO_PREALLOC> =
+    HashMap::new();
+// Preallocated: insert and issue happen for every request, and allocation there would cost
+// more than the memory (16 KiB of entries) saves.
+#[btf_map]
+static BIO_INFLIGHT: HashMap<u64, Inflight, { INFLIGHT_ENTRIES as usize }> = HashMap::new();
+
+static ZERO_DISK: DiskHists = DiskHists::ZERO;
+
+// Offsets set by the agent from BTF before loading (observer_common::blockio::GLOBAL_*).
+#[unsafe(no_mangle)]
+static BIO_OFF_RQ_Q: u32 = 0;
+#[unsafe(no_mangle)]
+static BIO_OFF_RQ_CMD_FLAGS: u32 = 0;
+#[unsafe(no_mangle)]
+static BIO_OFF_Q_DISK: u32 = 0;
+#[unsafe(no_mangle)]
+static BIO_OFF_DISK_MAJOR: u32 = 0;
+#[unsafe(no_mangle)]
+static BIO_OFF_DISK_FIRST_MINOR: u32 = 0;
+
+#[btf_tracepoint(function = "block_rq_insert")]
+pub fn bio_rq_insert(ctx: BtfTracePointContext) -> i32 {
+    match try_insert(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn bio_rq_issue(ctx: BtfTracePointContext) -> i32 {
+    match try_issue(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn bio_rq_complete(ctx: BtfTracePointContext) -> i32 {
+    match try_complete(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// block_rq_insert(struct request *rq)
+#[inline(always)]
+fn try_insert(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let rq: u64 = ctx.arg(0);
+    let started = Inflight {
+        // SAFETY: a BPF helper with no preconditions.
+        inserted_ns: unsafe { bpf_ktime_get_ns() },
+        issued_ns: 0,
+    };
+    // BPF_ANY: a request address is reused once the request is freed; a stale entry from a
+    // request that never completed is simply replaced.
+    if BIO_INFLIGHT.insert(&rq, &started, BPF_ANY.into()).is_err() {
+        count(&BIO_COUNTERS, Counter::InflightOverflow as u32, 1);
+    }
+    Ok(())
+}
+
+/// block_rq_issue(struct request *rq)
+#[inline(always)]
+fn try_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let rq: u64 = ctx.arg(0);
+    // SAFETY: a BPF helper with no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match BIO_INFLIGHT.get_ptr_mut(&rq) {
+        Some(inflight) => {
+            // SAFETY: a live map value.
+            let inflight = unsafe { &mut *inflight };
+            if inflight.inserted_ns != 0 && inflight.issued_ns == 0 {
+                let (key, op) = disk_key(rq)?;
+                let wait = now.saturating_sub(inflight.inserted_ns);
+                record(&BIO_HIST, hist_index(STAGE_QUEUE, op), wait);
+                match entry(&BIO_BY_DISK, &key, &ZERO_DISK) {
+                    // SAFETY: a live map value.
+                    Some(d) => add_shared(unsafe { &raw mut (*d).queue }, wait),
+                    None => count(&BIO_COUNTERS, Counter::DiskOverflow as u32, 1),
+                }
+            }
+            // A requeued request is issued again: device time counts from the last issue.
+            inflight.issued_ns = now;
+        }
+        None => {
+            // Issued directly, without passing through an I/O scheduler insert.
+            let started = Inflight {
+                inserted_ns: 0,
+                issued_ns: now,
+            };
+            if BIO_INFLIGHT.insert(&rq, &started, BPF_ANY.into()).is_err() {
+                count(&BIO_COUNTERS, Counter::InflightOverflow as u32, 1);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes)
+#[inline(always)]
+fn try_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let rq: u64 = ctx.arg(0);
+    // SAFETY: a BPF helper with no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let issued_ns = {
+        let inflight = BIO_INFLIGHT.get_ptr(&rq).ok_or(())?;
+        // SAFETY: a live map value, read before the entry is removed.
+        unsafe { (*inflight).issued_ns }
+    };
+    let _ = BIO_INFLIGHT.remove(&rq);
+    if issued_ns == 0 {
+        return Ok(());
+    }
+    let (key, op) = disk_key(rq)?;
+    let latency = now.saturating_sub(issued_ns);
+    record(&BIO_HIST, hist_index(STAGE_DEVICE, op), latency);
+    match entry(&BIO_BY_DISK, &key, &ZERO_DISK) {
+        // SAFETY: a live map value.
+        Some(d) => add_shared(unsafe { &raw mut (*d).device }, latency),
+        None => count(&BIO_COUNTERS, Counter::DiskOverflow as u32, 1),
+    }
+    Ok(())
+}
+
+/// Reads `rq->cmd_flags` and `rq->q->disk->{major,first_minor}`.
+#[inline(always)]
+fn disk_key(rq: u64) -> Result<(DiskKey, u32), ()> {
+    // SAFETY: reading globals the loader initialised; volatile so the compiler does not fold
+    // the placeholder zeroes.
+    let (off_q, off_flags, off_disk, off_major, off_minor) = unsafe {
+        (
+            core::ptr::read_volatile(&BIO_OFF_RQ_Q),
+            core::ptr::read_volatile(&BIO_OFF_RQ_CMD_FLAGS),
+            core::ptr::read_volatile(&BIO_OFF_Q_DISK),
+            core::ptr::read_volatile(&BIO_OFF_DISK_MAJOR),
+            core::ptr::read_volatile(&BIO_OFF_DISK_FIRST_MINOR),
+        )
+    };
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one returns an error.
+    unsafe {
+        let flags: u32 =
+            bpf_probe_read_kernel((rq + off_flags as u64) as *const u32).map_err(|_| ())?;
+        let q: u64 = bpf_probe_read_kernel((rq + off_q as u64) as *const u64).map_err(|_| ())?;
+        let disk: u64 =
+            bpf_probe_read_kernel((q + off_disk as u64) as *const u64).map_err(|_| ())?;
+        let major: u32 =
+            bpf_probe_read_kernel((disk + off_major as u64) as *const u32).map_err(|_| ())?;
+        let minor: u32 =
+            bpf_probe_read_kernel((disk + off_minor as u64) as *const u32).map_err(|_| ())?;
+        let op = op_class(flags);
+        Ok((
+            DiskKey {
+                dev: major << MINOR_BITS | minor,
+                op,
+            },
+            op,
+        ))
+    }
+}

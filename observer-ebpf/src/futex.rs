@@ -1,0 +1,132 @@
+//! User-space futex waits: time spent inside a waiting futex call (FUTEX_WAIT family,
+//! futex_waitv, futex_wait), per process, from the raw syscall tracepoints.
+//!
+//! sys_enter/sys_exit fire for every system call, so both return after one comparison (enter)
+//! or one task-storage lookup (exit) for anything that is not a futex wait.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::{HashMap, PerCpuArray},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_ktime_get_ns},
+    },
+    macros::{btf_map, btf_tracepoint},
+    programs::BtfTracePointContext,
+};
+use observer_common::{
+    Hist, ProcessHist,
+    lock::futex::{
+        BY_PROCESS_ENTRIES, COUNTERS, Counter, EAGAIN, FutexWait, HIST_ENTRIES, is_wait,
+    },
+};
+
+use crate::{
+    hist::{add_shared, count, entry, record},
+    task_storage::TaskStorage,
+};
+
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
+
+#[btf_map]
+static FUTEX_HIST: PerCpuArray<Hist, { HIST_ENTRIES as usize }> = PerCpuArray::new();
+#[btf_map]
+static FUTEX_COUNTERS: PerCpuArray<u64, { COUNTERS as usize }> = PerCpuArray::new();
+#[btf_map]
+static FUTEX_BY_PROCESS: HashMap<u32, ProcessHist, { BY_PROCESS_ENTRIES as usize }, NO_PREALLOC> =
+    HashMap::new();
+#[btf_map]
+static FUTEX_TASKS: TaskStorage<FutexWait> = TaskStorage::new();
+
+static ZERO_PROCESS: ProcessHist = ProcessHist::ZERO;
+
+// Set by the agent for this architecture (observer_common::lock::futex::GLOBAL_*); -1 for a
+// syscall this kernel does not have.
+#[unsafe(no_mangle)]
+static FUTEX_NR_FUTEX: i64 = -1;
+#[unsafe(no_mangle)]
+static FUTEX_NR_FUTEX_WAITV: i64 = -1;
+#[unsafe(no_mangle)]
+static FUTEX_NR_FUTEX_WAIT: i64 = -1;
+#[unsafe(no_mangle)]
+static FUTEX_OFF_REGS_ARG1: u32 = 0;
+
+/// sys_enter(struct pt_regs *regs, long id)
+#[btf_tracepoint(function = "sys_enter")]
+pub fn futex_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    match try_enter(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// sys_exit(struct pt_regs *regs, long ret)
+#[btf_tracepoint(function = "sys_exit")]
+pub fn futex_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    match try_exit(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[inline(always)]
+fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let id: i64 = ctx.arg(1);
+    // SAFETY: globals the loader initialised; volatile so the placeholders are not folded.
+    let (nr_futex, nr_waitv, nr_wait) = unsafe {
+        (
+            core::ptr::read_volatile(&FUTEX_NR_FUTEX),
+            core::ptr::read_volatile(&FUTEX_NR_FUTEX_WAITV),
+            core::ptr::read_volatile(&FUTEX_NR_FUTEX_WAIT),
+        )
+    };
+    if id == nr_futex {
+        let regs: u64 = ctx.arg(0);
+        // SAFETY: as above; bpf_probe_read_kernel checks the address.
+        let op: u64 = unsafe {
+            let off = core::ptr::read_volatile(&FUTEX_OFF_REGS_ARG1) as u64;
+            bpf_probe_read_kernel((regs + off) as *const u64).map_err(|_| ())?
+        };
+        if !is_wait(op as u32) {
+            return Ok(());
+        }
+    } else if id != nr_waitv && id != nr_wait {
+        return Ok(());
+    }
+    // SAFETY: BPF helpers with no preconditions.
+    let (task, now) = unsafe { (bpf_get_current_task_btf(), bpf_ktime_get_ns()) };
+    FUTEX_TASKS.get_or_create(task).ok_or(())?.start_ns = now;
+    Ok(())
+}
+
+#[inline(always)]
+fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // SAFETY: a BPF helper with no preconditions.
+    let task = unsafe { bpf_get_current_task_btf() };
+    let wait = FUTEX_TASKS.get_existing(task).ok_or(())?;
+    if wait.start_ns == 0 {
+        return Ok(());
+    }
+    // SAFETY: a BPF helper with no preconditions.
+    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(wait.start_ns);
+    wait.start_ns = 0;
+    let ret: i64 = ctx.arg(1);
+    if ret == EAGAIN {
+        count(&FUTEX_COUNTERS, Counter::NotWaited as u32, 1);
+        return Ok(());
+    }
+    record(&FUTEX_HIST, 0, waited);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match entry(&FUTEX_BY_PROCESS, &tgid, &ZERO_PROCESS) {
+        Some(p) => {
+            // SAFETY: a live map value.
+            let p = unsafe { &mut *p };
+            if p.comm[0] == 0 {
+                if let Ok(comm) = bpf_get_current_comm() {
+                    p.comm = comm;
+                }
+            }
+            add_shared(&raw mut p.hist, waited);
+        }
+        None => count(&FUTEX_COUNTERS, Counter::ProcessOverflow as u32, 1),
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Recording into the shared histogram layout (observer_common::hist) and counters.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    btf_maps::{HashMap, PerCpuArray},
+};
+use observer_common::{
+    Hist,
+    hist::{BUCKETS, slot},
+};
+
+/// Adds `v` to a histogram only this CPU writes (a per-CPU map value): plain adds suffice.
+#[inline(always)]
+pub fn add_local(h: *mut Hist, v: u64) {
+    // SAFETY: `h` comes from a successful per-CPU map lookup; programs on one CPU do not nest
+    // for the same hook.
+    let h = unsafe { &mut *h };
+    if v == 0 {
+        h.zero += 1;
+    } else if let Some(b) = h.buckets.get_mut(verifier_visible(slot(v))) {
+        *b += 1;
+    }
+    h.sum = h.sum.wrapping_add(v);
+}
+
+/// Returns `slot` through memory so LLVM cannot drop the bounds check that follows.
+///
+/// LLVM knows `slot()` is below [`BUCKETS`] and removes the check, but the verifier's range for
+/// the expanded count-leading-zeros is looser (it sees up to 4 * 255) and rejects the access.
+/// A stack round trip keeps the check; the verifier tracks the spilled value exactly.
+#[inline(always)]
+fn verifier_visible(slot: usize) -> usize {
+    let slot = slot;
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&slot) }
+}
+
+/// Adds `v` to a histogram shared by all CPUs (a hash map value): atomic adds, so concurrent
+/// updates from other CPUs are not lost.
+#[inline(always)]
+pub fn add_shared(h: *mut Hist, v: u64) {
+    // SAFETY: `h` comes from a successful map lookup and map values are 8-byte aligned.
+    unsafe {
+        if v == 0 {
+            atomic_add(&raw mut (*h).zero, 1);
+        } else {
+            let s = verifier_visible(slot(v));
+            if s < BUCKETS {
+                atomic_add((&raw mut (*h).buckets).cast::<u64>().add(s), 1);
+            }
+        }
+        atomic_add(&raw mut (*h).sum, v);
+    }
+}
+
+/// An atomic add whose result is unused, which LLVM emits as one BPF atomic add instruction.
+/// core's `AtomicU64::fetch_add` is not offered on the BPF target (it has no compare-and-swap),
+/// hence the intrinsic.
+///
+/// # Safety
+/// `p` must be valid and 8-byte aligned for the duration of the program (map values are).
+#[inline(always)]
+pub unsafe fn atomic_add(p: *mut u64, v: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+/// Adds `v` to entry `index` of a per-CPU array of histograms.
+#[inline(always)]
+pub fn record<const N: usize>(hists: &PerCpuArray<Hist, N>, index: u32, v: u64) {
+    if let Some(h) = hists.get_ptr_mut(index) {
+        add_local(h, v);
+    }
+}
+
+/// Increments counter `index` of a per-CPU array of counters.
+#[inline(always)]
+pub fn count<const N: usize>(counters: &PerCpuArray<u64, N>, index: u32, n: u64) {
+    if let Some(c) = counters.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, see add_local.
+        unsafe { *c += n };
+    }
+}
+
+/// The value for `key` in a bounded hash map, inserting `zero` first if it is missing. `None`
+/// when the map is full: the caller counts that as overflow, so nothing is silently lost.
+#[inline(always)]
+pub fn entry<K, V, const M: usize, const F: usize>(
+    map: &HashMap<K, V, M, F>,
+    key: &K,
+    zero: &V,
+) -> Option<*mut V> {
+    if let Some(p) = map.get_ptr_mut(key) {
+        return Some(p);
+    }
+    // Fails with EEXIST when another CPU inserted the key first; the lookup then finds it.
+    let _ = map.insert(key, zero, BPF_NOEXIST.into());
+    map.get_ptr_mut(key)
+}

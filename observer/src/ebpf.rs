@@ -1,0 +1,158 @@
+//! Loading observer's kernel programs and attaching the requested signals.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Btf as AyaBtf, Ebpf, EbpfError, EbpfLoader,
+    programs::{BtfTracePoint, ProgramError},
+};
+
+use crate::{
+    btf::{Btf, BtfError},
+    signals::{Global, GlobalsError, Signal},
+};
+
+/// The object built from observer-ebpf by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+
+/// Why a signal is not running.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("this kernel has no BTF tracepoint {0} (is the subsystem compiled in?)")]
+    NoTracepoint(&'static str),
+    #[error(transparent)]
+    Layout(#[from] GlobalsError),
+    #[error("program {program} failed to load or attach to {tracepoint}: {}", short(.source))]
+    Program {
+        program: &'static str,
+        tracepoint: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+impl SignalError {
+    /// The verifier's log, when the kernel rejected a program.
+    pub fn verifier_log(&self) -> Option<String> {
+        match self {
+            Self::Program {
+                source: ProgramError::LoadError { verifier_log, .. },
+                ..
+            } => Some(verifier_log.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// ProgramError's message, without the verifier log it embeds (shown with `-v` instead).
+fn short(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError { io_error, .. } => {
+            format!("the kernel refused it ({io_error}); run with -v for the verifier log")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("reading the kernel's BTF for attaching: {0}")]
+    AyaBtf(#[source] aya::BtfError),
+    #[error("loading observer's eBPF object: {0}")]
+    Object(#[source] Box<EbpfError>),
+}
+
+/// The loaded object, with the status of every requested signal.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub status: BTreeMap<Signal, Result<(), SignalError>>,
+}
+
+impl Loaded {
+    pub fn running(&self) -> impl Iterator<Item = Signal> + '_ {
+        self.status
+            .iter()
+            .filter(|(_, s)| s.is_ok())
+            .map(|(sig, _)| *sig)
+    }
+}
+
+/// Loads the object and attaches every signal in `signals` it can. A signal that cannot run
+/// is reported in `status`; the others keep working.
+pub fn load(signals: &[Signal]) -> Result<Loaded, LoadError> {
+    let btf = Btf::from_sys_fs()?;
+    let mut status = BTreeMap::new();
+    let mut globals = Vec::new();
+    for &signal in signals {
+        let check = signal
+            .programs()
+            .iter()
+            .find(|(_, tp)| !btf.has_tracepoint(tp))
+            .map_or(Ok(()), |(_, tp)| Err(SignalError::NoTracepoint(tp)))
+            .and_then(|()| Ok(signal.globals(&btf)?));
+        match check {
+            Ok(g) => globals.extend(g),
+            Err(e) => {
+                status.insert(signal, Err(e));
+            }
+        }
+    }
+
+    let mut loader = EbpfLoader::new();
+    // Task storage maps are only used by the programs; aya has no userspace type for them.
+    loader.allow_unsupported_maps();
+    for global in &globals {
+        match global {
+            Global::U32(name, v) => loader.override_global(*name, v, true),
+            Global::I64(name, v) => loader.override_global(*name, v, true),
+        };
+    }
+    let mut ebpf = loader
+        .load(OBJECT)
+        .map_err(|e| LoadError::Object(Box::new(e)))?;
+
+    let aya_btf = AyaBtf::from_sys_fs().map_err(LoadError::AyaBtf)?;
+    for &signal in signals {
+        if status.contains_key(&signal) {
+            continue;
+        }
+        let result = attach(&mut ebpf, &aya_btf, signal);
+        if result.is_err() {
+            detach(&mut ebpf, signal);
+        }
+        status.insert(signal, result);
+    }
+    Ok(Loaded { ebpf, status })
+}
+
+fn attach(ebpf: &mut Ebpf, btf: &AyaBtf, signal: Signal) -> Result<(), SignalError> {
+    for &(program, tracepoint) in signal.programs() {
+        let err = |source| SignalError::Program {
+            program,
+            tracepoint,
+            source,
+        };
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(ProgramError::NotLoaded)
+            .and_then(TryInto::try_into)
+            .map_err(err)?;
+        prog.load(tracepoint, btf).map_err(err)?;
+        prog.attach().map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Unloads whatever part of a signal did attach, so a half-working signal measures nothing.
+fn detach(ebpf: &mut Ebpf, signal: Signal) {
+    for &(program, _) in signal.programs() {
+        if let Some(Ok(prog)) = ebpf
+            .program_mut(program)
+            .map(<&mut BtfTracePoint>::try_from)
+        {
+            let _ = prog.unload();
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! observer: continuous performance observation for Linux from in-kernel eBPF histograms.
+//!
+//! Data flows one way: [`ebpf`] loads and attaches the kernel programs, [`record`] reads their
+//! maps ([`signals`], one module per signal) and turns two reads into a report ([`hist`] does
+//! the arithmetic), and [`render`] prints it.
+
+pub mod btf;
+pub mod check;
+pub mod ebpf;
+pub mod hist;
+pub mod record;
+pub mod render;
+pub mod signals;

@@ -1,0 +1,87 @@
+//! User-space futex waits, per process.
+
+use std::collections::HashMap;
+
+use aya::Ebpf;
+use observer_common::{
+    Hist, ProcessHist,
+    lock::futex::{
+        BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_NR_FUTEX, GLOBAL_NR_FUTEX_WAIT,
+        GLOBAL_NR_FUTEX_WAITV, GLOBAL_REGS_ARG1, HIST_MAP,
+    },
+};
+use serde::Serialize;
+
+use super::{
+    Global, GlobalsError, ReadError, ReportOptions, counter, hist_at, offset_global, read_hash,
+    read_percpu,
+    runqueue::{ProcessRow, process_rows},
+};
+use crate::{btf::Btf, hist::Latency};
+
+/// x86_64 syscall numbers of futex, futex_waitv and futex_wait (new in 6.7: on older kernels
+/// the number is unused, so it never matches), and the `pt_regs` field holding a syscall's
+/// second argument (the futex op).
+#[cfg(target_arch = "x86_64")]
+const ARCH: (i64, i64, i64, &str) = (202, 449, 455, "si");
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("the futex signal knows only x86_64's syscall numbers and registers so far");
+
+pub fn globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
+    let (futex, waitv, wait, arg1) = ARCH;
+    Ok(vec![
+        Global::I64(GLOBAL_NR_FUTEX, futex),
+        Global::I64(GLOBAL_NR_FUTEX_WAITV, waitv),
+        Global::I64(GLOBAL_NR_FUTEX_WAIT, wait),
+        offset_global(btf, GLOBAL_REGS_ARG1, "pt_regs", arg1, 8)?,
+    ])
+}
+
+pub struct Raw {
+    hist: Vec<Vec<Hist>>,
+    counters: Vec<Vec<u64>>,
+    by_process: HashMap<u32, ProcessHist>,
+}
+
+pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
+    Ok(Raw {
+        hist: read_percpu(ebpf, HIST_MAP)?,
+        counters: read_percpu(ebpf, COUNTERS_MAP)?,
+        by_process: read_hash(ebpf, BY_PROCESS_MAP)?,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub latency: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_process: Option<Vec<ProcessRow>>,
+    /// Wait calls that returned at once with EAGAIN (the futex word had changed): not waits.
+    pub not_waited: u64,
+    pub dropped: Dropped,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Dropped {
+    /// Waits not attributed to a process: the process map was full.
+    pub by_process: u64,
+}
+
+pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
+    Report {
+        latency: Latency::of(&hist_at(&cur.hist, &prev.hist, 0)),
+        by_process: opts
+            .by
+            .process
+            .then(|| process_rows(&cur.by_process, &prev.by_process, opts.top)),
+        not_waited: counter(&cur.counters, &prev.counters, Counter::NotWaited as u32),
+        dropped: Dropped {
+            by_process: counter(
+                &cur.counters,
+                &prev.counters,
+                Counter::ProcessOverflow as u32,
+            ),
+        },
+    }
+}

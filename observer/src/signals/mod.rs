@@ -1,0 +1,299 @@
+//! The four signals (five reports: lock waits are kernel contention and futex waits). Each
+//! module has the same shape: `globals` (what the programs need from this kernel's BTF),
+//! `Raw` + `read` (one read of its maps), and `report` (the delta between two reads, as
+//! printed and exported).
+
+pub mod blockio;
+pub mod futex;
+pub mod lock;
+pub mod runqueue;
+pub mod tcp;
+
+use std::{collections::HashMap, fmt, hash::Hash, str::FromStr};
+
+use aya::{
+    Ebpf, Pod,
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
+};
+use observer_common::Hist;
+
+use crate::btf::{Btf, BtfError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    Runqueue,
+    BlockIo,
+    Tcp,
+    Lock,
+    Futex,
+}
+
+impl Signal {
+    pub const ALL: [Self; 5] = [
+        Self::Runqueue,
+        Self::BlockIo,
+        Self::Tcp,
+        Self::Lock,
+        Self::Futex,
+    ];
+
+    /// Name on the command line and in `observer check`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Runqueue => "runqueue",
+            Self::BlockIo => "blockio",
+            Self::Tcp => "tcp",
+            Self::Lock => "lock",
+            Self::Futex => "futex",
+        }
+    }
+
+    /// Key in the JSON report.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Self::Runqueue => "runqueue_latency",
+            Self::BlockIo => "block_io_latency",
+            Self::Tcp => "tcp_retransmits",
+            Self::Lock => "lock_contention",
+            Self::Futex => "futex_wait",
+        }
+    }
+
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::Runqueue => "run-queue latency (sched_wakeup/sched_switch)",
+            Self::BlockIo => "block I/O queue and device latency (block_rq_*)",
+            Self::Tcp => "TCP retransmits (tcp_retransmit_skb)",
+            Self::Lock => "kernel lock contention (lock:contention_begin/end)",
+            Self::Futex => "user-space futex waits (raw_syscalls:sys_enter/sys_exit)",
+        }
+    }
+
+    /// (program name in the object, BTF tracepoint it attaches to).
+    pub const fn programs(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Runqueue => observer_common::runqueue::PROGRAMS,
+            Self::BlockIo => observer_common::blockio::PROGRAMS,
+            Self::Tcp => observer_common::tcp::PROGRAMS,
+            Self::Lock => observer_common::lock::PROGRAMS,
+            Self::Futex => observer_common::lock::futex::PROGRAMS,
+        }
+    }
+
+    /// Values for the programs' globals, resolved from this kernel's BTF.
+    pub fn globals(self, btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
+        match self {
+            Self::Runqueue | Self::Lock => Ok(Vec::new()),
+            Self::BlockIo => blockio::globals(btf),
+            Self::Tcp => tcp::globals(btf),
+            Self::Futex => futex::globals(btf),
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Signal {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|sig| sig.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown signal {s:?}; valid signals are: {}",
+                    Self::ALL.map(Self::name).join(", ")
+                )
+            })
+    }
+}
+
+/// A value for one of the programs' globals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Global {
+    U32(&'static str, u32),
+    I64(&'static str, i64),
+}
+
+/// A field offset as a `U32` global, checking the field is as wide as the program reads it.
+pub(crate) fn offset_global(
+    btf: &Btf,
+    global: &'static str,
+    strukt: &str,
+    path: &str,
+    size: u32,
+) -> Result<Global, GlobalsError> {
+    let actual = btf.member_size(strukt, path)?;
+    if actual != size {
+        return Err(GlobalsError::UnexpectedSize {
+            strukt: strukt.to_owned(),
+            member: path.to_owned(),
+            expected: size,
+            actual,
+        });
+    }
+    Ok(Global::U32(global, btf.member_offset(strukt, path)?))
+}
+
+/// A field the programs read could not be located in this kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum GlobalsError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(
+        "{strukt}.{member} is {actual} bytes on this kernel where observer reads {expected}: \
+         this kernel's layout is not supported yet; please report it with `uname -r`"
+    )]
+    UnexpectedSize {
+        strukt: String,
+        member: String,
+        expected: u32,
+        actual: u32,
+    },
+}
+
+/// Reading a map failed: named, so a broken read says which map.
+#[derive(Debug, thiserror::Error)]
+#[error("reading map {map}: {source}")]
+pub struct ReadError {
+    pub map: &'static str,
+    #[source]
+    pub source: MapError,
+}
+
+fn missing(map: &'static str) -> ReadError {
+    ReadError {
+        map,
+        source: MapError::InvalidName { name: map.into() },
+    }
+}
+
+/// Every entry of a per-CPU array: `[index][cpu]`.
+pub(crate) fn read_percpu<V: Pod>(
+    ebpf: &Ebpf,
+    map: &'static str,
+) -> Result<Vec<Vec<V>>, ReadError> {
+    let err = |source| ReadError { map, source };
+    let array: PerCpuArray<&MapData, V> =
+        PerCpuArray::try_from(ebpf.map(map).ok_or_else(|| missing(map))?).map_err(err)?;
+    (0..array.len())
+        .map(|i| array.get(&i, 0).map(|v| v.to_vec()).map_err(err))
+        .collect()
+}
+
+/// Every entry of a hash map.
+pub(crate) fn read_hash<K: Pod + Eq + Hash, V: Pod>(
+    ebpf: &Ebpf,
+    map: &'static str,
+) -> Result<HashMap<K, V>, ReadError> {
+    let err = |source| ReadError { map, source };
+    let hash: BpfHashMap<&MapData, K, V> =
+        BpfHashMap::try_from(ebpf.map(map).ok_or_else(|| missing(map))?).map_err(err)?;
+    hash.iter().map(|r| r.map_err(err)).collect()
+}
+
+/// A per-CPU counter array read at two points: the growth of counter `index`.
+pub(crate) fn counter(cur: &[Vec<u64>], prev: &[Vec<u64>], index: u32) -> u64 {
+    let i = index as usize;
+    crate::hist::percpu_counter_delta(
+        cur.get(i).map_or(&[][..], Vec::as_slice),
+        prev.get(i).map_or(&[][..], Vec::as_slice),
+    )
+}
+
+/// A per-CPU histogram array read at two points: the growth of entry `index`.
+pub(crate) fn hist_at(cur: &[Vec<Hist>], prev: &[Vec<Hist>], index: u32) -> Hist {
+    let i = index as usize;
+    crate::hist::percpu_hist_delta(
+        cur.get(i).map_or(&[][..], Vec::as_slice),
+        prev.get(i).map_or(&[][..], Vec::as_slice),
+    )
+}
+
+/// Keeps the `top` rows with the highest count, highest first (ties broken by key order so the
+/// output is stable).
+pub(crate) fn top_by<T, K: Ord>(
+    mut rows: Vec<T>,
+    top: usize,
+    count: impl Fn(&T) -> u64,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    rows.sort_by(|a, b| count(b).cmp(&count(a)).then_with(|| key(a).cmp(&key(b))));
+    rows.truncate(top);
+    rows
+}
+
+/// A process name from the kernel's fixed-size `comm`, preferring the live process's current
+/// name (the kernel recorded the name of the first thread it saw).
+pub(crate) fn process_name(tgid: u32, comm: &[u8]) -> String {
+    if let Ok(name) = std::fs::read_to_string(format!("/proc/{tgid}/comm")) {
+        return name.trim_end().to_owned();
+    }
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// Which breakdowns a report includes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Breakdowns {
+    pub cgroup: bool,
+    pub process: bool,
+    pub disk: bool,
+    pub op: bool,
+    pub lock: bool,
+    pub remote: bool,
+}
+
+impl Breakdowns {
+    pub const ALL: Self = Self {
+        cgroup: true,
+        process: true,
+        disk: true,
+        op: true,
+        lock: true,
+        remote: true,
+    };
+    pub const NAMES: [&'static str; 6] = ["cgroup", "process", "disk", "op", "lock", "remote"];
+
+    /// Only the named breakdowns.
+    pub fn only(names: &[String]) -> Result<Self, String> {
+        let mut by = Self {
+            cgroup: false,
+            process: false,
+            disk: false,
+            op: false,
+            lock: false,
+            remote: false,
+        };
+        for name in names {
+            let flag = match name.as_str() {
+                "cgroup" => &mut by.cgroup,
+                "process" => &mut by.process,
+                "disk" => &mut by.disk,
+                "op" => &mut by.op,
+                "lock" => &mut by.lock,
+                "remote" => &mut by.remote,
+                other => {
+                    return Err(format!(
+                        "unknown breakdown {other:?}; valid breakdowns are: {}",
+                        Self::NAMES.join(", ")
+                    ));
+                }
+            };
+            *flag = true;
+        }
+        Ok(by)
+    }
+}
+
+/// Options that shape every report.
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    pub top: usize,
+    pub by: Breakdowns,
+}

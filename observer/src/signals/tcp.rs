@@ -1,0 +1,134 @@
+//! TCP retransmits: the total, and per (remote address, remote port, local port, state).
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use aya::Ebpf;
+use observer_common::tcp::{
+    AF_INET, AF_INET6, BY_REMOTE_MAP, COUNTERS_MAP, Counter, GLOBAL_SKC_DADDR, GLOBAL_SKC_DPORT,
+    GLOBAL_SKC_FAMILY, GLOBAL_SKC_NUM, GLOBAL_SKC_STATE, GLOBAL_SKC_V6_DADDR, RemoteKey,
+    STATE_NAMES,
+};
+use serde::Serialize;
+
+use super::{
+    Global, GlobalsError, ReadError, ReportOptions, counter, offset_global, read_hash, read_percpu,
+    top_by,
+};
+use crate::{
+    btf::Btf,
+    hist::{counter_delta, keyed_delta},
+};
+
+/// Fields of `struct sock_common`, reached from `struct sock` through `__sk_common`.
+pub fn globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
+    Ok(vec![
+        offset_global(btf, GLOBAL_SKC_FAMILY, "sock", "__sk_common.skc_family", 2)?,
+        offset_global(btf, GLOBAL_SKC_STATE, "sock", "__sk_common.skc_state", 1)?,
+        offset_global(btf, GLOBAL_SKC_DADDR, "sock", "__sk_common.skc_daddr", 4)?,
+        offset_global(
+            btf,
+            GLOBAL_SKC_V6_DADDR,
+            "sock",
+            "__sk_common.skc_v6_daddr",
+            16,
+        )?,
+        offset_global(btf, GLOBAL_SKC_DPORT, "sock", "__sk_common.skc_dport", 2)?,
+        offset_global(btf, GLOBAL_SKC_NUM, "sock", "__sk_common.skc_num", 2)?,
+    ])
+}
+
+pub struct Raw {
+    counters: Vec<Vec<u64>>,
+    by_remote: HashMap<RemoteKey, u64>,
+}
+
+pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
+    Ok(Raw {
+        counters: read_percpu(ebpf, COUNTERS_MAP)?,
+        by_remote: read_hash(ebpf, BY_REMOTE_MAP)?,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_remote: Option<Vec<RemoteRow>>,
+    pub dropped: Dropped,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RemoteRow {
+    /// "ipv4" or "ipv6"
+    pub family: &'static str,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub local_port: u16,
+    pub state: &'static str,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Dropped {
+    /// Retransmits not attributed to an endpoint: the endpoint map was full.
+    pub by_remote: u64,
+}
+
+pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
+    let by_remote = opts.by.remote.then(|| {
+        let d = keyed_delta(
+            &cur.by_remote,
+            &prev.by_remote,
+            |c, p| counter_delta(*c, p.copied().unwrap_or(0)),
+            |n| *n == 0,
+        );
+        top_by(
+            d.into_iter().collect(),
+            opts.top,
+            |(_, n)| *n,
+            |(k, _)| (k.family, k.raddr, k.rport, k.lport, k.state),
+        )
+        .into_iter()
+        .map(|(k, count)| RemoteRow {
+            family: if k.family == AF_INET6 {
+                "ipv6"
+            } else if k.family == AF_INET {
+                "ipv4"
+            } else {
+                "other"
+            },
+            remote_addr: address(&k),
+            remote_port: k.rport,
+            local_port: k.lport,
+            state: STATE_NAMES
+                .get(usize::from(k.state))
+                .copied()
+                .unwrap_or("UNKNOWN"),
+            count,
+        })
+        .collect()
+    });
+    Report {
+        count: counter(&cur.counters, &prev.counters, Counter::Retransmits as u32),
+        by_remote,
+        dropped: Dropped {
+            by_remote: counter(
+                &cur.counters,
+                &prev.counters,
+                Counter::RemoteOverflow as u32,
+            ),
+        },
+    }
+}
+
+fn address(k: &RemoteKey) -> String {
+    if k.family == AF_INET6 {
+        Ipv6Addr::from(k.raddr).to_string()
+    } else {
+        let [a, b, c, d, ..] = k.raddr;
+        Ipv4Addr::new(a, b, c, d).to_string()
+    }
+}

@@ -1,0 +1,203 @@
+//! Load generators for the end-to-end tests, run as child processes so each condition comes from
+//! one known process (its pid is the tgid observer reports; its threads are left unnamed so they
+//! all carry the process's comm).
+//!
+//! Usage:
+//!   observer-loadgen sched SECS       scheduler load pinned to CPU 0 (wakeups and preemption)
+//!   observer-loadgen mmap THREADS SECS  mmap/munmap from many threads (mmap_lock contention)
+//!   observer-loadgen futex HOLD_MS REPS  one thread holds a Mutex for HOLD_MS while another waits
+//!
+//! Prints what it measured itself, one `key value` per line, on stdout.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |k: usize| -> u64 {
+        args.get(k)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
+    match args.first().map(String::as_str) {
+        Some("sched") => sched(Duration::from_secs_f64(num(1) as f64)),
+        Some("mmap") => mmap(num(1) as usize, Duration::from_secs(num(2))),
+        Some("futex") => futex(Duration::from_millis(num(1)), num(2)),
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: observer-loadgen sched SECS | mmap THREADS SECS | futex HOLD_MS REPS");
+    std::process::exit(2)
+}
+
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity on ourselves.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// Scheduler load on one CPU: two threads ping-ponging a byte over two pipes (each wakes the
+/// other: wakeup latency, as `perf bench sched pipe`), while two more threads spin on the same
+/// CPU (so woken threads wait in the run queue behind them, and spinners preempt each other).
+/// Threads inherit the main thread's affinity.
+fn sched(secs: Duration) {
+    pin_to_cpu0();
+    let stop = Arc::new(AtomicBool::new(false));
+    let round_trips = Arc::new(AtomicU64::new(0));
+    let (mut a_rx, mut a_tx) = pipe();
+    let (mut b_rx, mut b_tx) = pipe();
+    let mut handles = Vec::new();
+    {
+        let stop = stop.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            while a_rx.read_exact(&mut byte).is_ok() && byte[0] != 0 {
+                if b_tx.write_all(&byte).is_err() {
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    let _ = b_tx.write_all(&[0]);
+                    break;
+                }
+            }
+        }));
+    }
+    {
+        let stop = stop.clone();
+        let round_trips = round_trips.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut byte = [1u8; 1];
+            loop {
+                if a_tx.write_all(&[1]).is_err()
+                    || b_rx.read_exact(&mut byte).is_err()
+                    || byte[0] == 0
+                {
+                    break;
+                }
+                round_trips.fetch_add(1, Ordering::Relaxed);
+                if stop.load(Ordering::Relaxed) {
+                    let _ = a_tx.write_all(&[0]);
+                    break;
+                }
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let stop = stop.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut x = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }));
+    }
+    std::thread::sleep(secs);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    println!("round_trips {}", round_trips.load(Ordering::Relaxed));
+}
+
+fn pipe() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 returns; each is owned by one File.
+    unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// Many threads mapping, touching and unmapping memory: mmap and munmap take the process's
+/// mmap_lock (an rwsem) for writing, so the threads contend on it in the kernel.
+fn mmap(threads: usize, secs: Duration) {
+    const LEN: usize = 256 << 10;
+    let ops = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + secs;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let ops = ops.clone();
+            std::thread::spawn(move || {
+                while Instant::now() < deadline {
+                    // SAFETY: anonymous private mapping, touched within its length, then unmapped.
+                    unsafe {
+                        let p = libc::mmap(
+                            std::ptr::null_mut(),
+                            LEN,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                            -1,
+                            0,
+                        );
+                        assert_ne!(p, libc::MAP_FAILED);
+                        for off in (0..LEN).step_by(64 << 10) {
+                            *(p as *mut u8).add(off) = 1;
+                        }
+                        assert_eq!(libc::munmap(p, LEN), 0);
+                    }
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    println!("mmap_munmap {}", ops.load(Ordering::Relaxed));
+}
+
+/// `reps` times: the main thread locks a std Mutex, lets the waiter thread block on it, holds it
+/// for `hold`, and unlocks. The waiter's lock() is one futex wait of about `hold` (std's mutex
+/// spins briefly, then FUTEX_WAITs). The handshakes spin on atomics with sched_yield rather than
+/// blocking, so the only long futex waits in this process are the ones measured. Prints each
+/// wait as the waiter measured it around lock().
+fn futex(hold: Duration, reps: u64) {
+    let mutex = Arc::new(Mutex::new(()));
+    let locked = Arc::new(AtomicU64::new(0));
+    let acquired = Arc::new(AtomicU64::new(0));
+    let waiter = {
+        let (mutex, locked, acquired) = (mutex.clone(), locked.clone(), acquired.clone());
+        std::thread::spawn(move || {
+            let mut waits = Vec::new();
+            for rep in 1..=reps {
+                while locked.load(Ordering::Acquire) < rep {
+                    std::thread::yield_now();
+                }
+                let t = Instant::now();
+                let guard = mutex.lock().unwrap();
+                waits.push(t.elapsed());
+                drop(guard);
+                acquired.store(rep, Ordering::Release);
+            }
+            waits
+        })
+    };
+    for rep in 1..=reps {
+        let guard = mutex.lock().unwrap();
+        locked.store(rep, Ordering::Release);
+        std::thread::sleep(hold);
+        drop(guard);
+        while acquired.load(Ordering::Acquire) < rep {
+            std::thread::yield_now();
+        }
+    }
+    let waits = waiter.join().unwrap();
+    let mut out = std::io::stdout().lock();
+    for w in waits {
+        writeln!(out, "wait_ns {}", w.as_nanos()).unwrap();
+    }
+}

@@ -1,0 +1,81 @@
+//! Project automation, run as `cargo xtask <command>` (alias in .cargo/config.toml).
+//!
+//! Developers and CI go through the same commands, so a fresh machine needs nothing but rustup:
+//! `setup` installs the pinned toolchain, a bpf-linker built against that toolchain's LLVM and the
+//! Debian packages the end-to-end tests drive, and every other command runs it first.
+
+mod cmd;
+mod linker;
+mod packages;
+mod setup;
+mod tasks;
+mod toolchain;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    about = "Set up, build, run and test observer",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need (idempotent; fast when all is there).
+    Setup,
+    /// Set up, then build observer (debug unless --release).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build observer (release unless --debug), then run it: `cargo xtask run -- record`.
+    Run {
+        /// Build and run the debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments for observer.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// What CI runs: setup, lints, unit tests, then the end-to-end tests one at a time (as root).
+    Test {
+        /// Only lints and unit tests: no root needed, no Debian packages installed.
+        #[arg(long)]
+        unit_only: bool,
+    },
+    /// rustfmt check, clippy on the host crates and clippy on the eBPF crate.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    // xtask lives one level below the workspace root; every command runs from there.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace");
+    let result = match Cli::parse().command {
+        Command::Setup => setup::run(root, setup::Scope::Full),
+        Command::Build { release } => tasks::build(root, tasks::Profile::from_release(release)),
+        Command::Run { debug, args } => {
+            tasks::run(root, tasks::Profile::from_release(!debug), &args)
+        }
+        Command::Test { unit_only } => tasks::test(root, unit_only),
+        Command::Lint => tasks::lint(root),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the context chain on one line and, unlike anyhow's Debug output, no
+            // backtrace even when RUST_BACKTRACE is set.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `cargo xtask setup`: installs what is missing, checks the rest, and says so in one line.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::toolchain::Toolchain;
+use crate::{linker, packages};
+
+/// How much a command needs set up.
+#[derive(Clone, Copy)]
+pub enum Scope {
+    /// Toolchain and bpf-linker: enough to build, lint and run the unit tests.
+    Build,
+    /// Also the Debian packages the end-to-end tests drive.
+    Full,
+}
+
+pub fn run(root: &Path, scope: Scope) -> Result<()> {
+    let start = Instant::now();
+    println!("==> setup");
+    let toolchain = Toolchain::pinned(root)?;
+    toolchain.ensure_installed()?;
+    let llvm = toolchain.llvm()?;
+    let linker = linker::ensure(&toolchain, &llvm)?;
+    let packages = match scope {
+        Scope::Build => "not needed".to_owned(),
+        Scope::Full => format!("{} present", packages::ensure()?),
+    };
+    println!(
+        "setup ok in {:.1} s: toolchain {} with rust-src, clippy, rustfmt; {} on {}; \
+         Debian packages {packages}",
+        start.elapsed().as_secs_f64(),
+        toolchain.channel,
+        linker.display(),
+        llvm.file_name(),
+    );
+    Ok(())
+}
