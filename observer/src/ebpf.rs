@@ -105,8 +105,8 @@ pub fn load(signals: &[Signal]) -> Result<Loaded, LoadError> {
     loader.allow_unsupported_maps();
     for global in &globals {
         match global {
-            Global::U32(name, v) => loader.override_global(*name, v, true),
-            Global::I64(name, v) => loader.override_global(*name, v, true),
+            Global::U32(name, v) => loader.override_global(name, v, true),
+            Global::I64(name, v) => loader.override_global(name, v, true),
         };
     }
     let mut ebpf = loader

@@ -222,9 +222,8 @@ mod tests {
 
     use super::*;
 
-    /// The exact integer boundaries of scale-2 buckets up to 2^64: the largest integer inside
-    /// each bucket. Exact powers of two are boundaries themselves; the others are irrational,
-    /// so their floor is the last integer below them.
+    /// Every bucket's upper boundary as an integer: exact for powers of two, the floor for
+    /// the irrational ones, with the slot the boundary closes.
     fn boundary_floors() -> Vec<(usize, u64)> {
         let mut out = Vec::new();
         for e in 0..64u32 {
@@ -240,9 +239,9 @@ mod tests {
 
     #[test]
     fn slot_of_one_and_extremes() {
-        assert_eq!(slot(1), 0);
-        assert_eq!(slot(2), 4);
-        assert_eq!(slot(3), 6); // 2^1.5 = 2.83 < 3 <= 2^1.75 = 3.36
+        assert_eq!(slot(1), 0); // (2^-0.25, 1]
+        assert_eq!(slot(2), 4); // (2^0.75, 2]
+        assert_eq!(slot(3), 7); // (2^1.5, 2^1.75] = (2.83, 3.36]
         assert_eq!(slot(u64::MAX), BUCKETS - 1);
         assert_eq!(slot(1 << 63), 4 * 63);
         assert_eq!(slot((1 << 63) + 1), 4 * 63 + 1);
@@ -250,36 +249,28 @@ mod tests {
 
     #[test]
     fn every_boundary_at_below_and_above() {
-        for (s, last_in) in boundary_floors() {
-            // The largest integer in a bucket lands in it, and the next integer lands above
-            // unless several buckets share one integer (small values): then never below.
-            if last_in == 0 {
-                continue;
-            }
+        for (s, at) in boundary_floors() {
             let (lower, upper) = bucket_bounds(s);
-            assert_eq!(
-                slot(last_in),
-                s,
-                "value {last_in} at upper edge of slot {s}"
-            );
-            assert!(
-                last_in as f64 <= upper * (1.0 + 1e-12),
-                "{last_in} > upper {upper}"
-            );
-            if last_in > 1 {
-                assert!(
-                    slot(last_in - 1) <= s,
-                    "value {} below the edge",
-                    last_in - 1
-                );
+            // At the boundary (or the last integer below an irrational one): never above it,
+            // and in this very bucket whenever the bucket holds that integer.
+            assert!(slot(at) <= s, "value {at} above slot {s}");
+            assert!(at as f64 <= upper * (1.0 + 1e-12));
+            if at as f64 > lower * (1.0 + 1e-12) {
+                assert_eq!(slot(at), s, "value {at} at the upper edge of slot {s}");
             }
-            if let Some(next) = last_in.checked_add(1) {
-                assert!(
-                    slot(next) > s,
-                    "value {next} just above the edge of slot {s}"
-                );
-                assert!(next as f64 > lower);
+            // Just below stays at or below; just above goes above.
+            if at > 1 {
+                assert!(slot(at - 1) <= s, "value {} below the edge of slot {s}", at - 1);
             }
+            if let Some(next) = at.checked_add(1) {
+                assert!(slot(next) > s, "value {next} just above the edge of slot {s}");
+            }
+        }
+        // An exact power of two closes its bucket (upper-inclusive), with the integer below it;
+        // the integer above opens the next bucket (from 8 on, buckets are wider than 1).
+        for e in 3..63 {
+            let p = 1u64 << e;
+            assert_eq!((slot(p - 1), slot(p), slot(p + 1)), (4 * e, 4 * e, 4 * e + 1));
         }
     }
 

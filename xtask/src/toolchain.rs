@@ -65,6 +65,8 @@ impl Toolchain {
             &[
                 "toolchain",
                 "install",
+                // rustup is the machine's, not the project's: never replace it as a side effect.
+                "--no-self-update",
                 &self.channel,
                 "--profile",
                 "minimal",

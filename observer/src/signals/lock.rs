@@ -55,7 +55,7 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
                 summary: Summary::of(h),
             })
             .collect();
-        rows.sort_by(|a, b| b.summary.count.cmp(&a.summary.count));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.summary.count));
         rows
     });
     Report {
