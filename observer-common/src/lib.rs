@@ -18,6 +18,16 @@ pub use hist::Hist;
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 
+/// A process (thread group) in a cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    /// cgroup v2 id (the inode number of the cgroup's directory).
+    pub cgroup: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
 /// A histogram attributed to one process (thread group), with the name it had when first seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +49,7 @@ mod pod {
     // no implicit padding (checked by the const asserts next to each type).
     unsafe impl aya::Pod for crate::Hist {}
     unsafe impl aya::Pod for crate::ProcessHist {}
+    unsafe impl aya::Pod for crate::ProcessKey {}
     unsafe impl aya::Pod for crate::blockio::DiskKey {}
     unsafe impl aya::Pod for crate::blockio::DiskHists {}
     unsafe impl aya::Pod for crate::tcp::RemoteKey {}

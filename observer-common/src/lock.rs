@@ -99,7 +99,7 @@ pub mod futex {
     pub const HIST_MAP: &str = "FUTEX_HIST";
     pub const HIST_ENTRIES: u32 = 1;
     pub const COUNTERS_MAP: &str = "FUTEX_COUNTERS";
-    /// Hash `u32` tgid -> [`crate::ProcessHist`].
+    /// Hash [`crate::ProcessKey`] -> [`crate::ProcessHist`].
     pub const BY_PROCESS_MAP: &str = "FUTEX_BY_PROCESS";
     pub const BY_PROCESS_ENTRIES: u32 = 2048;
 

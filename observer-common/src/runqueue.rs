@@ -5,12 +5,11 @@ pub const HIST_MAP: &str = "RUNQ_HIST";
 pub const HIST_ENTRIES: u32 = 1;
 /// Per-CPU array of `u64` counters, indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "RUNQ_COUNTERS";
-/// Hash `u64` cgroup id -> [`crate::Hist`], bounded by [`BY_CGROUP_ENTRIES`].
-pub const BY_CGROUP_MAP: &str = "RUNQ_BY_CGROUP";
-pub const BY_CGROUP_ENTRIES: u32 = 1024;
-/// Hash `u32` tgid -> [`crate::ProcessHist`], bounded by [`BY_PROCESS_ENTRIES`].
+/// Hash [`crate::ProcessKey`] -> [`crate::ProcessHist`], bounded by [`BY_PROCESS_ENTRIES`].
+/// One map keyed by (cgroup, process) rather than one per breakdown: sched_switch then pays
+/// for one hash update instead of two, and the agent sums it either way.
 pub const BY_PROCESS_MAP: &str = "RUNQ_BY_PROCESS";
-pub const BY_PROCESS_ENTRIES: u32 = 2048;
+pub const BY_PROCESS_ENTRIES: u32 = 4096;
 
 /// Programs of this signal, as named in the object, with the tracepoint each attaches to.
 pub const PROGRAMS: &[(&str, &str)] = &[
@@ -22,12 +21,10 @@ pub const PROGRAMS: &[(&str, &str)] = &[
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Waits not attributed to a cgroup because [`BY_CGROUP_MAP`] was full.
-    CgroupOverflow = 0,
-    /// Waits not attributed to a process because [`BY_PROCESS_MAP`] was full.
-    ProcessOverflow = 1,
+    /// Waits not attributed to a cgroup and process because [`BY_PROCESS_MAP`] was full.
+    ProcessOverflow = 0,
 }
-pub const COUNTERS: u32 = 2;
+pub const COUNTERS: u32 = 1;
 
 /// Per-task state, kept in task storage (not shared with user space).
 #[repr(C)]

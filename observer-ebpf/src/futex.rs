@@ -9,13 +9,13 @@ use aya_ebpf::{
     btf_maps::{HashMap, PerCpuArray},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_ktime_get_ns},
+        generated::{bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_ktime_get_ns},
     },
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
 use observer_common::{
-    Hist, ProcessHist,
+    Hist, ProcessHist, ProcessKey,
     lock::futex::{
         BY_PROCESS_ENTRIES, COUNTERS, Counter, EAGAIN, FutexWait, HIST_ENTRIES, is_wait,
     },
@@ -33,8 +33,12 @@ static FUTEX_HIST: PerCpuArray<Hist, { HIST_ENTRIES as usize }> = PerCpuArray::n
 #[btf_map]
 static FUTEX_COUNTERS: PerCpuArray<u64, { COUNTERS as usize }> = PerCpuArray::new();
 #[btf_map]
-static FUTEX_BY_PROCESS: HashMap<u32, ProcessHist, { BY_PROCESS_ENTRIES as usize }, NO_PREALLOC> =
-    HashMap::new();
+static FUTEX_BY_PROCESS: HashMap<
+    ProcessKey,
+    ProcessHist,
+    { BY_PROCESS_ENTRIES as usize },
+    NO_PREALLOC,
+> = HashMap::new();
 #[btf_map]
 static FUTEX_TASKS: TaskStorage<FutexWait> = TaskStorage::new();
 
@@ -114,8 +118,13 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     record(&FUTEX_HIST, 0, waited);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    match entry(&FUTEX_BY_PROCESS, &tgid, &ZERO_PROCESS) {
+    let key = ProcessKey {
+        // SAFETY: a BPF helper with no preconditions.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+    };
+    match entry(&FUTEX_BY_PROCESS, &key, &ZERO_PROCESS) {
         Some(p) => {
             // SAFETY: a live map value.
             let p = unsafe { &mut *p };

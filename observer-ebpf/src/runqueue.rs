@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use observer_common::{
-    Hist, ProcessHist,
-    runqueue::{BY_CGROUP_ENTRIES, BY_PROCESS_ENTRIES, COUNTERS, Counter, HIST_ENTRIES, TaskState},
+    Hist, ProcessHist, ProcessKey,
+    runqueue::{BY_PROCESS_ENTRIES, COUNTERS, Counter, HIST_ENTRIES, TaskState},
 };
 
 use crate::{
@@ -33,16 +33,16 @@ static RUNQ_HIST: PerCpuArray<Hist, { HIST_ENTRIES as usize }> = PerCpuArray::ne
 #[btf_map]
 static RUNQ_COUNTERS: PerCpuArray<u64, { COUNTERS as usize }> = PerCpuArray::new();
 #[btf_map]
-static RUNQ_BY_CGROUP: HashMap<u64, Hist, { BY_CGROUP_ENTRIES as usize }, NO_PREALLOC> =
-    HashMap::new();
-#[btf_map]
-static RUNQ_BY_PROCESS: HashMap<u32, ProcessHist, { BY_PROCESS_ENTRIES as usize }, NO_PREALLOC> =
-    HashMap::new();
+static RUNQ_BY_PROCESS: HashMap<
+    ProcessKey,
+    ProcessHist,
+    { BY_PROCESS_ENTRIES as usize },
+    NO_PREALLOC,
+> = HashMap::new();
 #[btf_map]
 static RUNQ_TASKS: TaskStorage<TaskState> = TaskStorage::new();
 
-/// Templates for new breakdown entries (in .rodata, so they can be passed to map updates).
-static ZERO_HIST: Hist = Hist::ZERO;
+/// Template for new breakdown entries (in .rodata, so it can be passed to map updates).
 static ZERO_PROCESS: ProcessHist = ProcessHist::ZERO;
 
 /// `TASK_RUNNING` (include/linux/sched.h).
@@ -115,14 +115,13 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// Attributes a wait of the current task to its cgroup and process.
 #[inline(always)]
 fn attribute(pid_tgid: u64, wait: u64) {
-    // SAFETY: a BPF helper with no preconditions.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    match entry(&RUNQ_BY_CGROUP, &cgroup, &ZERO_HIST) {
-        Some(h) => add_shared(h, wait),
-        None => count(&RUNQ_COUNTERS, Counter::CgroupOverflow as u32, 1),
-    }
-    let tgid = (pid_tgid >> 32) as u32;
-    match entry(&RUNQ_BY_PROCESS, &tgid, &ZERO_PROCESS) {
+    let key = ProcessKey {
+        // SAFETY: a BPF helper with no preconditions.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+    };
+    match entry(&RUNQ_BY_PROCESS, &key, &ZERO_PROCESS) {
         Some(p) => {
             // SAFETY: `p` is a live map value.
             let p = unsafe { &mut *p };

@@ -260,17 +260,27 @@ mod tests {
             }
             // Just below stays at or below; just above goes above.
             if at > 1 {
-                assert!(slot(at - 1) <= s, "value {} below the edge of slot {s}", at - 1);
+                assert!(
+                    slot(at - 1) <= s,
+                    "value {} below the edge of slot {s}",
+                    at - 1
+                );
             }
             if let Some(next) = at.checked_add(1) {
-                assert!(slot(next) > s, "value {next} just above the edge of slot {s}");
+                assert!(
+                    slot(next) > s,
+                    "value {next} just above the edge of slot {s}"
+                );
             }
         }
         // An exact power of two closes its bucket (upper-inclusive), with the integer below it;
         // the integer above opens the next bucket (from 8 on, buckets are wider than 1).
         for e in 3..63 {
             let p = 1u64 << e;
-            assert_eq!((slot(p - 1), slot(p), slot(p + 1)), (4 * e, 4 * e, 4 * e + 1));
+            assert_eq!(
+                (slot(p - 1), slot(p), slot(p + 1)),
+                (4 * e, 4 * e, 4 * e + 1)
+            );
         }
     }
 

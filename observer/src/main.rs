@@ -46,6 +46,10 @@ enum Command {
         /// Fail if any requested signal cannot run (by default the others still run).
         #[arg(long)]
         strict: bool,
+        /// Also report what each kernel program cost per run (enables kernel.bpf_stats while
+        /// recording, which itself adds about 50 ns per run).
+        #[arg(long)]
+        stats: bool,
     },
     /// Check what this kernel supports, signal by signal, by loading each for real.
     Check {
@@ -123,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             top,
             format,
             strict,
+            stats,
         } => {
             let by = if by.is_empty() {
                 Breakdowns::ALL
@@ -143,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("none of the requested signals can run here; `observer check -v` says why");
             }
             let opts = ReportOptions { top, by };
-            let record = record::record(&loaded, duration, &opts)
+            let record = record::record(&loaded, duration, &opts, stats)
                 .context("reading the kernel's histograms")?;
             match format {
                 Format::Text => print!("{}", render::text(&record)),

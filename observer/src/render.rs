@@ -120,6 +120,21 @@ pub fn text(record: &Record) -> String {
         }
         dropped(&mut out, &[("process", r.dropped.by_process)]);
     }
+    if let Some(programs) = &record.programs {
+        let _ = writeln!(out, "\nprogram cost (kernel.bpf_stats):");
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<20} {:>12} {:>10}",
+            "program", "tracepoint", "runs", "ns/run"
+        );
+        for p in programs {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:<20} {:>12} {:>10.1}",
+                p.program, p.tracepoint, p.runs, p.ns_per_run
+            );
+        }
+    }
     for (signal, why) in &record.errors {
         let _ = writeln!(out, "\n{signal}: not measured: {why}");
     }

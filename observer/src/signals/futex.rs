@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use aya::Ebpf;
 use observer_common::{
-    Hist, ProcessHist,
+    Hist, ProcessHist, ProcessKey,
     lock::futex::{
         BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_NR_FUTEX, GLOBAL_NR_FUTEX_WAIT,
         GLOBAL_NR_FUTEX_WAITV, GLOBAL_REGS_ARG1, HIST_MAP,
@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::{
     Global, GlobalsError, ReadError, ReportOptions, counter, hist_at, offset_global, read_hash,
     read_percpu,
-    runqueue::{ProcessRow, process_rows},
+    runqueue::{ProcessRow, process_deltas, process_rows},
 };
 use crate::{btf::Btf, hist::Latency};
 
@@ -40,7 +40,7 @@ pub fn globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
 pub struct Raw {
     hist: Vec<Vec<Hist>>,
     counters: Vec<Vec<u64>>,
-    by_process: HashMap<u32, ProcessHist>,
+    by_process: HashMap<ProcessKey, ProcessHist>,
 }
 
 pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
@@ -74,7 +74,7 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
         by_process: opts
             .by
             .process
-            .then(|| process_rows(&cur.by_process, &prev.by_process, opts.top)),
+            .then(|| process_rows(&process_deltas(&cur.by_process, &prev.by_process), opts.top)),
         not_waited: counter(&cur.counters, &prev.counters, Counter::NotWaited as u32),
         dropped: Dropped {
             by_process: counter(

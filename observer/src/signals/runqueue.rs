@@ -8,28 +8,26 @@ use std::{
 
 use aya::Ebpf;
 use observer_common::{
-    Hist, ProcessHist,
-    runqueue::{BY_CGROUP_MAP, BY_PROCESS_MAP, COUNTERS_MAP, Counter, HIST_MAP},
+    Hist, ProcessHist, ProcessKey,
+    runqueue::{BY_PROCESS_MAP, COUNTERS_MAP, Counter, HIST_MAP},
 };
 use serde::Serialize;
 
 use super::{
     ReadError, ReportOptions, counter, hist_at, process_name, read_hash, read_percpu, top_by,
 };
-use crate::hist::{Latency, Summary, count, hist_delta, keyed_delta};
+use crate::hist::{Latency, Summary, count, hist_add, hist_delta, keyed_delta};
 
 pub struct Raw {
     hist: Vec<Vec<Hist>>,
     counters: Vec<Vec<u64>>,
-    by_cgroup: HashMap<u64, Hist>,
-    by_process: HashMap<u32, ProcessHist>,
+    by_process: HashMap<ProcessKey, ProcessHist>,
 }
 
 pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     Ok(Raw {
         hist: read_percpu(ebpf, HIST_MAP)?,
         counters: read_percpu(ebpf, COUNTERS_MAP)?,
-        by_cgroup: read_hash(ebpf, BY_CGROUP_MAP)?,
         by_process: read_hash(ebpf, BY_PROCESS_MAP)?,
     })
 }
@@ -64,72 +62,93 @@ pub struct ProcessRow {
 
 #[derive(Debug, Serialize)]
 pub struct Dropped {
-    /// Waits not attributed to a cgroup: the cgroup map was full.
+    /// Waits not attributed to a cgroup and process: the (cgroup, process) map was full.
+    /// Both breakdowns come from that one map, so both miss the same waits.
     pub by_cgroup: u64,
-    /// Waits not attributed to a process: the process map was full.
     pub by_process: u64,
 }
 
 pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
-    let by_cgroup = opts.by.cgroup.then(|| {
-        let d = keyed_delta(
-            &cur.by_cgroup,
-            &prev.by_cgroup,
-            |c, p| hist_delta(c, p.unwrap_or(&Hist::ZERO)),
-            |h| count(h) == 0,
-        );
-        let rows = d.iter().map(|(id, h)| (*id, Summary::of(h))).collect();
-        let rows: Vec<(u64, Summary)> = top_by(rows, opts.top, |r| r.1.count, |r| r.0);
-        let paths = cgroup_paths(rows.iter().map(|r| r.0).collect());
-        rows.into_iter()
-            .map(|(cgroup_id, summary)| CgroupRow {
-                cgroup_id,
-                cgroup: paths.get(&cgroup_id).cloned().unwrap_or_else(|| "?".into()),
-                summary,
-            })
-            .collect()
-    });
-    let by_process = opts
-        .by
-        .process
-        .then(|| process_rows(&cur.by_process, &prev.by_process, opts.top));
+    let deltas = process_deltas(&cur.by_process, &prev.by_process);
+    let dropped = counter(
+        &cur.counters,
+        &prev.counters,
+        Counter::ProcessOverflow as u32,
+    );
     Report {
         latency: Latency::of(&hist_at(&cur.hist, &prev.hist, 0)),
-        by_cgroup,
-        by_process,
+        by_cgroup: opts.by.cgroup.then(|| cgroup_rows(&deltas, opts.top)),
+        by_process: opts.by.process.then(|| process_rows(&deltas, opts.top)),
         dropped: Dropped {
-            by_cgroup: counter(
-                &cur.counters,
-                &prev.counters,
-                Counter::CgroupOverflow as u32,
-            ),
-            by_process: counter(
-                &cur.counters,
-                &prev.counters,
-                Counter::ProcessOverflow as u32,
-            ),
+            by_cgroup: dropped,
+            by_process: dropped,
         },
     }
 }
 
-/// Top processes by count from a per-process histogram map read twice.
+/// What each (cgroup, process) gained between two reads; only those that gained anything.
+pub(crate) fn process_deltas(
+    cur: &HashMap<ProcessKey, ProcessHist>,
+    prev: &HashMap<ProcessKey, ProcessHist>,
+) -> HashMap<ProcessKey, ProcessHist> {
+    keyed_delta(
+        cur,
+        prev,
+        |c, p| ProcessHist {
+            comm: c.comm,
+            hist: hist_delta(&c.hist, p.map_or(&Hist::ZERO, |p| &p.hist)),
+        },
+        |p| count(&p.hist) == 0,
+    )
+}
+
+/// Sums per-(cgroup, process) histograms by `group`.
+fn group_by<G: Eq + std::hash::Hash>(
+    deltas: &HashMap<ProcessKey, ProcessHist>,
+    group: impl Fn(&ProcessKey) -> G,
+) -> HashMap<G, ProcessHist> {
+    let mut out: HashMap<G, ProcessHist> = HashMap::new();
+    for (key, p) in deltas {
+        let entry = out.entry(group(key)).or_insert(ProcessHist {
+            comm: p.comm,
+            hist: Hist::ZERO,
+        });
+        hist_add(&mut entry.hist, &p.hist);
+    }
+    out
+}
+
+/// Top processes by count (a process in several cgroups is summed).
 pub(crate) fn process_rows(
-    cur: &HashMap<u32, ProcessHist>,
-    prev: &HashMap<u32, ProcessHist>,
+    deltas: &HashMap<ProcessKey, ProcessHist>,
     top: usize,
 ) -> Vec<ProcessRow> {
-    let rows = cur
-        .iter()
-        .filter_map(|(tgid, p)| {
-            let d = hist_delta(&p.hist, prev.get(tgid).map_or(&Hist::ZERO, |p| &p.hist));
-            (count(&d) > 0).then(|| (*tgid, p.comm, Summary::of(&d)))
-        })
+    let rows = group_by(deltas, |k| k.tgid)
+        .into_iter()
+        .map(|(tgid, p)| (tgid, p.comm, Summary::of(&p.hist)))
         .collect();
     top_by(rows, top, |r| r.2.count, |r| r.0)
         .into_iter()
         .map(|(tgid, comm, summary)| ProcessRow {
             tgid,
             comm: process_name(tgid, &comm),
+            summary,
+        })
+        .collect()
+}
+
+/// Top cgroups by count, with their paths.
+pub(crate) fn cgroup_rows(deltas: &HashMap<ProcessKey, ProcessHist>, top: usize) -> Vec<CgroupRow> {
+    let rows = group_by(deltas, |k| k.cgroup)
+        .into_iter()
+        .map(|(id, p)| (id, Summary::of(&p.hist)))
+        .collect();
+    let rows: Vec<(u64, Summary)> = top_by(rows, top, |r| r.1.count, |r| r.0);
+    let paths = cgroup_paths(rows.iter().map(|r| r.0).collect());
+    rows.into_iter()
+        .map(|(cgroup_id, summary)| CgroupRow {
+            cgroup_id,
+            cgroup: paths.get(&cgroup_id).cloned().unwrap_or_else(|| "?".into()),
             summary,
         })
         .collect()
