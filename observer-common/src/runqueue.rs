@@ -11,6 +11,11 @@ pub const COUNTERS_MAP: &str = "RUNQ_COUNTERS";
 pub const BY_PROCESS_MAP: &str = "RUNQ_BY_PROCESS";
 pub const BY_PROCESS_ENTRIES: u32 = 4096;
 
+/// Global set by the agent: 1 to attribute waits to (cgroup, process), 0 when neither
+/// breakdown was asked for. Attribution is most of sched_switch's cost (a hash update per wait),
+/// so a user who wants only the histogram does not pay for it.
+pub const GLOBAL_ATTRIBUTE: &str = "RUNQ_ATTRIBUTE";
+
 /// Programs of this signal, as named in the object, with the tracepoint each attaches to.
 pub const PROGRAMS: &[(&str, &str)] = &[
     ("runq_sched_wakeup", "sched_wakeup"),

@@ -45,6 +45,10 @@ static RUNQ_TASKS: TaskStorage<TaskState> = TaskStorage::new();
 /// Template for new breakdown entries (in .rodata, so it can be passed to map updates).
 static ZERO_PROCESS: ProcessHist = ProcessHist::ZERO;
 
+/// observer_common::runqueue::GLOBAL_ATTRIBUTE.
+#[unsafe(no_mangle)]
+static RUNQ_ATTRIBUTE: u32 = 1;
+
 /// `TASK_RUNNING` (include/linux/sched.h).
 const TASK_RUNNING: u64 = 0;
 
@@ -106,8 +110,11 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let wait = now.saturating_sub(state.enqueued_ns);
     state.enqueued_ns = 0;
-    state.pending_wait_ns = wait;
-    state.pending = 1;
+    // SAFETY: a global the loader initialised; volatile so its placeholder is not folded.
+    if unsafe { core::ptr::read_volatile(&RUNQ_ATTRIBUTE) } != 0 {
+        state.pending_wait_ns = wait;
+        state.pending = 1;
+    }
     record(&RUNQ_HIST, 0, wait);
     Ok(())
 }

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::{ebpf, signals::Signal};
+use crate::{
+    ebpf,
+    signals::{Breakdowns, Signal},
+};
 
 /// `CAP_PERFMON` and `CAP_BPF` (include/uapi/linux/capability.h): what loading and attaching
 /// tracing programs needs, short of root (kernels >= 5.8).
@@ -57,7 +60,7 @@ pub fn check(signals: &[Signal], verbose: bool) -> anyhow::Result<Outcome> {
     let mut text = String::new();
     privileges()?;
     let _ = writeln!(text, "privileges: ok");
-    let loaded = ebpf::load(signals)?;
+    let loaded = ebpf::load(signals, &Breakdowns::ALL)?;
     let _ = writeln!(text, "kernel BTF: ok (/sys/kernel/btf/vmlinux)");
     let mut all_ok = true;
     for (signal, status) in &loaded.status {

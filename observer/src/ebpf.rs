@@ -9,7 +9,7 @@ use aya::{
 
 use crate::{
     btf::{Btf, BtfError},
-    signals::{Global, GlobalsError, Signal},
+    signals::{Breakdowns, Global, GlobalsError, Signal},
 };
 
 /// The object built from observer-ebpf by build.rs.
@@ -81,7 +81,7 @@ impl Loaded {
 
 /// Loads the object and attaches every signal in `signals` it can. A signal that cannot run
 /// is reported in `status`; the others keep working.
-pub fn load(signals: &[Signal]) -> Result<Loaded, LoadError> {
+pub fn load(signals: &[Signal], by: &Breakdowns) -> Result<Loaded, LoadError> {
     let btf = Btf::from_sys_fs()?;
     let mut status = BTreeMap::new();
     let mut globals = Vec::new();
@@ -91,7 +91,7 @@ pub fn load(signals: &[Signal]) -> Result<Loaded, LoadError> {
             .iter()
             .find(|(_, tp)| !btf.has_tracepoint(tp))
             .map_or(Ok(()), |(_, tp)| Err(SignalError::NoTracepoint(tp)))
-            .and_then(|()| Ok(signal.globals(&btf)?));
+            .and_then(|()| Ok(signal.globals(&btf, by)?));
         match check {
             Ok(g) => globals.extend(g),
             Err(e) => {

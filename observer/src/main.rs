@@ -135,7 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Breakdowns::only(&by).map_err(anyhow::Error::msg)?
             };
             check::privileges()?;
-            let loaded = ebpf::load(&dedup(signals))?;
+            let loaded = ebpf::load(&dedup(signals), &by)?;
             for (signal, status) in &loaded.status {
                 if let Err(e) = status {
                     if strict {

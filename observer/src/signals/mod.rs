@@ -80,10 +80,12 @@ impl Signal {
         }
     }
 
-    /// Values for the programs' globals, resolved from this kernel's BTF.
-    pub fn globals(self, btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
+    /// Values for the programs' globals: struct offsets resolved from this kernel's BTF, and
+    /// switches for in-kernel work only the requested breakdowns need.
+    pub fn globals(self, btf: &Btf, by: &Breakdowns) -> Result<Vec<Global>, GlobalsError> {
         match self {
-            Self::Runqueue | Self::Lock => Ok(Vec::new()),
+            Self::Runqueue => Ok(runqueue::globals(by)),
+            Self::Lock => Ok(Vec::new()),
             Self::BlockIo => blockio::globals(btf),
             Self::Tcp => tcp::globals(btf),
             Self::Futex => futex::globals(btf),

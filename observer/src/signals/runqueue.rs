@@ -9,14 +9,22 @@ use std::{
 use aya::Ebpf;
 use observer_common::{
     Hist, ProcessHist, ProcessKey,
-    runqueue::{BY_PROCESS_MAP, COUNTERS_MAP, Counter, HIST_MAP},
+    runqueue::{BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_ATTRIBUTE, HIST_MAP},
 };
 use serde::Serialize;
 
 use super::{
-    ReadError, ReportOptions, counter, hist_at, process_name, read_hash, read_percpu, top_by,
+    Breakdowns, Global, ReadError, ReportOptions, counter, hist_at, process_name, read_hash,
+    read_percpu, top_by,
 };
 use crate::hist::{Latency, Summary, count, hist_add, hist_delta, keyed_delta};
+
+pub fn globals(by: &Breakdowns) -> Vec<Global> {
+    vec![Global::U32(
+        GLOBAL_ATTRIBUTE,
+        u32::from(by.cgroup || by.process),
+    )]
+}
 
 pub struct Raw {
     hist: Vec<Vec<Hist>>,
