@@ -14,16 +14,22 @@ pub const GLOBAL_SKC_DADDR: &str = "TCP_OFF_SKC_DADDR";
 pub const GLOBAL_SKC_V6_DADDR: &str = "TCP_OFF_SKC_V6_DADDR";
 pub const GLOBAL_SKC_DPORT: &str = "TCP_OFF_SKC_DPORT";
 pub const GLOBAL_SKC_NUM: &str = "TCP_OFF_SKC_NUM";
+/// 1 when this kernel's tcp_retransmit_skb passes `int err` (its third argument, added in 6.x):
+/// the tracepoint then also fires for retransmits that failed to send, which are not counted
+/// as retransmits (the kernel's own RetransSegs does not count them either).
+pub const GLOBAL_HAS_ERR: &str = "TCP_HAS_ERR";
 
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Every retransmitted segment.
+    /// Every retransmitted skb that was sent (one skb may carry several segments under TSO).
     Retransmits = 0,
     /// Retransmits not attributed to an endpoint because [`BY_REMOTE_MAP`] was full.
     RemoteOverflow = 1,
+    /// Retransmit attempts that failed to send (only seen where [`GLOBAL_HAS_ERR`] is 1).
+    Failed = 2,
 }
-pub const COUNTERS: u32 = 2;
+pub const COUNTERS: u32 = 3;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

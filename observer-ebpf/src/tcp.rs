@@ -35,11 +35,14 @@ static TCP_OFF_SKC_V6_DADDR: u32 = 0;
 static TCP_OFF_SKC_DPORT: u32 = 0;
 #[unsafe(no_mangle)]
 static TCP_OFF_SKC_NUM: u32 = 0;
+/// observer_common::tcp::GLOBAL_HAS_ERR. A constant to the verifier (.rodata is frozen), so on
+/// kernels without the argument the branch that reads it is dead code and never checked.
+#[unsafe(no_mangle)]
+static TCP_HAS_ERR: u32 = 0;
 
-/// tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, ...)
+/// tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb[, int err])
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
-    count(&TCP_COUNTERS, Counter::Retransmits as u32, 1);
     match try_retransmit(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -47,6 +50,15 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_retransmit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // SAFETY: a global the loader initialised; volatile so its placeholder is not folded.
+    if unsafe { core::ptr::read_volatile(&TCP_HAS_ERR) } != 0 {
+        let err: i64 = ctx.arg(2);
+        if err as i32 != 0 {
+            count(&TCP_COUNTERS, Counter::Failed as u32, 1);
+            return Ok(());
+        }
+    }
+    count(&TCP_COUNTERS, Counter::Retransmits as u32, 1);
     let sk: u64 = ctx.arg(0);
     let key = remote_key(sk)?;
     match entry(&TCP_BY_REMOTE, &key, &ZERO) {

@@ -11,7 +11,7 @@
 //! pass over the type section is needed to find each type id's record; that pass also indexes
 //! struct/union names and tracepoint typedefs, and everything else is decoded on demand.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -216,7 +216,8 @@ pub struct Btf {
     /// duplicates or empty definitions next to the real one.
     composites: HashMap<Box<str>, Vec<u32>>,
     /// Tracepoint names, from the `btf_trace_<name>` typedefs.
-    tracepoints: HashSet<Box<str>>,
+    /// Tracepoint name -> id of its `btf_trace_<name>` typedef.
+    tracepoints: HashMap<Box<str>, u32>,
     /// Pointer width in bytes, from the kernel's `long` type: BTF pointers do not record their
     /// size, and the kernel's width need not match this process's.
     pointer_size: Option<u32>,
@@ -364,7 +365,25 @@ impl Btf {
     /// Whether the kernel has a BTF-enabled tracepoint `name` (e.g. `"sched_switch"`), which the
     /// kernel records as a typedef `btf_trace_<name>`.
     pub fn has_tracepoint(&self, name: &str) -> bool {
-        self.tracepoints.contains(name)
+        self.tracepoints.contains_key(name)
+    }
+
+    /// How many arguments tracepoint `name` passes to a BTF program (its `btf_trace_<name>`
+    /// typedef is a pointer to a function whose first parameter is the context, not an
+    /// argument), or `None` if there is no such tracepoint. Tracepoints gain arguments across
+    /// kernel versions; a program must not read one the kernel does not pass.
+    pub fn tracepoint_args(&self, name: &str) -> Result<Option<usize>, BtfError> {
+        let Some(&typedef) = self.tracepoints.get(name) else {
+            return Ok(None);
+        };
+        let pointer = self.record(self.skip_modifiers(typedef)?)?;
+        let proto = self.record(self.skip_modifiers(pointer.size_or_type)?)?;
+        if pointer.kind() != KIND_PTR || proto.kind() != KIND_FUNC_PROTO {
+            return Err(self.malformed(format!(
+                "btf_trace_{name} is not a pointer to a function prototype"
+            )));
+        }
+        Ok(Some(proto.vlen().saturating_sub(1)))
     }
 
     fn parse_owned(data: Vec<u8>, origin: String) -> Result<Self, BtfError> {
@@ -440,7 +459,7 @@ impl Btf {
         let mut types = Vec::with_capacity(type_bytes.len() / 32 + 1);
         types.push(TypeRecord::VOID);
         let mut composites: HashMap<Box<str>, Vec<u32>> = HashMap::new();
-        let mut tracepoints = HashSet::new();
+        let mut tracepoints = HashMap::new();
         let mut pointer_size = None;
         let mut pos = 0;
         while pos < type_bytes.len() {
@@ -493,7 +512,7 @@ impl Btf {
                 }
                 KIND_TYPEDEF => {
                     if let Some(tracepoint) = name()?.strip_prefix(TRACEPOINT_TYPEDEF_PREFIX) {
-                        tracepoints.insert(tracepoint.into());
+                        tracepoints.insert(tracepoint.into(), id);
                     }
                 }
                 // The names pahole and the kernel's own BTF use for `long`.
@@ -941,6 +960,14 @@ mod tests {
         }
         assert!(!btf.has_tracepoint("no_such_tracepoint"));
         assert!(!btf.has_tracepoint(""));
+        // Argument counts: stable ones exactly; tcp_retransmit_skb gained `err` in 6.x.
+        let args = |tp| btf.tracepoint_args(tp).unwrap();
+        assert_eq!(args("sched_switch"), Some(4));
+        assert_eq!(args("sched_wakeup"), Some(1));
+        assert_eq!(args("contention_begin"), Some(2));
+        assert_eq!(args("sys_enter"), Some(2));
+        assert!(matches!(args("tcp_retransmit_skb"), Some(2 | 3)));
+        assert_eq!(args("no_such_tracepoint"), None);
     }
 
     #[test]

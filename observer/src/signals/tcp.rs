@@ -7,9 +7,9 @@ use std::{
 
 use aya::Ebpf;
 use observer_common::tcp::{
-    AF_INET, AF_INET6, BY_REMOTE_MAP, COUNTERS_MAP, Counter, GLOBAL_SKC_DADDR, GLOBAL_SKC_DPORT,
-    GLOBAL_SKC_FAMILY, GLOBAL_SKC_NUM, GLOBAL_SKC_STATE, GLOBAL_SKC_V6_DADDR, RemoteKey,
-    STATE_NAMES,
+    AF_INET, AF_INET6, BY_REMOTE_MAP, COUNTERS_MAP, Counter, GLOBAL_HAS_ERR, GLOBAL_SKC_DADDR,
+    GLOBAL_SKC_DPORT, GLOBAL_SKC_FAMILY, GLOBAL_SKC_NUM, GLOBAL_SKC_STATE, GLOBAL_SKC_V6_DADDR,
+    RemoteKey, STATE_NAMES,
 };
 use serde::Serialize;
 
@@ -22,9 +22,12 @@ use crate::{
     hist::{counter_delta, keyed_delta},
 };
 
-/// Fields of `struct sock_common`, reached from `struct sock` through `__sk_common`.
+/// Fields of `struct sock_common`, reached from `struct sock` through `__sk_common`, and
+/// whether the tracepoint reports errors.
 pub fn globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
+    let has_err = btf.tracepoint_args("tcp_retransmit_skb")? == Some(3);
     Ok(vec![
+        Global::U32(GLOBAL_HAS_ERR, u32::from(has_err)),
         offset_global(btf, GLOBAL_SKC_FAMILY, "sock", "__sk_common.skc_family", 2)?,
         offset_global(btf, GLOBAL_SKC_STATE, "sock", "__sk_common.skc_state", 1)?,
         offset_global(btf, GLOBAL_SKC_DADDR, "sock", "__sk_common.skc_daddr", 4)?,
@@ -54,7 +57,10 @@ pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// Retransmitted skbs that were sent.
     pub count: u64,
+    /// Retransmit attempts that failed to send (kernels that report it; 0 elsewhere).
+    pub failed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by_remote: Option<Vec<RemoteRow>>,
     pub dropped: Dropped,
@@ -113,6 +119,7 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
     });
     Report {
         count: counter(&cur.counters, &prev.counters, Counter::Retransmits as u32),
+        failed: counter(&cur.counters, &prev.counters, Counter::Failed as u32),
         by_remote,
         dropped: Dropped {
             by_remote: counter(
