@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     btf_maps::{HashMap, PerCpuArray},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_ktime_get_ns},
     },
     macros::{btf_map, btf_tracepoint},
@@ -22,7 +22,7 @@ use observer_common::{
 };
 
 use crate::{
-    hist::{add_shared, count, entry, record},
+    hist::{count, record, record_process},
     task_storage::TaskStorage,
 };
 
@@ -41,8 +41,6 @@ static FUTEX_BY_PROCESS: HashMap<
 > = HashMap::new();
 #[btf_map]
 static FUTEX_TASKS: TaskStorage<FutexWait> = TaskStorage::new();
-
-static ZERO_PROCESS: ProcessHist = ProcessHist::ZERO;
 
 // Set by the agent for this architecture (observer_common::lock::futex::GLOBAL_*); -1 for a
 // syscall this kernel does not have.
@@ -124,18 +122,12 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         _pad: 0,
     };
-    match entry(&FUTEX_BY_PROCESS, &key, &ZERO_PROCESS) {
-        Some(p) => {
-            // SAFETY: a live map value.
-            let p = unsafe { &mut *p };
-            if p.comm[0] == 0 {
-                if let Ok(comm) = bpf_get_current_comm() {
-                    p.comm = comm;
-                }
-            }
-            add_shared(&raw mut p.hist, waited);
-        }
-        None => count(&FUTEX_COUNTERS, Counter::ProcessOverflow as u32, 1),
-    }
+    record_process(
+        &FUTEX_BY_PROCESS,
+        &key,
+        waited,
+        &FUTEX_COUNTERS,
+        Counter::ProcessOverflow as u32,
+    );
     Ok(())
 }

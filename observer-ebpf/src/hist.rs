@@ -2,12 +2,13 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use aya_ebpf::helpers::bpf_get_current_comm;
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     btf_maps::{HashMap, PerCpuArray},
 };
 use observer_common::{
-    Hist,
+    Hist, ProcessHist, ProcessKey,
     hist::{BUCKETS, slot},
 };
 
@@ -32,7 +33,6 @@ pub fn add_local(h: *mut Hist, v: u64) {
 /// A stack round trip keeps the check; the verifier tracks the spilled value exactly.
 #[inline(always)]
 fn verifier_visible(slot: usize) -> usize {
-    let slot = slot;
     // SAFETY: a read of a local.
     unsafe { core::ptr::read_volatile(&slot) }
 }
@@ -97,4 +97,31 @@ pub fn entry<K, V, const M: usize, const F: usize>(
     // Fails with EEXIST when another CPU inserted the key first; the lookup then finds it.
     let _ = map.insert(key, zero, BPF_NOEXIST.into());
     map.get_ptr_mut(key)
+}
+
+/// Template for new per-process entries (in .rodata, so it can be passed to map updates).
+static ZERO_PROCESS: ProcessHist = ProcessHist::ZERO;
+
+/// Adds `v` to the current task's process in a (cgroup, process) map, naming a new entry after
+/// the current task; counts `overflow` in `counters` when the map is full.
+#[inline(always)]
+pub fn record_process<const M: usize, const F: usize, const C: usize>(
+    map: &HashMap<ProcessKey, ProcessHist, M, F>,
+    key: &ProcessKey,
+    v: u64,
+    counters: &PerCpuArray<u64, C>,
+    overflow: u32,
+) {
+    let Some(p) = entry(map, key, &ZERO_PROCESS) else {
+        count(counters, overflow, 1);
+        return;
+    };
+    // SAFETY: a live map value.
+    let p = unsafe { &mut *p };
+    if p.comm[0] == 0
+        && let Ok(comm) = bpf_get_current_comm()
+    {
+        p.comm = comm;
+    }
+    add_shared(&raw mut p.hist, v);
 }

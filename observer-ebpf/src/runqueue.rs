@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, task_struct},
     btf_maps::{HashMap, PerCpuArray},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_pid_tgid,
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     },
     macros::{btf_map, btf_tracepoint},
@@ -22,7 +22,7 @@ use observer_common::{
 };
 
 use crate::{
-    hist::{add_shared, count, entry, record},
+    hist::{record, record_process},
     task_storage::TaskStorage,
 };
 
@@ -41,9 +41,6 @@ static RUNQ_BY_PROCESS: HashMap<
 > = HashMap::new();
 #[btf_map]
 static RUNQ_TASKS: TaskStorage<TaskState> = TaskStorage::new();
-
-/// Template for new breakdown entries (in .rodata, so it can be passed to map updates).
-static ZERO_PROCESS: ProcessHist = ProcessHist::ZERO;
 
 /// observer_common::runqueue::GLOBAL_ATTRIBUTE.
 #[unsafe(no_mangle)]
@@ -91,16 +88,16 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
     // `prev` is still `current` here. The idle task (pid 0) never waits in a run queue.
     let pid_tgid = bpf_get_current_pid_tgid();
-    if pid_tgid as u32 != 0 {
-        if let Some(state) = RUNQ_TASKS.get_or_create(prev) {
-            if state.pending != 0 {
-                state.pending = 0;
-                attribute(pid_tgid, state.pending_wait_ns);
-            }
-            // Preempted, or yielding while runnable: it goes straight back to the queue.
-            if preempt & 1 != 0 || prev_state as u32 as u64 == TASK_RUNNING {
-                state.enqueued_ns = now;
-            }
+    if pid_tgid as u32 != 0
+        && let Some(state) = RUNQ_TASKS.get_or_create(prev)
+    {
+        if state.pending != 0 {
+            state.pending = 0;
+            attribute(pid_tgid, state.pending_wait_ns);
+        }
+        // Preempted, or yielding while runnable: it goes straight back to the queue.
+        if preempt & 1 != 0 || prev_state as u32 as u64 == TASK_RUNNING {
+            state.enqueued_ns = now;
         }
     }
 
@@ -128,17 +125,11 @@ fn attribute(pid_tgid: u64, wait: u64) {
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,
     };
-    match entry(&RUNQ_BY_PROCESS, &key, &ZERO_PROCESS) {
-        Some(p) => {
-            // SAFETY: `p` is a live map value.
-            let p = unsafe { &mut *p };
-            if p.comm[0] == 0 {
-                if let Ok(comm) = bpf_get_current_comm() {
-                    p.comm = comm;
-                }
-            }
-            add_shared(&raw mut p.hist, wait);
-        }
-        None => count(&RUNQ_COUNTERS, Counter::ProcessOverflow as u32, 1),
-    }
+    record_process(
+        &RUNQ_BY_PROCESS,
+        &key,
+        wait,
+        &RUNQ_COUNTERS,
+        Counter::ProcessOverflow as u32,
+    );
 }

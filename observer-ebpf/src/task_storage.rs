@@ -36,6 +36,10 @@ impl<T> TaskStorage<T> {
         }
     }
 
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "the value lives in the task, not in this placeholder definition"
+    )]
     #[inline(always)]
     fn get(&self, task: *mut task_struct, flags: u64) -> Option<&mut T> {
         let map = ptr::from_ref(self).cast_mut().cast();

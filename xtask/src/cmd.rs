@@ -2,7 +2,7 @@
 //! queries run silently and hand back their standard output.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -73,11 +73,18 @@ impl Cmd {
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("could not start `{}`", self.shown))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        for line in BufReader::new(stdout).lines() {
-            let line = line.with_context(|| format!("reading the output of `{}`", self.shown))?;
-            println!("{line}");
-            on_line(&line);
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut echo = std::io::stdout().lock();
+        let mut line = Vec::new();
+        // Byte lines: test output need not be UTF-8, and must be echoed as it was printed.
+        while stdout
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading the output of `{}`", self.shown))?
+            > 0
+        {
+            echo.write_all(&line)?;
+            on_line(String::from_utf8_lossy(&line).trim_end());
+            line.clear();
         }
         let status = child.wait()?;
         if !status.success() {

@@ -99,8 +99,8 @@ fn build(toolchain: &Toolchain, llvm: &Llvm, linker: &Path) -> Result<()> {
     .current_dir(&shim.0)
     .run()
     .context(
-        "building bpf-linker failed; it needs a C++ toolchain (apt-get install build-essential) \
-         and crates.io",
+        "building bpf-linker failed; it needs crates.io and a C compiler for llvm-sys \
+         (apt-get install gcc)",
     )
 }
 
@@ -133,31 +133,21 @@ fn check(linker: &Path, llvm: &Llvm) -> Result<(), Problem> {
     if !linker.is_file() {
         return Err(Problem::Missing);
     }
-    // Cargo puts toolchain directories on LD_LIBRARY_PATH for `cargo xtask`; without clearing it
-    // a linker with a broken runpath would look fine here and fail under rustc.
+    // rustup puts the toolchain's lib directory on LD_LIBRARY_PATH for everything it runs, this
+    // process included: without clearing it a linker with a broken runpath would look fine here.
     let ldd = Cmd::new("ldd", &[&linker.to_string_lossy()])
         .env_remove("LD_LIBRARY_PATH")
         .query()
         .map_err(|error| Problem::Inspect(format!("{error:#}")))?;
-    let (needed, resolved) = ldd
-        .lines()
-        .filter_map(|line| line.trim().split_once(" => "))
-        .find(|(needed, _)| needed.starts_with("libLLVM"))
-        .ok_or(Problem::NoLibLlvm)?;
+    let (needed, resolved) = libllvm_dependency(&ldd).ok_or(Problem::NoLibLlvm)?;
     if needed != llvm.file_name() {
         return Err(Problem::WrongLibLlvm {
             needed: needed.to_owned(),
         });
     }
-    // `=> /path/libLLVM.so.22.1-... (0x00007f...)`, or `=> not found`.
-    let resolved = match resolved.rsplit_once(" (") {
-        Some((path, _)) if path.starts_with('/') => PathBuf::from(path),
-        _ => {
-            return Err(Problem::Unresolved {
-                needed: needed.to_owned(),
-            });
-        }
-    };
+    let resolved = resolved.ok_or_else(|| Problem::Unresolved {
+        needed: needed.to_owned(),
+    })?;
     if !same_file(&resolved, &llvm.library) {
         return Err(Problem::OutsideSysroot { resolved });
     }
@@ -174,6 +164,21 @@ fn check(linker: &Path, llvm: &Llvm) -> Result<(), Problem> {
     Ok(())
 }
 
+/// The libLLVM a binary needs, from `ldd` output, and the file it resolves to (`None` when not
+/// found): `\tlibLLVM.so.22.1-rust-1.98.0-stable => /path/libLLVM.so.22.1-... (0x00007f...)`.
+fn libllvm_dependency(ldd: &str) -> Option<(&str, Option<PathBuf>)> {
+    let (needed, resolved) = ldd
+        .lines()
+        .filter_map(|line| line.trim().split_once(" => "))
+        .find(|(needed, _)| needed.starts_with("libLLVM"))?;
+    let path = resolved
+        .rsplit_once(" (")
+        .map(|(path, _)| path)
+        .filter(|path| path.starts_with('/'))
+        .map(PathBuf::from);
+    Some((needed, path))
+}
+
 /// `$CARGO_HOME`, which rustup sets (by default to `~/.cargo`) for everything it runs.
 fn cargo_home() -> Result<PathBuf> {
     std::env::var_os("CARGO_HOME")
@@ -186,5 +191,38 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::libllvm_dependency;
+
+    #[test]
+    fn finds_the_libllvm_line_of_ldd() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007f8847121000)
+\tlibLLVM.so.22.1-rust-1.98.0-stable => /root/.rustup/toolchains/1.98.0-x86_64-unknown-linux-gnu/lib/libLLVM.so.22.1-rust-1.98.0-stable (0x00007f883c600000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f883c41e000)
+";
+        let (needed, resolved) = libllvm_dependency(ldd).unwrap();
+        assert_eq!(needed, "libLLVM.so.22.1-rust-1.98.0-stable");
+        assert_eq!(
+            resolved,
+            Some(PathBuf::from(
+                "/root/.rustup/toolchains/1.98.0-x86_64-unknown-linux-gnu/lib/libLLVM.so.22.1-rust-1.98.0-stable"
+            ))
+        );
+    }
+
+    #[test]
+    fn reports_an_unresolved_or_absent_libllvm() {
+        let ldd = "\tlibLLVM.so.23.1-rust-1.99.0-stable => not found\n";
+        assert_eq!(
+            libllvm_dependency(ldd),
+            Some(("libLLVM.so.23.1-rust-1.99.0-stable", None))
+        );
+        assert_eq!(libllvm_dependency("\tnot a dynamic executable\n"), None);
     }
 }

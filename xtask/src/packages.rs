@@ -6,7 +6,7 @@ use crate::cmd::{Cmd, is_root};
 
 /// All in Debian 12's main archive: `perf bench` (linux-perf), `nft` (nftables), `ip netns`
 /// (iproute2), `losetup` (util-linux), `fio`, `ethtool`, `tmux` and `ps`/`sysctl` (procps).
-const PACKAGES: [&str; 8] = [
+pub const PACKAGES: [&str; 8] = [
     "linux-perf",
     "nftables",
     "iproute2",
@@ -21,11 +21,11 @@ const PACKAGES: [&str; 8] = [
 /// failing at once.
 const LOCK_TIMEOUT: &str = "DPkg::Lock::Timeout=300";
 
-/// Installs whichever packages are missing; returns how many are present.
-pub fn ensure() -> Result<usize> {
+/// Installs whichever packages are missing.
+pub fn ensure() -> Result<()> {
     let missing = missing_packages()?;
     if missing.is_empty() {
-        return Ok(PACKAGES.len());
+        return Ok(());
     }
     let list = missing.join(" ");
     if !is_root()? {
@@ -35,8 +35,9 @@ pub fn ensure() -> Result<usize> {
         );
     }
     println!("Debian packages missing: {list}; installing them");
-    Cmd::new("apt-get", &["-o", LOCK_TIMEOUT, "update"]).run()?;
+    Cmd::new("apt-get", &["-q", "-o", LOCK_TIMEOUT, "update"]).run()?;
     let mut install = vec![
+        "-q",
         "-o",
         LOCK_TIMEOUT,
         "install",
@@ -57,10 +58,9 @@ pub fn ensure() -> Result<usize> {
     if missing.contains(&"linux-perf") {
         check_perf()?;
     }
-    Ok(PACKAGES.len())
+    Ok(())
 }
 
-/// The packages dpkg does not report as "install ok installed" (removed ones keep a status line).
 fn missing_packages() -> Result<Vec<&'static str>> {
     // dpkg-query exits 1 when some package is unknown, which is an answer here, not an error:
     // read its output whatever the status.
@@ -70,15 +70,20 @@ fn missing_packages() -> Result<Vec<&'static str>> {
         .stderr(std::process::Stdio::null())
         .output()
         .context("could not run dpkg-query: this setup expects Debian (12)")?;
-    let listed = String::from_utf8_lossy(&output.stdout);
+    Ok(missing_from(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The packages not listed as "install ok installed" in `dpkg-query -W -f='${Package} ${Status}'`
+/// output (a removed package keeps a line with another status).
+fn missing_from(listed: &str) -> Vec<&'static str> {
     let installed: Vec<&str> = listed
         .lines()
         .filter_map(|line| line.strip_suffix(" install ok installed"))
         .collect();
-    Ok(PACKAGES
+    PACKAGES
         .into_iter()
         .filter(|package| !installed.contains(package))
-        .collect())
+        .collect()
 }
 
 /// Debian's perf is built for the Debian kernel; make sure it still runs the benchmarks the tests
@@ -91,4 +96,18 @@ fn check_perf() -> Result<()> {
     .query()
     .map(drop)
     .context("perf from linux-perf does not run `perf bench` on this kernel")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_from;
+
+    #[test]
+    fn finds_packages_not_installed() {
+        let listed = "ethtool install ok installed\nfio deinstall ok config-files\n\
+                      iproute2 install ok installed\nlinux-perf install ok installed\n\
+                      procps install ok installed\ntmux install ok installed\n\
+                      util-linux install ok installed\n";
+        assert_eq!(missing_from(listed), ["nftables", "fio"]);
+    }
 }

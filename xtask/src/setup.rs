@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::toolchain::Toolchain;
+use crate::toolchain::{self, Toolchain};
 use crate::{linker, packages};
 
 /// How much a command needs set up.
@@ -25,14 +25,17 @@ pub fn run(root: &Path, scope: Scope) -> Result<()> {
     let llvm = toolchain.llvm()?;
     let linker = linker::ensure(&toolchain, &llvm)?;
     let packages = match scope {
-        Scope::Build => "not needed".to_owned(),
-        Scope::Full => format!("{} present", packages::ensure()?),
+        Scope::Build => "not checked (only the end-to-end tests need them)".to_owned(),
+        Scope::Full => {
+            packages::ensure()?;
+            packages::PACKAGES.join(" ")
+        }
     };
     println!(
-        "setup ok in {:.1} s: toolchain {} with rust-src, clippy, rustfmt; {} on {}; \
-         Debian packages {packages}",
+        "setup ok in {:.1} s: toolchain {} with {}; {} on {}; Debian packages {packages}",
         start.elapsed().as_secs_f64(),
         toolchain.channel,
+        toolchain::COMPONENTS.join(", "),
         linker.display(),
         llvm.file_name(),
     );

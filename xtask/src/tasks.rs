@@ -85,8 +85,15 @@ pub fn test(root: &Path, unit_only: bool) -> Result<()> {
         steps.run(build_observer(Profile::Debug))?;
         let binary = observer_binary(root, Profile::Debug);
         steps.run_tests(
-            Cmd::cargo(&["test", "-p", E2E_PACKAGE, "--", "--test-threads=1"])
-                .env("OBSERVER_BIN", binary),
+            Cmd::cargo(&[
+                "test",
+                "-p",
+                E2E_PACKAGE,
+                "--no-fail-fast",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("OBSERVER_BIN", binary),
         )?;
     }
     steps.finish();

@@ -9,7 +9,7 @@ use crate::cmd::Cmd;
 
 /// What xtask uses on top of a minimal profile: rust-src for `-Z build-std=core` on the BPF
 /// target, clippy and rustfmt for `lint`.
-const COMPONENTS: [&str; 3] = ["rust-src", "clippy", "rustfmt"];
+pub const COMPONENTS: [&str; 3] = ["rust-src", "clippy", "rustfmt"];
 
 pub struct Toolchain {
     pub channel: String,
@@ -39,12 +39,7 @@ impl Toolchain {
         let path = root.join("rust-toolchain.toml");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let channel = text
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("channel"))
-            .find_map(|rest| rest.trim_start().strip_prefix('='))
-            .map(|value| value.trim().trim_matches('"').to_owned())
-            .filter(|channel| !channel.is_empty())
+        let channel = parse_channel(&text)
             .with_context(|| format!("no `channel = \"...\"` line in {}", path.display()))?;
         Ok(Self { channel })
     }
@@ -104,22 +99,10 @@ impl Toolchain {
             ],
         )
         .query();
-        let Ok(installed) = listed else {
-            return vec!["the toolchain"];
-        };
-        // Installed names carry the host triple (`clippy-x86_64-unknown-linux-gnu`), except
-        // target-independent ones (`rust-src`).
-        COMPONENTS
-            .into_iter()
-            .filter(|component| {
-                !installed.lines().any(|line| {
-                    line == *component
-                        || line
-                            .strip_prefix(component)
-                            .is_some_and(|rest| rest.starts_with('-'))
-                })
-            })
-            .collect()
+        match listed {
+            Ok(installed) => missing_from(&installed),
+            Err(_) => vec!["the toolchain"],
+        }
     }
 
     pub fn llvm(&self) -> Result<Llvm> {
@@ -130,10 +113,7 @@ impl Toolchain {
                 .trim(),
         );
         let version = Cmd::new("rustc", &[&plus, "-vV"]).query()?;
-        let major = version
-            .lines()
-            .find_map(|line| line.strip_prefix("LLVM version: "))
-            .and_then(|full| full.split('.').next())
+        let major = llvm_major(&version)
             .with_context(|| format!("no `LLVM version:` line in `rustc {plus} -vV`"))?
             .to_owned();
         let library = llvm_library(&sysroot.join("lib"))?;
@@ -143,6 +123,40 @@ impl Toolchain {
             major,
         })
     }
+}
+
+/// The value of the `channel = "..."` line of rust-toolchain.toml.
+fn parse_channel(toml: &str) -> Option<String> {
+    toml.lines()
+        .filter_map(|line| line.trim().strip_prefix("channel"))
+        .find_map(|rest| rest.trim_start().strip_prefix('='))
+        .map(|value| value.trim().trim_matches('"').to_owned())
+        .filter(|channel| !channel.is_empty())
+}
+
+/// The components missing from `rustup component list --installed` output. Installed names carry
+/// the host triple (`clippy-x86_64-unknown-linux-gnu`) except target-independent ones
+/// (`rust-src`).
+fn missing_from(installed: &str) -> Vec<&'static str> {
+    COMPONENTS
+        .into_iter()
+        .filter(|component| {
+            !installed.lines().any(|line| {
+                line == *component
+                    || line
+                        .strip_prefix(component)
+                        .is_some_and(|rest| rest.starts_with('-'))
+            })
+        })
+        .collect()
+}
+
+/// The LLVM major version from `rustc -vV` output (`LLVM version: 22.1.8`).
+fn llvm_major(rustc_version: &str) -> Option<&str> {
+    rustc_version
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .and_then(|full| full.split('.').next())
 }
 
 /// The single `libLLVM.so.*` in a toolchain's lib directory (the other libLLVM file there is a
@@ -167,5 +181,34 @@ fn llvm_library(lib: &Path) -> Result<PathBuf> {
             lib.display(),
             found.len()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{llvm_major, missing_from, parse_channel};
+
+    #[test]
+    fn reads_the_channel() {
+        let toml = "# comment\n[toolchain]\nchannel = \"1.98.0\"\nprofile = \"minimal\"\n";
+        assert_eq!(parse_channel(toml).as_deref(), Some("1.98.0"));
+        assert_eq!(parse_channel("[toolchain]\nprofile = \"minimal\"\n"), None);
+    }
+
+    #[test]
+    fn finds_missing_components() {
+        let installed = "cargo-x86_64-unknown-linux-gnu\nrust-src\nrust-std-x86_64-unknown-linux-gnu\n\
+                         rustfmt-x86_64-unknown-linux-gnu\n";
+        assert_eq!(missing_from(installed), ["clippy"]);
+        assert_eq!(
+            missing_from("rust-std-x86_64-unknown-linux-gnu\n"),
+            ["rust-src", "clippy", "rustfmt"]
+        );
+    }
+
+    #[test]
+    fn reads_the_llvm_major() {
+        let version = "rustc 1.98.0 (88d9e12ae 2026-08-18)\nhost: x86_64-unknown-linux-gnu\nLLVM version: 22.1.8\n";
+        assert_eq!(llvm_major(version), Some("22"));
     }
 }
