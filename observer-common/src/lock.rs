@@ -96,6 +96,8 @@ pub struct LockWait {
 pub mod futex {
     //! User-space futex waits (FUTEX_WAIT family), per process.
 
+    /// Per-CPU array of [`crate::Hist`]: waits not in [`BY_PROCESS_MAP`] (it was full). The
+    /// total is this plus every entry of [`BY_PROCESS_MAP`].
     pub const HIST_MAP: &str = "FUTEX_HIST";
     pub const HIST_ENTRIES: u32 = 1;
     pub const COUNTERS_MAP: &str = "FUTEX_COUNTERS";

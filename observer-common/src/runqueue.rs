@@ -1,6 +1,8 @@
 //! Run-queue (scheduler) latency: time from a task becoming runnable to it running.
 
-/// Per-CPU array of [`crate::Hist`] with one entry: all tasks.
+/// Per-CPU array of [`crate::Hist`] with one entry: the waits not in [`BY_PROCESS_MAP`] (all of
+/// them when breakdowns are off, else those the map had no room for). The total is this plus
+/// every entry of [`BY_PROCESS_MAP`].
 pub const HIST_MAP: &str = "RUNQ_HIST";
 pub const HIST_ENTRIES: u32 = 1;
 /// Per-CPU array of `u64` counters, indexed by [`Counter`].
@@ -21,6 +23,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("runq_sched_wakeup", "sched_wakeup"),
     ("runq_sched_wakeup_new", "sched_wakeup_new"),
     ("runq_sched_switch", "sched_switch"),
+    ("runq_sched_process_exec", "sched_process_exec"),
 ];
 
 #[repr(u32)]

@@ -8,8 +8,8 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     btf_maps::{HashMap, PerCpuArray},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_ktime_get_ns},
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_ktime_get_ns},
     },
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
@@ -22,7 +22,7 @@ use observer_common::{
 };
 
 use crate::{
-    hist::{count, record, record_process},
+    hist::{count, current_process, record, record_process, rename_current_process},
     task_storage::TaskStorage,
 };
 
@@ -52,6 +52,13 @@ static FUTEX_NR_FUTEX_WAITV: i64 = -1;
 static FUTEX_NR_FUTEX_WAIT: i64 = -1;
 #[unsafe(no_mangle)]
 static FUTEX_OFF_REGS_ARG1: u32 = 0;
+
+/// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn futex_sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
+    rename_current_process(&FUTEX_BY_PROCESS);
+    0
+}
 
 /// sys_enter(struct pt_regs *regs, long id)
 #[btf_tracepoint(function = "sys_enter")]
@@ -115,19 +122,16 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         count(&FUTEX_COUNTERS, Counter::NotWaited as u32, 1);
         return Ok(());
     }
-    record(&FUTEX_HIST, 0, waited);
-    let key = ProcessKey {
-        // SAFETY: a BPF helper with no preconditions.
-        cgroup: unsafe { bpf_get_current_cgroup_id() },
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        _pad: 0,
-    };
-    record_process(
+    // FUTEX_HIST holds only the waits the per-process map had no room for; the agent adds the
+    // two (see runqueue.rs).
+    if !record_process(
         &FUTEX_BY_PROCESS,
-        &key,
+        &current_process(),
         waited,
         &FUTEX_COUNTERS,
         Counter::ProcessOverflow as u32,
-    );
+    ) {
+        record(&FUTEX_HIST, 0, waited);
+    }
     Ok(())
 }

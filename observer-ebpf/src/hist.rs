@@ -2,7 +2,9 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::helpers::bpf_get_current_comm;
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     btf_maps::{HashMap, PerCpuArray},
@@ -99,11 +101,37 @@ pub fn entry<K, V, const M: usize, const F: usize>(
     map.get_ptr_mut(key)
 }
 
+/// The current task's (cgroup, process).
+#[inline(always)]
+pub fn current_process() -> ProcessKey {
+    ProcessKey {
+        // SAFETY: a BPF helper with no preconditions.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+    }
+}
+
+/// Renames the current process's entry after an exec, so a breakdown shows what the process
+/// runs now rather than the name it had before (e.g. the shell that started it).
+#[inline(always)]
+pub fn rename_current_process<const M: usize, const F: usize>(
+    map: &HashMap<ProcessKey, ProcessHist, M, F>,
+) {
+    if let Some(p) = map.get_ptr_mut(&current_process())
+        && let Ok(comm) = bpf_get_current_comm()
+    {
+        // SAFETY: a live map value.
+        unsafe { (*p).comm = comm };
+    }
+}
+
 /// Template for new per-process entries (in .rodata, so it can be passed to map updates).
 static ZERO_PROCESS: ProcessHist = ProcessHist::ZERO;
 
 /// Adds `v` to the current task's process in a (cgroup, process) map, naming a new entry after
-/// the current task; counts `overflow` in `counters` when the map is full.
+/// the current task. When the map is full it counts `overflow` in `counters` and returns false:
+/// the caller then records `v` in its histogram of unattributed values, so nothing is lost.
 #[inline(always)]
 pub fn record_process<const M: usize, const F: usize, const C: usize>(
     map: &HashMap<ProcessKey, ProcessHist, M, F>,
@@ -111,10 +139,10 @@ pub fn record_process<const M: usize, const F: usize, const C: usize>(
     v: u64,
     counters: &PerCpuArray<u64, C>,
     overflow: u32,
-) {
+) -> bool {
     let Some(p) = entry(map, key, &ZERO_PROCESS) else {
         count(counters, overflow, 1);
-        return;
+        return false;
     };
     // SAFETY: a live map value.
     let p = unsafe { &mut *p };
@@ -124,4 +152,5 @@ pub fn record_process<const M: usize, const F: usize, const C: usize>(
         p.comm = comm;
     }
     add_shared(&raw mut p.hist, v);
+    true
 }

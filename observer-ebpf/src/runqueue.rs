@@ -1,18 +1,19 @@
 //! Run-queue latency: from a task becoming runnable (sched_wakeup, sched_wakeup_new, or
 //! preempted at sched_switch while still runnable) to it getting the CPU (sched_switch).
 //!
-//! The per-task enqueue time lives in task storage. The wait is recorded in the global histogram
-//! when the task is switched in, and attributed to its cgroup and process at its next switch-out,
-//! when it is `current`: then bpf_get_current_cgroup_id/pid_tgid/comm give both without reading
-//! any kernel struct field.
+//! The per-task enqueue time lives in task storage. The wait is measured when the task is
+//! switched in, and recorded at its next switch-out, when it is `current`: then
+//! bpf_get_current_cgroup_id/pid_tgid/comm give its cgroup and process without reading any kernel
+//! struct field. The per-process histograms are the only record of an attributed wait (one map
+//! update per wait, not two), and RUNQ_HIST holds only the waits that were not attributed; the
+//! agent's total is their sum, so the total and the breakdown always agree. (A wait thus lands
+//! in the histograms one time slice after it ended.) Without breakdowns every wait goes to
+//! RUNQ_HIST at switch-in and the switch-out work is skipped.
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, task_struct},
     btf_maps::{HashMap, PerCpuArray},
-    helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
@@ -22,7 +23,7 @@ use observer_common::{
 };
 
 use crate::{
-    hist::{record, record_process},
+    hist::{current_process, record, record_process, rename_current_process},
     task_storage::TaskStorage,
 };
 
@@ -61,6 +62,13 @@ pub fn runq_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 
 /// sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 /// unsigned int prev_state)
+/// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn runq_sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
+    rename_current_process(&RUNQ_BY_PROCESS);
+    0
+}
+
 #[btf_tracepoint(function = "sched_switch")]
 pub fn runq_sched_switch(ctx: BtfTracePointContext) -> i32 {
     match try_sched_switch(&ctx) {
@@ -87,13 +95,21 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let now = unsafe { bpf_ktime_get_ns() };
 
     // `prev` is still `current` here. The idle task (pid 0) never waits in a run queue.
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if pid_tgid as u32 != 0
+    if bpf_get_current_pid_tgid() as u32 != 0
         && let Some(state) = RUNQ_TASKS.get_or_create(prev)
     {
         if state.pending != 0 {
             state.pending = 0;
-            attribute(pid_tgid, state.pending_wait_ns);
+            let wait = state.pending_wait_ns;
+            if !record_process(
+                &RUNQ_BY_PROCESS,
+                &current_process(),
+                wait,
+                &RUNQ_COUNTERS,
+                Counter::ProcessOverflow as u32,
+            ) {
+                record(&RUNQ_HIST, 0, wait);
+            }
         }
         // Preempted, or yielding while runnable: it goes straight back to the queue.
         if preempt & 1 != 0 || prev_state as u32 as u64 == TASK_RUNNING {
@@ -111,25 +127,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if unsafe { core::ptr::read_volatile(&RUNQ_ATTRIBUTE) } != 0 {
         state.pending_wait_ns = wait;
         state.pending = 1;
+    } else {
+        record(&RUNQ_HIST, 0, wait);
     }
-    record(&RUNQ_HIST, 0, wait);
     Ok(())
-}
-
-/// Attributes a wait of the current task to its cgroup and process.
-#[inline(always)]
-fn attribute(pid_tgid: u64, wait: u64) {
-    let key = ProcessKey {
-        // SAFETY: a BPF helper with no preconditions.
-        cgroup: unsafe { bpf_get_current_cgroup_id() },
-        tgid: (pid_tgid >> 32) as u32,
-        _pad: 0,
-    };
-    record_process(
-        &RUNQ_BY_PROCESS,
-        &key,
-        wait,
-        &RUNQ_COUNTERS,
-        Counter::ProcessOverflow as u32,
-    );
 }

@@ -180,13 +180,14 @@ pub struct AlignedBuf {
 impl AlignedBuf {
     pub fn new(len: usize) -> Self {
         let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
-        // SAFETY: len > 0 is checked by the callers' use (4096 and up); alloc_zeroed returns
-        // memory valid for `layout` or null.
+        assert!(len > 0, "empty buffer");
+        // SAFETY: the layout has a non-zero size (checked above); alloc_zeroed returns memory
+        // valid for it, or null.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         assert!(!ptr.is_null());
         Self { ptr, layout }
     }
-    pub fn as_mut(&mut self) -> &mut [u8] {
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: ptr is valid for layout.size() bytes and uniquely borrowed through &mut self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
     }
@@ -207,7 +208,7 @@ pub fn direct_reads(f: &File, n: u64, block: usize, span: u64) -> Result<()> {
     for k in 0..n {
         // A stride co-prime with the block count visits blocks out of order.
         let off = (k * 7919 % blocks) * block as u64;
-        let got = f.read_at(buf.as_mut(), off)?;
+        let got = f.read_at(buf.bytes_mut(), off)?;
         if got != block {
             bail!("short direct read at {off}: {got}");
         }
@@ -218,11 +219,11 @@ pub fn direct_reads(f: &File, n: u64, block: usize, span: u64) -> Result<()> {
 /// `n` direct writes of `block` bytes, one at a time.
 pub fn direct_writes(f: &File, n: u64, block: usize, span: u64) -> Result<()> {
     let mut buf = AlignedBuf::new(block);
-    buf.as_mut().fill(0x5a);
+    buf.bytes_mut().fill(0x5a);
     let blocks = span / block as u64;
     for k in 0..n {
         let off = (k * 104_729 % blocks) * block as u64;
-        let put = f.write_at(buf.as_mut(), off)?;
+        let put = f.write_at(buf.bytes_mut(), off)?;
         if put != block {
             bail!("short direct write at {off}: {put}");
         }

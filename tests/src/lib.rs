@@ -28,7 +28,7 @@ macro_rules! skip_or_fail {
     ($($arg:tt)*) => {{
         let reason = format!($($arg)*);
         if $crate::skip_allowed() {
-            eprintln!("SKIPPED: {reason}");
+            $crate::report_skip(&reason);
             return;
         }
         panic!("{reason}");
@@ -59,6 +59,13 @@ macro_rules! observer_ok {
             Err(exited) => $crate::skip_or_fail!("{exited}"),
         }
     };
+}
+
+/// Prints `SKIPPED: <reason>` straight to the process's stderr, so that it shows even where the
+/// test harness captures a passing test's output.
+pub fn report_skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {reason}");
 }
 
 pub fn is_root() -> bool {

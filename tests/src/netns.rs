@@ -78,84 +78,62 @@ impl Drop for NetNs {
     }
 }
 
-/// Reads one field of the `Tcp:` line of the calling thread's namespace's /proc/net/snmp.
-/// (/proc/net is /proc/self/net, which follows the thread-group leader's namespace; a thread
-/// that entered another namespace must read /proc/thread-self/net.)
-pub fn tcp_snmp(field: &str) -> Result<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/net/snmp")?;
-    let mut lines = s.lines().filter(|l| l.starts_with("Tcp:"));
+/// Reads one counter of the calling thread's network namespace: `file` is `snmp` or `netstat`
+/// under /proc/thread-self/net, `group` the line prefix (`Tcp`, `TcpExt`). (/proc/net is
+/// /proc/self/net, which follows the thread-group leader's namespace; a thread that entered
+/// another namespace must read /proc/thread-self/net.)
+pub fn net_counter(file: &str, group: &str, field: &str) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))?;
+    let prefix = format!("{group}:");
+    let mut lines = s
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(prefix.as_str()));
     let (names, values) = (
-        lines.next().context("no Tcp header")?,
-        lines.next().context("no Tcp values")?,
+        lines
+            .next()
+            .with_context(|| format!("no {group} header in {file}"))?,
+        lines
+            .next()
+            .with_context(|| format!("no {group} values in {file}"))?,
     );
     let k = names
         .split_whitespace()
         .position(|n| n == field)
-        .with_context(|| format!("no Tcp field {field}"))?;
+        .with_context(|| format!("no {group} field {field}"))?;
     Ok(values
         .split_whitespace()
         .nth(k)
-        .context("short Tcp line")?
+        .context("short line")?
         .parse()?)
 }
 
-// ethtool's legacy ioctls (include/uapi/linux/ethtool.h) for the offloads that make one TCP skb
-// carry several segments.
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
-const ETHTOOL_GTSO: u32 = 0x1e;
-const ETHTOOL_STSO: u32 = 0x1f;
-const ETHTOOL_GGSO: u32 = 0x23;
-const ETHTOOL_SGSO: u32 = 0x24;
-
-#[repr(C)]
-struct EthtoolValue {
-    cmd: u32,
-    data: u32,
+/// `Tcp: <field>` from /proc/net/snmp of the calling thread's namespace.
+pub fn tcp_snmp(field: &str) -> Result<u64> {
+    net_counter("snmp", "Tcp", field)
 }
 
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    data: *mut EthtoolValue,
-    _pad: [u8; 16],
-}
-
-fn ethtool(ifname: &str, cmd: u32, data: u32) -> Result<u32> {
-    // SAFETY: plain socket(2).
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        bail!("socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just opened and is owned here.
-    let _fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let mut val = EthtoolValue { cmd, data };
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        data: &mut val,
-        _pad: [0; 16],
-    };
-    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
-    // SAFETY: req is a valid ifreq whose ifr_data points at a live ethtool_value.
-    if unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req) } != 0 {
-        bail!(
-            "ethtool ioctl {cmd:#x} on {ifname}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(val.data)
-}
-
-/// Turns off TCP segmentation offload and generic segmentation offload on `lo` of the calling
-/// thread's namespace (as `ethtool -K lo tso off gso off`), and checks that they are off.
-pub fn disable_lo_segmentation_offload() -> Result<()> {
-    ethtool("lo", ETHTOOL_STSO, 0)?;
-    ethtool("lo", ETHTOOL_SGSO, 0)?;
-    let (tso, gso) = (
-        ethtool("lo", ETHTOOL_GTSO, 0)?,
-        ethtool("lo", ETHTOOL_GGSO, 0)?,
-    );
-    if tso != 0 || gso != 0 {
-        bail!("lo still has tso={tso} gso={gso}");
+/// Makes TCP on `lo` of the namespace put exactly one segment in every skb, by capping the
+/// device's GSO segments per packet at 1 (`ip link set lo gso_max_segs 1`).
+///
+/// TCP builds multi-segment (GSO) skbs whatever the device's offload settings: since Linux 4.13
+/// it always uses GSO, and turning TSO/GSO off with ethtool only moves the segmentation to
+/// software below TCP. A skb's segment count follows `sk_gso_max_segs`, which a socket copies
+/// from its device's `gso_max_segs`.
+pub fn one_segment_per_skb(ns: &NetNs) -> Result<()> {
+    crate::run_ok(std::process::Command::new("ip").args([
+        "-n",
+        &ns.name,
+        "link",
+        "set",
+        "lo",
+        "gso_max_segs",
+        "1",
+    ]))?;
+    let show = crate::run_ok(
+        std::process::Command::new("ip").args(["-n", &ns.name, "-d", "link", "show", "lo"]),
+    )?;
+    if !show.contains("gso_max_segs 1 ") {
+        bail!("gso_max_segs of lo is not 1: {show}");
     }
     Ok(())
 }

@@ -101,12 +101,17 @@ fn parse_duration(s: &str) -> Duration {
 impl Recording {
     /// Starts `observer record --format json <args>`. `args` must include `--duration`.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_format("json", args)
+    }
+
+    /// Starts `observer record --format <format> <args>`. `args` must include `--duration`.
+    pub fn start_format(format: &str, args: &[&str]) -> Self {
         let pos = args
             .iter()
             .position(|a| *a == "--duration")
             .expect("tests always pass --duration");
         let duration = parse_duration(args[pos + 1]);
-        let mut full = vec!["record".to_string(), "--format".into(), "json".into()];
+        let mut full = vec!["record".to_string(), "--format".into(), format.into()];
         full.extend(args.iter().map(|s| s.to_string()));
         let mut cmd = command();
         cmd.args(&full)
@@ -220,7 +225,17 @@ impl Recording {
     }
 
     /// Waits for observer to finish and parses its one JSON object.
-    pub fn finish(mut self) -> Result<Report, Exited> {
+    pub fn finish(self) -> Result<Report, Exited> {
+        let duration = self.duration;
+        let stdout = self.finish_raw()?;
+        let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("observer --format json did not print one JSON object ({e}): {stdout:?}")
+        });
+        Ok(Report::new(value, duration))
+    }
+
+    /// Waits for observer to finish and returns what it printed on stdout.
+    pub fn finish_raw(mut self) -> Result<String, Exited> {
         let deadline = self.duration + Duration::from_secs(30);
         let status = loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
@@ -250,10 +265,7 @@ impl Recording {
             self.args,
             self.stderr_text()
         );
-        let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-            panic!("observer --format json did not print one JSON object ({e}): {stdout:?}")
-        });
-        Ok(Report::new(value, self.duration))
+        Ok(stdout)
     }
 }
 

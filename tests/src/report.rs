@@ -233,14 +233,13 @@ pub fn histogram(v: &Value, ctx: &str) -> (Summary, Vec<Bucket>) {
 }
 
 /// Reads a breakdown list: each entry's SUMMARY (under `summary_key`, or inline when `None`) is
-/// checked; the list is sorted by count descending and has at most `top` entries; when it was not
-/// cut by `top`, the counts plus `dropped` add up to `total`, and never exceed it.
+/// checked; the list is sorted by count descending, has at most `top` entries, and its counts
+/// do not add up to more than `total`. See also [`assert_adds_up`].
 pub fn breakdown<'a>(
     list: &'a Value,
     summary_key: Option<&str>,
     top: usize,
     total: u64,
-    dropped: u64,
     ctx: &str,
 ) -> Vec<(&'a Value, Summary)> {
     let arr = list
@@ -272,15 +271,39 @@ pub fn breakdown<'a>(
         sum <= total,
         "{ctx}: entries add up to {sum}, more than the total {total}"
     );
-    if arr.len() < top {
-        assert_eq!(
-            sum + dropped,
-            total,
-            "{ctx}: list not cut by --top {top}, yet its {} entries add up to {sum} (+{dropped} dropped), total is {total}",
-            arr.len()
-        );
-    }
     entries
+}
+
+/// A breakdown that `--top` did not cut (fewer than `top` entries) accounts for every event: its
+/// counts plus the events it `dropped` (not attributed because its map was full) are the total.
+pub fn adds_up(
+    entries: &[(&Value, Summary)],
+    top: usize,
+    total: u64,
+    dropped: u64,
+    ctx: &str,
+) -> Result<(), String> {
+    let sum: u64 = entries.iter().map(|(_, s)| s.count).sum();
+    if entries.len() < top && sum + dropped != total {
+        return Err(format!(
+            "{ctx}: list not cut by --top {top}, yet its {} entries add up to {sum} (+{dropped} dropped), total is {total}",
+            entries.len()
+        ));
+    }
+    Ok(())
+}
+
+/// [`adds_up`], failing the test.
+pub fn assert_adds_up(
+    entries: &[(&Value, Summary)],
+    top: usize,
+    total: u64,
+    dropped: u64,
+    ctx: &str,
+) {
+    if let Err(e) = adds_up(entries, top, total, dropped, ctx) {
+        panic!("{e}");
+    }
 }
 
 /// Convenience for `dropped.<key>` counters.

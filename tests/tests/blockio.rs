@@ -95,6 +95,11 @@ fn run(scheduler: &str) {
         "the kernel counted other requests than the ones we made"
     );
 
+    assert_eq!(
+        report.signal_keys(),
+        ["block_io_latency"],
+        "only the requested signal appears"
+    );
     let sig = report.signal("block_io_latency");
     let (device, _) = report::histogram(sig, "block_io_latency");
     let (queue, _) = report::histogram(&sig["queue"], "block_io_latency.queue");
@@ -102,6 +107,12 @@ fn run(scheduler: &str) {
     let by_disk = report::breakdown(
         &sig["by_disk"],
         Some("device"),
+        top,
+        device.count,
+        "block_io_latency.by_disk",
+    );
+    report::assert_adds_up(
+        &by_disk,
         top,
         device.count,
         report::dropped(sig, "by_disk", "block_io_latency"),

@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use observer_tests::{Recording, observer, observer_ok, require_root};
+use observer_tests::blockdev::{self, LoopDevice};
+use observer_tests::{ChildGuard, Recording, observer, observer_ok, require_root};
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_observer-loadgen");
 
 const SIGNALS: [&str; 5] = ["runqueue", "blockio", "tcp", "lock", "futex"];
 const KEYS: [&str; 5] = [
@@ -107,17 +110,26 @@ fn check_exits_zero_and_names_each_signal() {
     }
 }
 
-/// Without --signals every signal is recorded, and on this machine every one of them runs.
+/// Without --signals every signal is recorded, and on this machine every one of them runs;
+/// `--top 2` bounds every breakdown list (with load that gives several of them more than two
+/// rows); a plain number of seconds is a duration.
 #[test]
-fn default_records_all_signals_and_duration_units_work() {
+fn default_records_all_signals_and_top_bounds_every_list() {
     require_root!();
-    let t = Instant::now();
-    let report = observer_ok!(Recording::start(&["--duration", "500ms"]).finish());
-    let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(500),
-        "observer finished a 500ms recording in {took:?}"
-    );
+    let rec = observer_ok!(Recording::start(&["--duration", "2", "--top", "2"]).wait_attached());
+    // Contention on several kinds of kernel lock (mmap_lock read and write, spinlocks), so that
+    // more than two lock classes have waits, and more than two processes wait for a CPU.
+    let out = ChildGuard::new(
+        observer_tests::loadgen_cmd(LOADGEN)
+            .args(["mmap", "8", "1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start load generator"),
+    )
+    .wait_output(Duration::from_secs(20))
+    .expect("load generator");
+    assert!(out.status.success(), "load generator failed: {out:?}");
+    let report = observer_ok!(rec.finish());
     let mut keys = report.signal_keys();
     keys.sort();
     let mut want = KEYS.map(String::from).to_vec();
@@ -135,44 +147,114 @@ fn default_records_all_signals_and_duration_units_work() {
         "signals failed on this machine: {}",
         report.json["errors"]
     );
-    for k in KEYS {
-        report.signal(k);
-    }
+    let lists = [
+        ("runqueue_latency", "by_cgroup"),
+        ("runqueue_latency", "by_process"),
+        ("block_io_latency", "by_disk"),
+        ("tcp_retransmits", "by_remote"),
+        ("lock_contention", "by_class"),
+        ("futex_wait", "by_process"),
+    ];
+    // More than two processes wait for a CPU (the load generator, this test, kernel threads).
+    let procs = report.signal("runqueue_latency")["by_process"]
+        .as_array()
+        .unwrap();
+    assert_eq!(procs.len(), 2, "--top 2 lists two processes: {procs:?}");
+    let too_long: Vec<String> = lists
+        .iter()
+        .filter_map(|(sig, list)| {
+            let l = report.signal(sig)[list]
+                .as_array()
+                .unwrap_or_else(|| panic!("{sig}.{list} is not a list"));
+            (l.len() > 2).then(|| format!("{sig}.{list} has {} entries: {l:?}", l.len()))
+        })
+        .collect();
+    assert!(
+        too_long.is_empty(),
+        "--top 2 does not bound every list: {too_long:#?}"
+    );
 }
 
-/// `--format text` prints one histogram per signal. Runs a little load so that every latency
-/// histogram has something in it.
+/// A duration with a unit: 500ms records for half a second.
+#[test]
+fn duration_with_milliseconds() {
+    require_root!();
+    let t = Instant::now();
+    let report =
+        observer_ok!(Recording::start(&["--signals", "futex", "--duration", "500ms"]).finish());
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(500),
+        "a 500ms recording finished in {took:?}"
+    );
+    assert_eq!(report.signal_keys(), ["futex_wait"]);
+}
+
+/// `--format text` prints one histogram per latency signal (and the TCP retransmit count).
+/// Creates a little of each condition while it records, so that no histogram is empty: direct
+/// reads on a loop device, mmap_lock contention and run-queue waits from many threads, and
+/// futex waits.
 #[test]
 fn text_format_prints_a_histogram_for_each_signal() {
     require_root!();
-    let out = observer::run(&["record", "--duration", "2s", "--format", "text"]);
-    let text = stdout(&out);
-    eprintln!(
-        "observer record --format text -> {}\nstdout:\n{text}\nstderr:\n{}",
-        out.status,
-        stderr(&out)
-    );
-    if !out.status.success() {
-        observer_tests::skip_or_fail!("observer record exited {}: {}", out.status, stderr(&out));
+    let dev = LoopDevice::create(16).expect("create loop device");
+    let rec = observer_ok!(Recording::start_format("text", &["--duration", "3s"]).wait_attached());
+    let f = dev.open_direct().expect("open loop device");
+    blockdev::direct_reads(&f, 200, 4096, 16 << 20).expect("direct reads");
+    let mmap = observer_tests::loadgen_cmd(LOADGEN)
+        .args(["mmap", "8", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start load generator");
+    let futex = observer_tests::loadgen_cmd(LOADGEN)
+        .args(["futex", "20", "3"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start load generator");
+    for child in [mmap, futex] {
+        let out = ChildGuard::new(child)
+            .wait_output(Duration::from_secs(20))
+            .expect("load generator");
+        assert!(out.status.success(), "load generator failed: {out:?}");
     }
+    let text = observer_ok!(rec.finish_raw());
+    eprintln!("observer record --format text:\n{text}");
     assert!(
         serde_json::from_str::<serde_json::Value>(text.trim()).is_err(),
         "--format text printed JSON"
     );
-    let lower = text.to_lowercase();
+    // Blocks are separated by blank lines; each signal's starts with a line naming it. A
+    // histogram row shows a bucket range and a bar.
+    let blocks: Vec<&str> = text.split("\n\n").collect();
+    let find = |names: &[&str]| -> Option<&str> {
+        blocks.iter().copied().find(|b| {
+            let head = b.trim_start().lines().next().unwrap_or("").to_lowercase();
+            names.iter().any(|n| head.contains(n))
+        })
+    };
+    let is_row = |l: &str| l.contains("->") && l.contains('|') && l.contains('*');
     for (names, what) in [
         (
-            &["runqueue", "run queue", "run-queue"][..],
+            &["run-queue", "runqueue", "run queue"][..],
             "run-queue latency",
         ),
-        (&["block"][..], "block I/O latency"),
-        (&["tcp", "retransmit"][..], "TCP retransmits"),
-        (&["lock"][..], "lock contention"),
+        (&["block i/o device", "block"][..], "block I/O latency"),
+        (&["lock contention"][..], "kernel lock contention"),
         (&["futex"][..], "futex waits"),
     ] {
+        let block = find(names).unwrap_or_else(|| panic!("no section for {what} in:\n{text}"));
+        let rows = block.lines().filter(|l| is_row(l)).count();
         assert!(
-            names.iter().any(|n| lower.contains(n)),
-            "text output has no section for {what}:\n{text}"
+            rows > 0,
+            "the {what} section has no histogram rows:\n{block}"
         );
     }
+    let tcp = find(&["tcp", "retransmit"])
+        .unwrap_or_else(|| panic!("no TCP retransmit section in:\n{text}"));
+    assert!(
+        tcp.lines()
+            .next()
+            .is_some_and(|l| l.chars().any(|c| c.is_ascii_digit())),
+        "the TCP retransmit section does not give a count: {tcp}"
+    );
 }

@@ -70,9 +70,9 @@ fn mmap_lock_contention_is_recorded_as_rwsem_waits() {
         None,
         top,
         total.count,
-        0,
         "lock_contention.by_class",
     );
+    report::assert_adds_up(&by_class, top, total.count, 0, "lock_contention.by_class");
     let mut seen = Vec::new();
     for (e, s) in &by_class {
         let class = report::str_of(e, "class", "by_class entry");

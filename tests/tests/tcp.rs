@@ -12,10 +12,16 @@
 //!   ACK or FIN: a retransmitted SYN-ACK counts in RetransSegs but fires tcp_retransmit_synack,
 //!   not tcp_retransmit_skb.
 //! - tcp:tcp_retransmit_skb fires once per retransmitted skb, while RetransSegs adds
-//!   tcp_skb_pcount(skb), the number of MSS-sized segments in it. With TSO/GSO on lo one skb
-//!   carries many segments (measured here with lo at MTU 1500: 2293 RetransSegs for 62
-//!   tracepoint hits). With TSO and GSO off, every skb is one segment and the two agree exactly
-//!   (measured: 185 and 185).
+//!   tcp_skb_pcount(skb), the number of MSS-sized segments in it. TCP always builds GSO skbs of
+//!   several segments (since Linux 4.13, whatever ethtool's tso/gso settings say: measured here
+//!   with `ethtool -K lo tso off gso off`, 4 x 192 MiB gave 711 RetransSegs for 695 tracepoint
+//!   hits, with retransmitted skbs of 130966 bytes = 2 x MSS 65483; with lo at MTU 1500, 1003
+//!   for 939). Capping lo's `gso_max_segs` at 1 makes every skb one segment, and then the two
+//!   agree exactly (measured: 5 x 128 MiB, 601 and 601).
+//! - On recent kernels (this 6.18 one) the tracepoint also fires for failed attempts (its `err`),
+//!   which observer counts apart (`failed`); RetransSegs counts attempts that passed its checks,
+//!   including those whose sending then failed locally (TCPRetransFail). On loopback in a new
+//!   namespace none fail (checked: TCPRetransFail stays 0), so `count` is comparable.
 //! - The namespace is new and holds only this connection, so its RetransSegs delta is this
 //!   connection's retransmits. The transfer runs entirely inside the recording; before reading
 //!   the counter we wait until the sender has nothing unacknowledged.
@@ -49,7 +55,6 @@ struct Transfer {
 /// Inside the namespace: connect to our listener and send BYTES, then wait until everything is
 /// acknowledged and both ends are closed.
 fn transfer(addr: IpAddr) -> anyhow::Result<Transfer> {
-    netns::disable_lo_segmentation_offload()?;
     let retrans_before = netns::tcp_snmp("RetransSegs")?;
     let listener = TcpListener::bind(SocketAddr::new(addr, PORT))?;
     let mut client = TcpStream::connect(SocketAddr::new(addr, PORT))?;
@@ -90,6 +95,7 @@ fn transfer(addr: IpAddr) -> anyhow::Result<Transfer> {
 fn run(addr: IpAddr) {
     require_root!();
     let ns = NetNs::create().expect("create network namespace");
+    netns::one_segment_per_skb(&ns).expect("set gso_max_segs 1 on lo");
     ns.exec(
         &["nft", "-f", "-"],
         &format!(
@@ -131,14 +137,34 @@ fn run(addr: IpAddr) {
         "the transfer did not finish well inside the recording ({xfer_time:?}); cannot compare counts"
     );
     let report = observer_ok!(rec.finish());
-    let retrans_after = ns.run(|| netns::tcp_snmp("RetransSegs")).unwrap().unwrap();
+    let (retrans_after, retrans_fail) = ns
+        .run(|| -> anyhow::Result<(u64, u64)> {
+            Ok((
+                netns::tcp_snmp("RetransSegs")?,
+                netns::net_counter("netstat", "TcpExt", "TCPRetransFail")?,
+            ))
+        })
+        .unwrap()
+        .unwrap();
     let kernel = retrans_after - xfer.retrans_before;
+    // RetransSegs also counts retransmits whose sending then failed locally (TCPRetransFail),
+    // which observer reports apart as `failed`; a new namespace has had none, so every one
+    // counted here left the host.
+    assert_eq!(
+        retrans_fail, 0,
+        "local retransmit failures in the namespace"
+    );
     eprintln!("kernel RetransSegs in the namespace: +{kernel}");
     assert!(
         kernel > 0,
         "our drop rule caused no retransmits: nothing to compare"
     );
 
+    assert_eq!(
+        report.signal_keys(),
+        ["tcp_retransmits"],
+        "only the requested signal appears"
+    );
     let sig = report.signal("tcp_retransmits");
     let total = report::u64_of(sig, "count", "tcp_retransmits");
     let list = sig["by_remote"].as_array().expect("by_remote list");

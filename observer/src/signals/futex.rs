@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::{
     Global, GlobalsError, ReadError, ReportOptions, counter, hist_at, offset_global, read_hash,
     read_percpu,
-    runqueue::{ProcessRow, process_deltas, process_rows},
+    runqueue::{ProcessRow, process_deltas, process_rows, total},
 };
 use crate::{btf::Btf, hist::Latency};
 
@@ -69,12 +69,10 @@ pub struct Dropped {
 }
 
 pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
+    let deltas = process_deltas(&cur.by_process, &prev.by_process);
     Report {
-        latency: Latency::of(&hist_at(&cur.hist, &prev.hist, 0)),
-        by_process: opts
-            .by
-            .process
-            .then(|| process_rows(&process_deltas(&cur.by_process, &prev.by_process), opts.top)),
+        latency: Latency::of(&total(&hist_at(&cur.hist, &prev.hist, 0), &deltas)),
+        by_process: opts.by.process.then(|| process_rows(&deltas, opts.top)),
         not_waited: counter(&cur.counters, &prev.counters, Counter::NotWaited as u32),
         dropped: Dropped {
             by_process: counter(

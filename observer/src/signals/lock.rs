@@ -56,6 +56,7 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
             })
             .collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.summary.count));
+        rows.truncate(opts.top);
         rows
     });
     Report {

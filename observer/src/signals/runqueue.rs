@@ -84,7 +84,7 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
         Counter::ProcessOverflow as u32,
     );
     Report {
-        latency: Latency::of(&hist_at(&cur.hist, &prev.hist, 0)),
+        latency: Latency::of(&total(&hist_at(&cur.hist, &prev.hist, 0), &deltas)),
         by_cgroup: opts.by.cgroup.then(|| cgroup_rows(&deltas, opts.top)),
         by_process: opts.by.process.then(|| process_rows(&deltas, opts.top)),
         dropped: Dropped {
@@ -92,6 +92,13 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
             by_process: dropped,
         },
     }
+}
+
+/// The total of a signal whose per-CPU histogram holds only what its per-process map did not.
+pub(crate) fn total(unattributed: &Hist, deltas: &HashMap<ProcessKey, ProcessHist>) -> Hist {
+    let mut total = *unattributed;
+    deltas.values().for_each(|p| hist_add(&mut total, &p.hist));
+    total
 }
 
 /// What each (cgroup, process) gained between two reads; only those that gained anything.

@@ -160,23 +160,44 @@ fn mmap(threads: usize, secs: Duration) {
     println!("mmap_munmap {}", ops.load(Ordering::Relaxed));
 }
 
-/// `reps` times: the main thread locks a std Mutex, lets the waiter thread block on it, holds it
-/// for `hold`, and unlocks. The waiter's lock() is one futex wait of about `hold` (std's mutex
-/// spins briefly, then FUTEX_WAITs). The handshakes spin on atomics with sched_yield rather than
-/// blocking, so the only long futex waits in this process are the ones measured. Prints each
-/// wait as the waiter measured it around lock().
+/// `reps` times: the main thread locks a std Mutex, waits until the waiter thread is about to
+/// block on it, holds it for `hold` more, and unlocks. The waiter's lock() is one futex wait of
+/// about `hold` (std's mutex spins briefly, then FUTEX_WAITs). The handshakes spin on atomics
+/// with sched_yield rather than blocking, so the only long futex waits in this process are the
+/// ones measured. Prints each wait as the waiter measured it around lock().
 fn futex(hold: Duration, reps: u64) {
+    // Real-time priority (we run as root; threads inherit it), so that a woken thread gets a CPU
+    // at once even on a busy machine: the wait then ends when the holder unlocks, not when the
+    // scheduler next gets round to the waiter.
+    // SAFETY: sched_setscheduler on ourselves with a valid sched_param.
+    let rt = unsafe {
+        let param = libc::sched_param { sched_priority: 10 };
+        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param)
+    };
+    if rt != 0 {
+        eprintln!(
+            "SCHED_FIFO not available ({}); waits may overshoot on a busy machine",
+            std::io::Error::last_os_error()
+        );
+    }
     let mutex = Arc::new(Mutex::new(()));
     let locked = Arc::new(AtomicU64::new(0));
     let acquired = Arc::new(AtomicU64::new(0));
+    let trying = Arc::new(AtomicU64::new(0));
     let waiter = {
-        let (mutex, locked, acquired) = (mutex.clone(), locked.clone(), acquired.clone());
+        let (mutex, locked, trying, acquired) = (
+            mutex.clone(),
+            locked.clone(),
+            trying.clone(),
+            acquired.clone(),
+        );
         std::thread::spawn(move || {
             let mut waits = Vec::new();
             for rep in 1..=reps {
                 while locked.load(Ordering::Acquire) < rep {
                     std::thread::yield_now();
                 }
+                trying.store(rep, Ordering::Release);
                 let t = Instant::now();
                 let guard = mutex.lock().unwrap();
                 waits.push(t.elapsed());
@@ -189,6 +210,11 @@ fn futex(hold: Duration, reps: u64) {
     for rep in 1..=reps {
         let guard = mutex.lock().unwrap();
         locked.store(rep, Ordering::Release);
+        // The hold starts when the waiter is about to block, so each wait is `hold` plus the
+        // wake-up, however late the waiter thread got going.
+        while trying.load(Ordering::Acquire) < rep {
+            std::thread::yield_now();
+        }
         std::thread::sleep(hold);
         drop(guard);
         while acquired.load(Ordering::Acquire) < rep {
