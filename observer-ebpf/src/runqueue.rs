@@ -52,12 +52,16 @@ const TASK_RUNNING: u64 = 0;
 
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn runq_sched_wakeup(ctx: BtfTracePointContext) -> i32 {
-    enqueued(ctx.arg(0))
+    match try_enqueue(ctx.arg(0)) {
+        Ok(()) | Err(()) => 0,
+    }
 }
 
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn runq_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
-    enqueued(ctx.arg(0))
+    match try_enqueue(ctx.arg(0)) {
+        Ok(()) | Err(()) => 0,
+    }
 }
 
 /// sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
@@ -76,13 +80,12 @@ pub fn runq_sched_switch(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
+/// sched_wakeup(struct task_struct *p) and sched_wakeup_new(struct task_struct *p)
 #[inline(always)]
-fn enqueued(task: *mut task_struct) -> i32 {
-    if let Some(state) = RUNQ_TASKS.get_or_create(task) {
-        // SAFETY: a BPF helper with no preconditions.
-        state.enqueued_ns = unsafe { bpf_ktime_get_ns() };
-    }
-    0
+fn try_enqueue(task: *mut task_struct) -> Result<(), ()> {
+    // SAFETY: a BPF helper with no preconditions.
+    RUNQ_TASKS.get_or_create(task).ok_or(())?.enqueued_ns = unsafe { bpf_ktime_get_ns() };
+    Ok(())
 }
 
 #[inline(always)]

@@ -2,8 +2,11 @@
 
 use std::fmt::Write as _;
 
+use std::collections::BTreeMap;
+
 use crate::{
-    ebpf,
+    btf::{Btf, SYS_FS_VMLINUX},
+    ebpf::{self, SignalError},
     signals::{Breakdowns, Signal},
 };
 
@@ -15,8 +18,8 @@ const CAP_BPF: u32 = 39;
 /// Missing privileges, as one sentence naming the fix.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "observer needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its eBPF \
-     programs (this process has {have}): run it as root (sudo observer ...), or grant them with \
+    "loading eBPF programs needs root, or the CAP_BPF and CAP_PERFMON capabilities (this \
+     process has {have}): run observer as root (sudo observer ...), or grant them with \
      `setcap cap_bpf,cap_perfmon+ep $(command -v observer)`"
 )]
 pub struct PrivilegeError {
@@ -55,21 +58,50 @@ pub struct Outcome {
     pub all_ok: bool,
 }
 
-/// Loads and attaches each requested signal for real (then detaches), and reports.
+/// Checks each requested signal: what needs no privileges (BTF, tracepoints, struct fields)
+/// always; then, with privileges, loads and attaches it for real (and detaches).
 pub fn check(signals: &[Signal], verbose: bool) -> anyhow::Result<Outcome> {
     let mut text = String::new();
-    privileges()?;
-    let _ = writeln!(text, "privileges: ok");
-    let loaded = ebpf::load(signals, &Breakdowns::ALL)?;
-    let _ = writeln!(text, "kernel BTF: ok (/sys/kernel/btf/vmlinux)");
     let mut all_ok = true;
-    for (signal, status) in &loaded.status {
+    let privileged = match privileges() {
+        Ok(()) => {
+            let _ = writeln!(text, "privileges: ok");
+            true
+        }
+        Err(e) => {
+            all_ok = false;
+            let _ = writeln!(text, "privileges: MISSING: {e}");
+            false
+        }
+    };
+    let btf = match Btf::from_sys_fs() {
+        Ok(btf) => {
+            let _ = writeln!(text, "kernel BTF: ok ({SYS_FS_VMLINUX})");
+            btf
+        }
+        Err(e) => {
+            let _ = writeln!(text, "kernel BTF: MISSING: {e:#}");
+            return Ok(Outcome {
+                text,
+                all_ok: false,
+            });
+        }
+    };
+    let mut status: BTreeMap<Signal, Result<(), SignalError>> = signals
+        .iter()
+        .map(|&s| (s, ebpf::preflight(&btf, s, &Breakdowns::ALL).map(drop)))
+        .collect();
+    if privileged {
+        status = ebpf::load(signals, &Breakdowns::ALL)?.status;
+    }
+    for (signal, status) in &status {
         let tracepoints: Vec<&str> = signal.programs().iter().map(|(_, tp)| *tp).collect();
         match status {
             Ok(()) => {
+                let what = if privileged { "ok     " } else { "ok?    " };
                 let _ = writeln!(
                     text,
-                    "{:<9} ok      {} [{}]",
+                    "{:<9} {what} {} [{}]",
                     signal.name(),
                     signal.description(),
                     tracepoints.join(", ")
@@ -88,6 +120,12 @@ pub fn check(signals: &[Signal], verbose: bool) -> anyhow::Result<Outcome> {
                 }
             }
         }
+    }
+    if !privileged {
+        let _ = writeln!(
+            text,
+            "(ok? = tracepoints and struct fields present; loading was not tried without privileges)"
+        );
     }
     Ok(Outcome { text, all_ok })
 }

@@ -79,6 +79,20 @@ impl Loaded {
     }
 }
 
+/// What a signal needs from this kernel, checked without loading anything (and so without
+/// privileges): its tracepoints exist and the struct fields its programs read are where BTF
+/// says. Gives the values of the programs' globals.
+pub fn preflight(btf: &Btf, signal: Signal, by: &Breakdowns) -> Result<Vec<Global>, SignalError> {
+    if let Some((_, tp)) = signal
+        .programs()
+        .iter()
+        .find(|(_, tp)| !btf.has_tracepoint(tp))
+    {
+        return Err(SignalError::NoTracepoint(tp));
+    }
+    Ok(signal.globals(btf, by)?)
+}
+
 /// Loads the object and attaches every signal in `signals` it can. A signal that cannot run
 /// is reported in `status`; the others keep working.
 pub fn load(signals: &[Signal], by: &Breakdowns) -> Result<Loaded, LoadError> {
@@ -86,13 +100,7 @@ pub fn load(signals: &[Signal], by: &Breakdowns) -> Result<Loaded, LoadError> {
     let mut status = BTreeMap::new();
     let mut globals = Vec::new();
     for &signal in signals {
-        let check = signal
-            .programs()
-            .iter()
-            .find(|(_, tp)| !btf.has_tracepoint(tp))
-            .map_or(Ok(()), |(_, tp)| Err(SignalError::NoTracepoint(tp)))
-            .and_then(|()| Ok(signal.globals(&btf, by)?));
-        match check {
+        match preflight(&btf, signal, by) {
             Ok(g) => globals.extend(g),
             Err(e) => {
                 status.insert(signal, Err(e));

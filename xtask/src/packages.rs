@@ -4,17 +4,15 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd::{Cmd, is_root};
 
-/// All in Debian 12's main archive: `perf bench` (linux-perf), `nft` (nftables), `ip netns`
-/// (iproute2), `losetup` (util-linux), `fio`, `ethtool`, `tmux` and `ps`/`sysctl` (procps).
-pub const PACKAGES: [&str; 8] = [
+/// All in Debian 12's main archive: `nft` (nftables), `ip netns` (iproute2), `losetup` and
+/// `setpriv` (util-linux), `setcap` (libcap2-bin), and `perf bench` (linux-perf) for load by hand
+/// and the benchmarks.
+pub const PACKAGES: [&str; 5] = [
     "linux-perf",
     "nftables",
     "iproute2",
     "util-linux",
-    "fio",
-    "ethtool",
-    "tmux",
-    "procps",
+    "libcap2-bin",
 ];
 
 /// Another apt run (unattended upgrades, a colleague) may hold dpkg's lock: wait instead of
@@ -104,10 +102,9 @@ mod tests {
 
     #[test]
     fn finds_packages_not_installed() {
-        let listed = "ethtool install ok installed\nfio deinstall ok config-files\n\
+        let listed = "libcap2-bin deinstall ok config-files\n\
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
-                      procps install ok installed\ntmux install ok installed\n\
                       util-linux install ok installed\n";
-        assert_eq!(missing_from(listed), ["nftables", "fio"]);
+        assert_eq!(missing_from(listed), ["nftables", "libcap2-bin"]);
     }
 }
