@@ -13,7 +13,7 @@ pub mod observer;
 pub mod report;
 
 pub use observer::{Exited, Recording};
-pub use report::{Bucket, Report, Summary};
+pub use report::{Bucket, Report, SIGNAL_KEYS, SIGNALS, Summary};
 
 /// Whether a test that cannot run may skip instead of failing (never under CI).
 pub fn skip_allowed() -> bool {

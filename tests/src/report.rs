@@ -55,7 +55,37 @@ impl Report {
             .cloned()
             .collect()
     }
+
+    /// Asserts that every signal was recorded and none failed (`errors` absent or empty).
+    pub fn assert_all_signals(&self, ctx: &str) {
+        let mut keys = self.signal_keys();
+        keys.sort();
+        let mut want = SIGNAL_KEYS.map(String::from).to_vec();
+        want.sort();
+        assert_eq!(
+            keys, want,
+            "{ctx}: signals recorded; errors: {}",
+            self.json["errors"]
+        );
+        assert!(
+            self.json
+                .get("errors")
+                .is_none_or(|e| e.as_object().is_some_and(|o| o.is_empty())),
+            "{ctx}: signals failed: {}",
+            self.json["errors"]
+        );
+    }
 }
+
+/// The signals' names on the command line, and their keys in the JSON report, in the same order.
+pub const SIGNALS: [&str; 5] = ["runqueue", "blockio", "tcp", "lock", "futex"];
+pub const SIGNAL_KEYS: [&str; 5] = [
+    "runqueue_latency",
+    "block_io_latency",
+    "tcp_retransmits",
+    "lock_contention",
+    "futex_wait",
+];
 
 /// The SUMMARY fields.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -3,18 +3,11 @@
 use std::time::{Duration, Instant};
 
 use observer_tests::blockdev::{self, LoopDevice};
-use observer_tests::{ChildGuard, Recording, observer, observer_ok, require_root};
+use observer_tests::{
+    ChildGuard, Recording, SIGNAL_KEYS, SIGNALS, observer, observer_ok, require_root,
+};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_observer-loadgen");
-
-const SIGNALS: [&str; 5] = ["runqueue", "blockio", "tcp", "lock", "futex"];
-const KEYS: [&str; 5] = [
-    "runqueue_latency",
-    "block_io_latency",
-    "tcp_retransmits",
-    "lock_contention",
-    "futex_wait",
-];
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -102,7 +95,7 @@ fn check_exits_zero_and_names_each_signal() {
     if !out.status.success() {
         observer_tests::skip_or_fail!("observer check exited {}: {text}", out.status);
     }
-    for (s, k) in SIGNALS.iter().zip(KEYS) {
+    for (s, k) in SIGNALS.iter().zip(SIGNAL_KEYS) {
         assert!(
             text.contains(s) || text.contains(k),
             "observer check does not name signal {s}: {text}"
@@ -130,23 +123,7 @@ fn default_records_all_signals_and_top_bounds_every_list() {
     .expect("load generator");
     assert!(out.status.success(), "load generator failed: {out:?}");
     let report = observer_ok!(rec.finish());
-    let mut keys = report.signal_keys();
-    keys.sort();
-    let mut want = KEYS.map(String::from).to_vec();
-    want.sort();
-    assert_eq!(
-        keys, want,
-        "signals in the default report; errors: {}",
-        report.json["errors"]
-    );
-    assert!(
-        report
-            .json
-            .get("errors")
-            .is_none_or(|e| e.as_object().is_some_and(|o| o.is_empty())),
-        "signals failed on this machine: {}",
-        report.json["errors"]
-    );
+    report.assert_all_signals("signals in the default report");
     let lists = [
         ("runqueue_latency", "by_cgroup"),
         ("runqueue_latency", "by_process"),

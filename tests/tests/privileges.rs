@@ -14,19 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use observer_tests::{ChildGuard, observer, require_root, skip_or_fail};
+use observer_tests::{ChildGuard, SIGNAL_KEYS, SIGNALS, observer, require_root, skip_or_fail};
 
 /// The unprivileged user the tests run observer as (`nobody` on Debian).
 const NOBODY: &str = "65534";
-
-const SIGNALS: [&str; 5] = ["runqueue", "blockio", "tcp", "lock", "futex"];
-const KEYS: [&str; 5] = [
-    "runqueue_latency",
-    "block_io_latency",
-    "tcp_retransmits",
-    "lock_contention",
-    "futex_wait",
-];
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -414,24 +405,8 @@ fn record_with_only_capabilities_reports_every_signal() {
     let json: serde_json::Value = serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("observer record did not print one JSON object ({e}): {text}"));
     let report = observer_tests::Report::new(json, Duration::from_secs(1));
-    let mut keys = report.signal_keys();
-    keys.sort();
-    let mut want = KEYS.map(String::from).to_vec();
-    want.sort();
-    assert_eq!(
-        keys, want,
-        "signals recorded with the capabilities; errors: {}",
-        report.json["errors"]
-    );
-    assert!(
-        report
-            .json
-            .get("errors")
-            .is_none_or(|e| e.as_object().is_some_and(|o| o.is_empty())),
-        "signals failed with the capabilities: {}",
-        report.json["errors"]
-    );
-    for k in KEYS {
+    report.assert_all_signals("signals recorded with the capabilities");
+    for k in SIGNAL_KEYS {
         report.signal(k);
     }
 }
