@@ -90,14 +90,16 @@ impl DiskHists {
     };
 }
 
-/// Timestamps of one request in flight (kernel-internal).
+/// One request in flight (kernel-internal).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Inflight {
     /// When the request was inserted into the scheduler queue; 0 if it was issued directly.
     pub inserted_ns: u64,
     /// When it was issued to the device; 0 until then.
     pub issued_ns: u64,
+    /// Read from the request at issue, for its completion.
+    pub disk: DiskKey,
 }
 
 const _: () = assert!(core::mem::size_of::<DiskKey>() == 8);

@@ -78,6 +78,7 @@ fn try_insert(ctx: &BtfTracePointContext) -> Result<(), ()> {
         // SAFETY: a BPF helper with no preconditions.
         inserted_ns: unsafe { bpf_ktime_get_ns() },
         issued_ns: 0,
+        disk: DiskKey { dev: 0, op: 0 },
     };
     // BPF_ANY: a request address is reused once the request is freed; a stale entry from a
     // request that never completed is simply replaced.
@@ -93,15 +94,16 @@ fn try_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let rq: u64 = ctx.arg(0);
     // SAFETY: a BPF helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    // Read once per request, here, and kept for completion.
+    let disk = disk_key(rq)?;
     match BIO_INFLIGHT.get_ptr_mut(&rq) {
         Some(inflight) => {
             // SAFETY: a live map value.
             let inflight = unsafe { &mut *inflight };
             if inflight.inserted_ns != 0 && inflight.issued_ns == 0 {
-                let (key, op) = disk_key(rq)?;
                 let wait = now.saturating_sub(inflight.inserted_ns);
-                record(&BIO_HIST, hist_index(STAGE_QUEUE, op), wait);
-                match entry(&BIO_BY_DISK, &key, &ZERO_DISK) {
+                record(&BIO_HIST, hist_index(STAGE_QUEUE, disk.op), wait);
+                match entry(&BIO_BY_DISK, &disk, &ZERO_DISK) {
                     // SAFETY: a live map value.
                     Some(d) => add_shared(unsafe { &raw mut (*d).queue }, wait),
                     None => count(&BIO_COUNTERS, Counter::DiskOverflow as u32, 1),
@@ -109,12 +111,14 @@ fn try_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
             }
             // A requeued request is issued again: device time counts from the last issue.
             inflight.issued_ns = now;
+            inflight.disk = disk;
         }
         None => {
             // Issued directly, without passing through an I/O scheduler insert.
             let started = Inflight {
                 inserted_ns: 0,
                 issued_ns: now,
+                disk,
             };
             if BIO_INFLIGHT.insert(&rq, &started, BPF_ANY.into()).is_err() {
                 count(&BIO_COUNTERS, Counter::InflightOverflow as u32, 1);
@@ -130,19 +134,18 @@ fn try_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let rq: u64 = ctx.arg(0);
     // SAFETY: a BPF helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let issued_ns = {
+    let (issued_ns, disk) = {
         let inflight = BIO_INFLIGHT.get_ptr(&rq).ok_or(())?;
         // SAFETY: a live map value, read before the entry is removed.
-        unsafe { (*inflight).issued_ns }
+        unsafe { ((*inflight).issued_ns, (*inflight).disk) }
     };
     let _ = BIO_INFLIGHT.remove(&rq);
     if issued_ns == 0 {
         return Ok(());
     }
-    let (key, op) = disk_key(rq)?;
     let latency = now.saturating_sub(issued_ns);
-    record(&BIO_HIST, hist_index(STAGE_DEVICE, op), latency);
-    match entry(&BIO_BY_DISK, &key, &ZERO_DISK) {
+    record(&BIO_HIST, hist_index(STAGE_DEVICE, disk.op), latency);
+    match entry(&BIO_BY_DISK, &disk, &ZERO_DISK) {
         // SAFETY: a live map value.
         Some(d) => add_shared(unsafe { &raw mut (*d).device }, latency),
         None => count(&BIO_COUNTERS, Counter::DiskOverflow as u32, 1),
@@ -152,7 +155,7 @@ fn try_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
 /// Reads `rq->cmd_flags` and `rq->q->disk->{major,first_minor}`.
 #[inline(always)]
-fn disk_key(rq: u64) -> Result<(DiskKey, u32), ()> {
+fn disk_key(rq: u64) -> Result<DiskKey, ()> {
     // SAFETY: reading globals the loader initialised; volatile so the compiler does not fold
     // the placeholder zeroes.
     let (off_q, off_flags, off_disk, off_major, off_minor) = unsafe {
@@ -175,13 +178,9 @@ fn disk_key(rq: u64) -> Result<(DiskKey, u32), ()> {
             bpf_probe_read_kernel((disk + off_major as u64) as *const u32).map_err(|_| ())?;
         let minor: u32 =
             bpf_probe_read_kernel((disk + off_minor as u64) as *const u32).map_err(|_| ())?;
-        let op = op_class(flags);
-        Ok((
-            DiskKey {
-                dev: major << MINOR_BITS | minor,
-                op,
-            },
-            op,
-        ))
+        Ok(DiskKey {
+            dev: major << MINOR_BITS | minor,
+            op: op_class(flags),
+        })
     }
 }
