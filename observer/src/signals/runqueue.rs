@@ -201,3 +201,74 @@ fn cgroup_paths(mut wanted: Vec<u64>) -> HashMap<u64, String> {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use observer_common::hist::slot;
+
+    use super::*;
+
+    fn process(comm: &str, values: &[u64]) -> ProcessHist {
+        let mut p = ProcessHist::ZERO;
+        p.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+        for &v in values {
+            p.hist.buckets[slot(v)] += 1;
+            p.hist.sum += v;
+        }
+        p
+    }
+
+    fn key(cgroup: u64, tgid: u32) -> ProcessKey {
+        ProcessKey {
+            cgroup,
+            tgid,
+            _pad: 0,
+        }
+    }
+
+    /// Process ids that cannot exist (above PID_MAX_LIMIT), so names come from the kernel's comm.
+    const A: u32 = 4_000_000_001;
+    const B: u32 = 4_000_000_002;
+
+    #[test]
+    fn breakdowns_group_by_process_and_by_cgroup_and_sum_to_the_total() {
+        let prev = HashMap::from([(key(7, A), process("a", &[100]))]);
+        let cur = HashMap::from([
+            // A gained two waits in cgroup 7 and has three in cgroup 8 (it moved).
+            (key(7, A), process("a", &[100, 200, 300])),
+            (key(8, A), process("a", &[10, 20, 30])),
+            (key(8, B), process("b", &[5])),
+        ]);
+        let deltas = process_deltas(&cur, &prev);
+        let mut unattributed = Hist::ZERO;
+        unattributed.buckets[slot(1000)] = 4;
+        unattributed.sum = 4000;
+        let t = total(&unattributed, &deltas);
+        assert_eq!(count(&t), 2 + 3 + 1 + 4);
+        assert_eq!(t.sum, 500 + 60 + 5 + 4000);
+
+        let procs = process_rows(&deltas, 10);
+        let summary: Vec<_> = procs
+            .iter()
+            .map(|r| (r.tgid, r.comm.as_str(), r.summary.count))
+            .collect();
+        assert_eq!(summary, [(A, "a", 5), (B, "b", 1)]);
+        assert_eq!(process_rows(&deltas, 1).len(), 1);
+
+        let cgroups = cgroup_rows(&deltas, 10);
+        let summary: Vec<_> = cgroups
+            .iter()
+            .map(|r| (r.cgroup_id, r.summary.count))
+            .collect();
+        assert_eq!(summary, [(8, 4), (7, 2)]);
+        // Ids that are no cgroup on this machine have no path.
+        assert!(cgroups.iter().all(|r| r.cgroup == "?"));
+    }
+
+    #[test]
+    fn the_root_cgroup_is_found_by_its_inode() {
+        let root = std::fs::metadata(CGROUP_ROOT).expect("cgroup v2 mounted at /sys/fs/cgroup");
+        let paths = cgroup_paths(vec![root.ino()]);
+        assert_eq!(paths.get(&root.ino()).map(String::as_str), Some("/"));
+    }
+}
