@@ -1,6 +1,7 @@
 //! Block I/O latency: queue time (insert -> issue) and device time (issue -> complete).
 
-/// Per-CPU array of [`crate::Hist`], indexed by [`hist_index`] (stage, operation).
+/// Per-CPU array of [`crate::Hist`], indexed by [`hist_index`] (stage, operation): latencies
+/// [`BY_DISK_MAP`] had no room for. A total is this plus the disk map's entries.
 pub const HIST_MAP: &str = "BIO_HIST";
 pub const HIST_ENTRIES: u32 = (STAGES * OPS) as u32;
 /// Per-CPU array of `u64` counters, indexed by [`Counter`].

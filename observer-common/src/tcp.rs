@@ -22,14 +22,14 @@ pub const GLOBAL_HAS_ERR: &str = "TCP_HAS_ERR";
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Every retransmitted skb that was sent (one skb may carry several segments under TSO).
-    Retransmits = 0,
-    /// Retransmits not attributed to an endpoint because [`BY_REMOTE_MAP`] was full.
-    RemoteOverflow = 1,
+    /// Retransmits not in [`BY_REMOTE_MAP`] (it was full, or the socket could not be read). The
+    /// total is this plus the map's counts. A retransmit is an skb that was sent again (one skb
+    /// may carry several segments under TSO).
+    Unattributed = 0,
     /// Retransmit attempts that failed to send (only seen where [`GLOBAL_HAS_ERR`] is 1).
-    Failed = 2,
+    Failed = 1,
 }
-pub const COUNTERS: u32 = 3;
+pub const COUNTERS: u32 = 2;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

@@ -102,12 +102,7 @@ fn try_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
             let inflight = unsafe { &mut *inflight };
             if inflight.inserted_ns != 0 && inflight.issued_ns == 0 {
                 let wait = now.saturating_sub(inflight.inserted_ns);
-                record(&BIO_HIST, hist_index(STAGE_QUEUE, disk.op), wait);
-                match entry(&BIO_BY_DISK, &disk, &ZERO_DISK) {
-                    // SAFETY: a live map value.
-                    Some(d) => add_shared(unsafe { &raw mut (*d).queue }, wait),
-                    None => count(&BIO_COUNTERS, Counter::DiskOverflow as u32, 1),
-                }
+                record_disk(&disk, STAGE_QUEUE, wait);
             }
             // A requeued request is issued again: device time counts from the last issue.
             inflight.issued_ns = now;
@@ -143,14 +138,31 @@ fn try_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if issued_ns == 0 {
         return Ok(());
     }
-    let latency = now.saturating_sub(issued_ns);
-    record(&BIO_HIST, hist_index(STAGE_DEVICE, disk.op), latency);
-    match entry(&BIO_BY_DISK, &disk, &ZERO_DISK) {
-        // SAFETY: a live map value.
-        Some(d) => add_shared(unsafe { &raw mut (*d).device }, latency),
-        None => count(&BIO_COUNTERS, Counter::DiskOverflow as u32, 1),
-    }
+    record_disk(&disk, STAGE_DEVICE, now.saturating_sub(issued_ns));
     Ok(())
+}
+
+/// Records a latency of one stage for a disk. BIO_HIST holds only what the disk map had no room
+/// for; the agent's totals are its sum with the disk map (as for runqueue).
+#[inline(always)]
+fn record_disk(disk: &DiskKey, stage: usize, latency: u64) {
+    match entry(&BIO_BY_DISK, disk, &ZERO_DISK) {
+        Some(d) => {
+            // SAFETY: a live map value.
+            let h = unsafe {
+                if stage == STAGE_QUEUE {
+                    &raw mut (*d).queue
+                } else {
+                    &raw mut (*d).device
+                }
+            };
+            add_shared(h, latency);
+        }
+        None => {
+            count(&BIO_COUNTERS, Counter::DiskOverflow as u32, 1);
+            record(&BIO_HIST, hist_index(stage, disk.op), latency);
+        }
+    }
 }
 
 /// Reads `rq->cmd_flags` and `rq->q->disk->{major,first_minor}`.

@@ -58,15 +58,16 @@ fn try_retransmit(ctx: &BtfTracePointContext) -> Result<(), ()> {
             return Ok(());
         }
     }
-    count(&TCP_COUNTERS, Counter::Retransmits as u32, 1);
+    // The per-endpoint counts are the record; TCP_COUNTERS counts only what they miss (the map
+    // was full, or the socket could not be read), and the total is the sum of both.
     let sk: u64 = ctx.arg(0);
-    let key = remote_key(sk)?;
-    match entry(&TCP_BY_REMOTE, &key, &ZERO) {
+    match remote_key(sk)
+        .ok()
+        .and_then(|key| entry(&TCP_BY_REMOTE, &key, &ZERO))
+    {
         // SAFETY: a live, 8-byte aligned map value.
-        Some(n) => {
-            unsafe { atomic_add(n, 1) };
-        }
-        None => count(&TCP_COUNTERS, Counter::RemoteOverflow as u32, 1),
+        Some(n) => unsafe { atomic_add(n, 1) },
+        None => count(&TCP_COUNTERS, Counter::Unattributed as u32, 1),
     }
     Ok(())
 }

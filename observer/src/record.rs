@@ -44,6 +44,31 @@ impl Snapshot {
     }
 }
 
+/// What happened between two snapshots, per running signal.
+#[derive(Default)]
+pub struct Deltas {
+    pub runqueue: Option<runqueue::Delta>,
+    pub blockio: Option<blockio::Delta>,
+    pub tcp: Option<tcp::Delta>,
+    pub lock: Option<lock::Delta>,
+    pub futex: Option<futex::Delta>,
+}
+
+impl Deltas {
+    pub fn between(cur: &Snapshot, prev: &Snapshot) -> Self {
+        fn both<'a, T>(a: &'a Option<T>, b: &'a Option<T>) -> Option<(&'a T, &'a T)> {
+            a.as_ref().zip(b.as_ref())
+        }
+        Self {
+            runqueue: both(&cur.runqueue, &prev.runqueue).map(|(c, p)| runqueue::delta(c, p)),
+            blockio: both(&cur.blockio, &prev.blockio).map(|(c, p)| blockio::delta(c, p)),
+            tcp: both(&cur.tcp, &prev.tcp).map(|(c, p)| tcp::delta(c, p)),
+            lock: both(&cur.lock, &prev.lock).map(|(c, p)| lock::delta(c, p)),
+            futex: both(&cur.futex, &prev.futex).map(|(c, p)| futex::delta(c, p)),
+        }
+    }
+}
+
 /// The reports of the signals that ran, in a fixed order.
 #[derive(Debug, Default, Serialize)]
 pub struct Reports {
@@ -60,18 +85,13 @@ pub struct Reports {
 }
 
 impl Reports {
-    /// What happened between two snapshots.
-    pub fn between(cur: &Snapshot, prev: &Snapshot, opts: &ReportOptions) -> Self {
-        fn both<'a, T>(a: &'a Option<T>, b: &'a Option<T>) -> Option<(&'a T, &'a T)> {
-            a.as_ref().zip(b.as_ref())
-        }
+    pub fn of(d: &Deltas, opts: &ReportOptions) -> Self {
         Self {
-            runqueue: both(&cur.runqueue, &prev.runqueue)
-                .map(|(c, p)| runqueue::report(c, p, opts)),
-            blockio: both(&cur.blockio, &prev.blockio).map(|(c, p)| blockio::report(c, p, opts)),
-            tcp: both(&cur.tcp, &prev.tcp).map(|(c, p)| tcp::report(c, p, opts)),
-            lock: both(&cur.lock, &prev.lock).map(|(c, p)| lock::report(c, p, opts)),
-            futex: both(&cur.futex, &prev.futex).map(|(c, p)| futex::report(c, p, opts)),
+            runqueue: d.runqueue.as_ref().map(|d| runqueue::report(d, opts)),
+            blockio: d.blockio.as_ref().map(|d| blockio::report(d, opts)),
+            tcp: d.tcp.as_ref().map(|d| tcp::report(d, opts)),
+            lock: d.lock.as_ref().map(|d| lock::report(d, opts)),
+            futex: d.futex.as_ref().map(|d| futex::report(d, opts)),
         }
     }
 }
@@ -159,7 +179,7 @@ pub fn record(
         .collect();
     Ok(Record {
         duration_s: began.elapsed().as_secs_f64(),
-        signals: Reports::between(&end, &start, opts),
+        signals: Reports::of(&Deltas::between(&end, &start), opts),
         programs,
         errors,
     })

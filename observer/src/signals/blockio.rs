@@ -9,7 +9,7 @@ use observer_common::{
     blockio::{
         BY_DISK_MAP, COUNTERS_MAP, Counter, DiskHists, DiskKey, GLOBAL_DISK_FIRST_MINOR,
         GLOBAL_DISK_MAJOR, GLOBAL_Q_DISK, GLOBAL_RQ_CMD_FLAGS, GLOBAL_RQ_Q, HIST_MAP, MINOR_BITS,
-        OP_NAMES, OPS, STAGE_DEVICE, STAGE_QUEUE, hist_index,
+        OP_NAMES, OPS, STAGE_DEVICE, STAGE_QUEUE, STAGES, hist_index,
     },
 };
 use serde::Serialize;
@@ -88,32 +88,22 @@ pub struct Dropped {
     pub inflight: u64,
 }
 
-pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
+/// What happened between two reads.
+pub struct Delta {
+    /// `[stage][op]`: latencies not in `by_disk` (the map was full).
+    pub unattributed: [[Hist; OPS]; STAGES],
+    pub by_disk: HashMap<DiskKey, DiskHists>,
+    pub dropped_by_disk: u64,
+    pub dropped_inflight: u64,
+}
+
+pub fn delta(cur: &Raw, prev: &Raw) -> Delta {
     let stage = |stage| {
-        let per_op: Vec<Hist> = (0..OPS as u32)
-            .map(|op| hist_at(&cur.hist, &prev.hist, hist_index(stage, op)))
-            .collect();
-        let mut all = Hist::ZERO;
-        per_op.iter().for_each(|h| hist_add(&mut all, h));
-        (all, per_op)
+        core::array::from_fn(|op| hist_at(&cur.hist, &prev.hist, hist_index(stage, op as u32)))
     };
-    let (device, device_ops) = stage(STAGE_DEVICE);
-    let (queue, queue_ops) = stage(STAGE_QUEUE);
-    let by_op = opts.by.op.then(|| {
-        device_ops
-            .iter()
-            .zip(&queue_ops)
-            .zip(OP_NAMES)
-            .filter(|((d, q), _)| count(d) + count(q) > 0)
-            .map(|((d, q), op)| OpRow {
-                op,
-                device: Summary::of(d),
-                queue: Summary::of(q),
-            })
-            .collect()
-    });
-    let by_disk = opts.by.disk.then(|| {
-        let d = keyed_delta(
+    Delta {
+        unattributed: [stage(STAGE_QUEUE), stage(STAGE_DEVICE)],
+        by_disk: keyed_delta(
             &cur.by_disk,
             &prev.by_disk,
             |c, p| {
@@ -124,22 +114,75 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
                 }
             },
             |h| count(&h.queue) + count(&h.device) == 0,
-        );
-        let rows = d.into_iter().collect();
+        ),
+        dropped_by_disk: counter(&cur.counters, &prev.counters, Counter::DiskOverflow as u32),
+        dropped_inflight: counter(
+            &cur.counters,
+            &prev.counters,
+            Counter::InflightOverflow as u32,
+        ),
+    }
+}
+
+impl Delta {
+    /// Per operation, both stages: the unattributed latencies plus every disk's.
+    pub fn by_op(&self) -> [[Hist; OPS]; STAGES] {
+        let mut out = self.unattributed;
+        for (key, h) in &self.by_disk {
+            let op = (key.op as usize).min(OPS - 1);
+            hist_add(&mut out[STAGE_QUEUE][op], &h.queue);
+            hist_add(&mut out[STAGE_DEVICE][op], &h.device);
+        }
+        out
+    }
+}
+
+/// "major:minor" of a device number.
+pub fn disk_name(dev: u32) -> (String, u32, u32) {
+    let (major, minor) = (dev >> MINOR_BITS, dev & ((1 << MINOR_BITS) - 1));
+    (format!("{major}:{minor}"), major, minor)
+}
+
+/// The name of an operation class.
+pub fn op_name(op: u32) -> &'static str {
+    OP_NAMES.get(op as usize).copied().unwrap_or("other")
+}
+
+pub fn report(d: &Delta, opts: &ReportOptions) -> Report {
+    let by_op = d.by_op();
+    let sum = |stage: usize| {
+        let mut all = Hist::ZERO;
+        by_op[stage].iter().for_each(|h| hist_add(&mut all, h));
+        all
+    };
+    let op_rows = opts.by.op.then(|| {
+        by_op[STAGE_DEVICE]
+            .iter()
+            .zip(&by_op[STAGE_QUEUE])
+            .zip(OP_NAMES)
+            .filter(|((d, q), _)| count(d) + count(q) > 0)
+            .map(|((d, q), op)| OpRow {
+                op,
+                device: Summary::of(d),
+                queue: Summary::of(q),
+            })
+            .collect()
+    });
+    let by_disk = opts.by.disk.then(|| {
         top_by(
-            rows,
+            d.by_disk.iter().map(|(k, h)| (*k, *h)).collect(),
             opts.top,
             |(_, h)| count(&h.device).max(count(&h.queue)),
             |(k, _)| (k.dev, k.op),
         )
         .into_iter()
         .map(|(key, h)| {
-            let (major, minor) = (key.dev >> MINOR_BITS, key.dev & ((1 << MINOR_BITS) - 1));
+            let (disk, major, minor) = disk_name(key.dev);
             DiskRow {
-                disk: format!("{major}:{minor}"),
+                disk,
                 major,
                 minor,
-                op: OP_NAMES.get(key.op as usize).copied().unwrap_or("other"),
+                op: op_name(key.op),
                 device: Summary::of(&h.device),
                 queue: Summary::of(&h.queue),
             }
@@ -147,17 +190,13 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
         .collect()
     });
     Report {
-        device: Latency::of(&device),
-        queue: Latency::of(&queue),
-        by_op,
+        device: Latency::of(&sum(STAGE_DEVICE)),
+        queue: Latency::of(&sum(STAGE_QUEUE)),
+        by_op: op_rows,
         by_disk,
         dropped: Dropped {
-            by_disk: counter(&cur.counters, &prev.counters, Counter::DiskOverflow as u32),
-            inflight: counter(
-                &cur.counters,
-                &prev.counters,
-                Counter::InflightOverflow as u32,
-            ),
+            by_disk: d.dropped_by_disk,
+            inflight: d.dropped_inflight,
         },
     }
 }

@@ -68,18 +68,38 @@ pub struct Dropped {
     pub by_process: u64,
 }
 
-pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
-    let deltas = process_deltas(&cur.by_process, &prev.by_process);
-    Report {
-        latency: Latency::of(&total(&hist_at(&cur.hist, &prev.hist, 0), &deltas)),
-        by_process: opts.by.process.then(|| process_rows(&deltas, opts.top)),
+/// What happened between two reads.
+pub struct Delta {
+    /// Waits not in `by_process` (the map was full).
+    pub unattributed: Hist,
+    pub by_process: HashMap<ProcessKey, ProcessHist>,
+    pub not_waited: u64,
+    pub dropped: u64,
+}
+
+pub fn delta(cur: &Raw, prev: &Raw) -> Delta {
+    Delta {
+        unattributed: hist_at(&cur.hist, &prev.hist, 0),
+        by_process: process_deltas(&cur.by_process, &prev.by_process),
         not_waited: counter(&cur.counters, &prev.counters, Counter::NotWaited as u32),
+        dropped: counter(
+            &cur.counters,
+            &prev.counters,
+            Counter::ProcessOverflow as u32,
+        ),
+    }
+}
+
+pub fn report(d: &Delta, opts: &ReportOptions) -> Report {
+    Report {
+        latency: Latency::of(&total(&d.unattributed, &d.by_process)),
+        by_process: opts
+            .by
+            .process
+            .then(|| process_rows(&d.by_process, opts.top)),
+        not_waited: d.not_waited,
         dropped: Dropped {
-            by_process: counter(
-                &cur.counters,
-                &prev.counters,
-                Counter::ProcessOverflow as u32,
-            ),
+            by_process: d.dropped,
         },
     }
 }

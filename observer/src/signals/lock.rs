@@ -39,14 +39,28 @@ pub struct ClassRow {
     pub summary: Summary,
 }
 
-pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
-    let per_class: Vec<Hist> = (0..CLASSES as u32)
-        .map(|c| hist_at(&cur.hist, &prev.hist, c))
-        .collect();
+/// What happened between two reads.
+pub struct Delta {
+    /// Indexed by lock class.
+    pub by_class: Vec<Hist>,
+    pub mismatched: u64,
+}
+
+pub fn delta(cur: &Raw, prev: &Raw) -> Delta {
+    Delta {
+        by_class: (0..CLASSES as u32)
+            .map(|c| hist_at(&cur.hist, &prev.hist, c))
+            .collect(),
+        mismatched: counter(&cur.counters, &prev.counters, Counter::Mismatched as u32),
+    }
+}
+
+pub fn report(d: &Delta, opts: &ReportOptions) -> Report {
     let mut all = Hist::ZERO;
-    per_class.iter().for_each(|h| hist_add(&mut all, h));
+    d.by_class.iter().for_each(|h| hist_add(&mut all, h));
     let by_class = opts.by.lock.then(|| {
-        let mut rows: Vec<ClassRow> = per_class
+        let mut rows: Vec<ClassRow> = d
+            .by_class
             .iter()
             .zip(CLASS_NAMES)
             .filter(|(h, _)| count(h) > 0)
@@ -62,6 +76,6 @@ pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
     Report {
         latency: Latency::of(&all),
         by_class,
-        mismatched: counter(&cur.counters, &prev.counters, Counter::Mismatched as u32),
+        mismatched: d.mismatched,
     }
 }

@@ -76,20 +76,38 @@ pub struct Dropped {
     pub by_process: u64,
 }
 
-pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
-    let deltas = process_deltas(&cur.by_process, &prev.by_process);
-    let dropped = counter(
-        &cur.counters,
-        &prev.counters,
-        Counter::ProcessOverflow as u32,
-    );
+/// What happened between two reads.
+pub struct Delta {
+    /// Waits not in `by_process` (breakdowns off, or the map was full).
+    pub unattributed: Hist,
+    pub by_process: HashMap<ProcessKey, ProcessHist>,
+    /// Waits the kernel could not attribute because the map was full.
+    pub dropped: u64,
+}
+
+pub fn delta(cur: &Raw, prev: &Raw) -> Delta {
+    Delta {
+        unattributed: hist_at(&cur.hist, &prev.hist, 0),
+        by_process: process_deltas(&cur.by_process, &prev.by_process),
+        dropped: counter(
+            &cur.counters,
+            &prev.counters,
+            Counter::ProcessOverflow as u32,
+        ),
+    }
+}
+
+pub fn report(d: &Delta, opts: &ReportOptions) -> Report {
     Report {
-        latency: Latency::of(&total(&hist_at(&cur.hist, &prev.hist, 0), &deltas)),
-        by_cgroup: opts.by.cgroup.then(|| cgroup_rows(&deltas, opts.top)),
-        by_process: opts.by.process.then(|| process_rows(&deltas, opts.top)),
+        latency: Latency::of(&total(&d.unattributed, &d.by_process)),
+        by_cgroup: opts.by.cgroup.then(|| cgroup_rows(&d.by_process, opts.top)),
+        by_process: opts
+            .by
+            .process
+            .then(|| process_rows(&d.by_process, opts.top)),
         dropped: Dropped {
-            by_cgroup: dropped,
-            by_process: dropped,
+            by_cgroup: d.dropped,
+            by_process: d.dropped,
         },
     }
 }

@@ -79,59 +79,85 @@ pub struct RemoteRow {
 
 #[derive(Debug, Serialize)]
 pub struct Dropped {
-    /// Retransmits not attributed to an endpoint: the endpoint map was full.
+    /// Retransmits not attributed to an endpoint: the endpoint map was full (or the socket could
+    /// not be read).
     pub by_remote: u64,
 }
 
-pub fn report(cur: &Raw, prev: &Raw, opts: &ReportOptions) -> Report {
-    let by_remote = opts.by.remote.then(|| {
-        let d = keyed_delta(
+/// What happened between two reads.
+pub struct Delta {
+    /// Retransmits not in `by_remote` (the map was full, or the socket was unreadable).
+    pub unattributed: u64,
+    pub by_remote: HashMap<RemoteKey, u64>,
+    pub failed: u64,
+}
+
+pub fn delta(cur: &Raw, prev: &Raw) -> Delta {
+    Delta {
+        unattributed: counter(&cur.counters, &prev.counters, Counter::Unattributed as u32),
+        by_remote: keyed_delta(
             &cur.by_remote,
             &prev.by_remote,
             |c, p| counter_delta(*c, p.copied().unwrap_or(0)),
             |n| *n == 0,
-        );
+        ),
+        failed: counter(&cur.counters, &prev.counters, Counter::Failed as u32),
+    }
+}
+
+pub fn report(d: &Delta, opts: &ReportOptions) -> Report {
+    let by_remote = opts.by.remote.then(|| {
         top_by(
-            d.into_iter().collect(),
+            d.by_remote.iter().map(|(k, n)| (*k, *n)).collect(),
             opts.top,
             |(_, n)| *n,
             |(k, _)| (k.family, k.raddr, k.rport, k.lport, k.state),
         )
         .into_iter()
         .map(|(k, count)| RemoteRow {
-            family: if k.family == AF_INET6 {
-                "ipv6"
-            } else if k.family == AF_INET {
-                "ipv4"
-            } else {
-                "other"
-            },
+            family: family(&k),
             remote_addr: address(&k),
             remote_port: k.rport,
             local_port: k.lport,
-            state: STATE_NAMES
-                .get(usize::from(k.state))
-                .copied()
-                .unwrap_or("UNKNOWN"),
+            state: state(&k),
             count,
         })
         .collect()
     });
     Report {
-        count: counter(&cur.counters, &prev.counters, Counter::Retransmits as u32),
-        failed: counter(&cur.counters, &prev.counters, Counter::Failed as u32),
+        count: d
+            .by_remote
+            .values()
+            .fold(d.unattributed, |a, n| a.wrapping_add(*n)),
+        failed: d.failed,
         by_remote,
         dropped: Dropped {
-            by_remote: counter(
-                &cur.counters,
-                &prev.counters,
-                Counter::RemoteOverflow as u32,
-            ),
+            by_remote: d.unattributed,
         },
     }
 }
 
-fn address(k: &RemoteKey) -> String {
+/// "ipv4" or "ipv6".
+pub fn family(k: &RemoteKey) -> &'static str {
+    if k.family == AF_INET6 {
+        "ipv6"
+    } else if k.family == AF_INET {
+        "ipv4"
+    } else {
+        "other"
+    }
+}
+
+/// The kernel's name of the socket's TCP state.
+pub fn state(k: &RemoteKey) -> &'static str {
+    STATE_NAMES
+        .get(usize::from(k.state))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+/// The remote address as text.
+pub fn address(k: &RemoteKey) -> String {
     if k.family == AF_INET6 {
         Ipv6Addr::from(k.raddr).to_string()
     } else {
