@@ -67,7 +67,7 @@ pub const COUNTERS: u32 = 2;
 
 /// A disk and an operation class.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DiskKey {
     /// Device number as the kernel's `MKDEV`: `major << 20 | minor`.
     pub dev: u32,

@@ -20,7 +20,7 @@ pub const COMM_LEN: usize = 16;
 
 /// A process (thread group) in a cgroup.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcessKey {
     /// cgroup v2 id (the inode number of the cgroup's directory).
     pub cgroup: u64,

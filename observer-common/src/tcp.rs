@@ -54,7 +54,7 @@ pub const STATE_NAMES: [&str; 14] = [
 
 /// One remote endpoint as seen from one local port in one TCP state.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RemoteKey {
     /// IPv4 addresses use the first 4 bytes; network byte order.
     pub raddr: [u8; 16],

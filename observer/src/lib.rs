@@ -4,6 +4,7 @@
 //! maps ([`signals`], one module per signal) and turns two reads into a report ([`hist`] does
 //! the arithmetic), and [`render`] prints it.
 
+pub mod agent;
 pub mod btf;
 pub mod check;
 pub mod ebpf;

@@ -190,6 +190,11 @@ pub(crate) fn cgroup_rows(deltas: &HashMap<ProcessKey, ProcessHist>, top: usize)
 /// The cgroup v2 mount point.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// The path of one cgroup id, if it still exists.
+pub fn cgroup_path(id: u64) -> Option<String> {
+    cgroup_paths(vec![id]).remove(&id)
+}
+
 /// Paths of the given cgroup ids. On cgroup v2 a cgroup's id is the inode number of its
 /// directory, so one walk of the hierarchy finds them.
 fn cgroup_paths(mut wanted: Vec<u64>) -> HashMap<u64, String> {

@@ -1,0 +1,555 @@
+//! The collector: reads the kernel's maps every interval, keeps cumulative counts since the
+//! agent started, and bounds every breakdown to its top N series plus one "other" series.
+//!
+//! Series must stay monotonic for cumulative export, so a breakdown's membership is sticky: a key
+//! enters while there is room, in order of activity, and leaves only after [`IDLE_INTERVALS`]
+//! intervals without activity, when its counts are folded into "other". Nothing is ever lost: at
+//! every snapshot the series of a metric add up to everything measured since the agent started.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    time::{Instant, SystemTime},
+};
+
+use observer_common::{
+    Hist, ProcessKey,
+    blockio::{BY_DISK_ENTRIES, DiskKey, OPS, STAGE_DEVICE, STAGE_QUEUE},
+    lock::{CLASS_NAMES, CLASSES},
+    tcp::RemoteKey,
+};
+
+use super::metrics::{
+    Attributes, Data, GaugePoint, HistogramPoint, Metric, OTHER, Snapshot, SumPoint, keys, names,
+};
+use crate::{
+    ebpf::Loaded,
+    hist::hist_add,
+    record::{Deltas, Snapshot as Raw},
+    signals::{ReadError, Signal, blockio, process_name, runqueue, tcp},
+};
+
+/// Intervals without activity after which a series leaves its breakdown (5 minutes at the
+/// default 10 s interval).
+pub const IDLE_INTERVALS: u32 = 30;
+
+/// What a breakdown accumulates: a histogram or a count.
+pub trait Accumulate: Clone {
+    fn zero() -> Self;
+    fn add(&mut self, other: &Self);
+    /// How much happened, to rank keys by activity.
+    fn weight(&self) -> u64;
+}
+
+impl Accumulate for Hist {
+    fn zero() -> Self {
+        Hist::ZERO
+    }
+    fn add(&mut self, other: &Self) {
+        hist_add(self, other);
+    }
+    fn weight(&self) -> u64 {
+        crate::hist::count(self)
+    }
+}
+
+impl Accumulate for u64 {
+    fn zero() -> Self {
+        0
+    }
+    fn add(&mut self, other: &Self) {
+        *self = self.wrapping_add(*other);
+    }
+    fn weight(&self) -> u64 {
+        *self
+    }
+}
+
+struct Tracked<V> {
+    attributes: Attributes,
+    value: V,
+    start: SystemTime,
+    idle: u32,
+}
+
+/// One breakdown: at most `top` tracked keys, and "other".
+pub struct Breakdown<K, V> {
+    top: usize,
+    tracked: HashMap<K, Tracked<V>>,
+    other: V,
+    other_attributes: Attributes,
+    start: SystemTime,
+}
+
+impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
+    pub fn new(top: usize, start: SystemTime, other_attributes: Attributes) -> Self {
+        Self {
+            top,
+            tracked: HashMap::new(),
+            other: V::zero(),
+            other_attributes,
+            start,
+        }
+    }
+
+    /// Adds one interval's deltas. `since` is when the interval began (a new series counts
+    /// from then); `label` names a key when it enters.
+    pub fn update(
+        &mut self,
+        deltas: impl IntoIterator<Item = (K, V)>,
+        unattributed: &V,
+        since: SystemTime,
+        label: impl Fn(&K) -> Attributes,
+    ) {
+        self.other.add(unattributed);
+        let mut newcomers = Vec::new();
+        for t in self.tracked.values_mut() {
+            t.idle = t.idle.saturating_add(1);
+        }
+        for (key, delta) in deltas {
+            match self.tracked.get_mut(&key) {
+                Some(t) => {
+                    t.value.add(&delta);
+                    t.idle = 0;
+                }
+                None => newcomers.push((key, delta)),
+            }
+        }
+        // Idle series make room before newcomers are considered.
+        let idle: Vec<K> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.idle >= IDLE_INTERVALS)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
+            if let Some(t) = self.tracked.remove(&key) {
+                self.other.add(&t.value);
+            }
+        }
+        // The busiest first; ties by key so the choice is stable.
+        newcomers.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
+        for (key, delta) in newcomers {
+            if self.tracked.len() < self.top {
+                let attributes = label(&key);
+                self.tracked.insert(
+                    key,
+                    Tracked {
+                        attributes,
+                        value: delta,
+                        start: since,
+                        idle: 0,
+                    },
+                );
+            } else {
+                self.other.add(&delta);
+            }
+        }
+    }
+
+    /// Every series: the tracked ones (in key order, for stable output) then "other".
+    pub fn series(&self) -> impl Iterator<Item = (&Attributes, &V, SystemTime)> {
+        let mut tracked: Vec<(&K, &Tracked<V>)> = self.tracked.iter().collect();
+        tracked.sort_by(|a, b| a.0.cmp(b.0));
+        tracked
+            .into_iter()
+            .map(|(_, t)| (&t.attributes, &t.value, t.start))
+            .chain(std::iter::once((
+                &self.other_attributes,
+                &self.other,
+                self.start,
+            )))
+    }
+}
+
+impl<K: Eq + Hash + Clone + Ord> Breakdown<K, Hist> {
+    fn histograms(&self) -> Data {
+        Data::Histogram(
+            self.series()
+                .map(|(a, h, start)| HistogramPoint {
+                    attributes: a.clone(),
+                    start,
+                    hist: Box::new(*h),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Cumulative counters (not broken down).
+#[derive(Default)]
+struct Counters {
+    tcp_failed: u64,
+    futex_not_waited: u64,
+    lock_mismatched: u64,
+    block_io_untimed: u64,
+    dropped: HashMap<Signal, u64>,
+}
+
+/// Reads the kernel's maps and produces [`Snapshot`]s.
+pub struct Collector {
+    start: SystemTime,
+    prev: Raw,
+    prev_time: SystemTime,
+    runqueue: Breakdown<ProcessKey, Hist>,
+    futex: Breakdown<ProcessKey, Hist>,
+    block_device: Breakdown<DiskKey, Hist>,
+    block_queue: Breakdown<DiskKey, Hist>,
+    tcp: Breakdown<RemoteKey, u64>,
+    lock: [Hist; CLASSES],
+    counters: Counters,
+}
+
+fn process_other() -> Attributes {
+    vec![
+        (keys::CGROUP_PATH, OTHER.into()),
+        (keys::PROCESS_NAME, OTHER.into()),
+    ]
+}
+
+impl Collector {
+    /// Takes the first read: everything counted from now on is exported.
+    pub fn new(loaded: &Loaded, top: usize) -> Result<Self, ReadError> {
+        let start = SystemTime::now();
+        let prev = Raw::read(loaded)?;
+        Ok(Self {
+            start,
+            prev,
+            prev_time: start,
+            runqueue: Breakdown::new(top, start, process_other()),
+            futex: Breakdown::new(top, start, process_other()),
+            // Disks are few and bounded by the kernel map: all of them are series.
+            block_device: Breakdown::new(BY_DISK_ENTRIES as usize, start, Vec::new()),
+            block_queue: Breakdown::new(BY_DISK_ENTRIES as usize, start, Vec::new()),
+            tcp: Breakdown::new(top, start, vec![(keys::PEER_ADDRESS, OTHER.into())]),
+            lock: [Hist::ZERO; CLASSES],
+            counters: Counters::default(),
+        })
+    }
+
+    /// Reads the maps and returns everything measured since the agent started.
+    pub fn collect(&mut self, loaded: &Loaded, extra: Vec<Metric>) -> Result<Snapshot, ReadError> {
+        let began = Instant::now();
+        let cur = Raw::read(loaded)?;
+        let now = SystemTime::now();
+        let d = Deltas::between(&cur, &self.prev);
+        let since = self.prev_time;
+        let cgroups = CgroupNames::default();
+
+        if let Some(d) = &d.runqueue {
+            let procs = d.by_process.iter().map(|(k, p)| (*k, p.hist));
+            let comms: HashMap<ProcessKey, [u8; 16]> =
+                d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
+            self.runqueue.update(procs, &d.unattributed, since, |k| {
+                process_attributes(k, &comms, &cgroups)
+            });
+            *self.counters.dropped.entry(Signal::Runqueue).or_default() += d.dropped;
+        }
+        if let Some(d) = &d.futex {
+            let procs = d.by_process.iter().map(|(k, p)| (*k, p.hist));
+            let comms: HashMap<ProcessKey, [u8; 16]> =
+                d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
+            self.futex.update(procs, &d.unattributed, since, |k| {
+                process_attributes(k, &comms, &cgroups)
+            });
+            self.counters.futex_not_waited += d.not_waited;
+            *self.counters.dropped.entry(Signal::Futex).or_default() += d.dropped;
+        }
+        if let Some(d) = &d.blockio {
+            // The unattributed latencies of each operation are one "other disk" key per op.
+            let other = |op: usize| DiskKey {
+                dev: u32::MAX,
+                op: op as u32,
+            };
+            let device = d
+                .by_disk
+                .iter()
+                .map(|(k, h)| (*k, h.device))
+                .chain((0..OPS).map(|op| (other(op), d.unattributed[STAGE_DEVICE][op])));
+            let queue = d
+                .by_disk
+                .iter()
+                .map(|(k, h)| (*k, h.queue))
+                .chain((0..OPS).map(|op| (other(op), d.unattributed[STAGE_QUEUE][op])));
+            let device: Vec<_> = device.filter(|(_, h)| crate::hist::count(h) > 0).collect();
+            let queue: Vec<_> = queue.filter(|(_, h)| crate::hist::count(h) > 0).collect();
+            self.block_device
+                .update(device, &Hist::ZERO, since, disk_attributes);
+            self.block_queue
+                .update(queue, &Hist::ZERO, since, disk_attributes);
+            self.counters.block_io_untimed += d.dropped_inflight;
+            *self.counters.dropped.entry(Signal::BlockIo).or_default() += d.dropped_by_disk;
+        }
+        if let Some(d) = &d.tcp {
+            self.tcp.update(
+                d.by_remote.iter().map(|(k, n)| (*k, *n)),
+                &d.unattributed,
+                since,
+                remote_attributes,
+            );
+            self.counters.tcp_failed += d.failed;
+            *self.counters.dropped.entry(Signal::Tcp).or_default() += d.unattributed;
+        }
+        if let Some(d) = &d.lock {
+            for (total, delta) in self.lock.iter_mut().zip(&d.by_class) {
+                hist_add(total, delta);
+            }
+            self.counters.lock_mismatched += d.mismatched;
+        }
+        self.prev = cur;
+        self.prev_time = now;
+
+        let mut metrics = self.metrics(loaded);
+        metrics.push(Metric {
+            name: names::COLLECTION_DURATION,
+            description: "Time taken to read the kernel's maps and build this snapshot.",
+            unit: "s",
+            data: Data::Gauge(vec![GaugePoint {
+                attributes: Vec::new(),
+                value: began.elapsed().as_secs_f64(),
+            }]),
+        });
+        metrics.extend(extra);
+        Ok(Snapshot { time: now, metrics })
+    }
+
+    fn metrics(&self, loaded: &Loaded) -> Vec<Metric> {
+        let running: Vec<Signal> = loaded.running().collect();
+        let has = |s| running.contains(&s);
+        let sum = |attributes: Attributes, value: u64| SumPoint {
+            attributes,
+            start: self.start,
+            value,
+        };
+        let mut out = Vec::new();
+        if has(Signal::Runqueue) {
+            out.push(Metric {
+                name: names::RUNQUEUE_LATENCY,
+                description: "Time tasks spent runnable, waiting for a CPU, by cgroup and process.",
+                unit: "ns",
+                data: self.runqueue.histograms(),
+            });
+        }
+        if has(Signal::BlockIo) {
+            out.push(Metric {
+                name: names::BLOCK_IO_DEVICE_TIME,
+                description: "Block I/O time from issue to the device to completion, by disk and operation.",
+                unit: "ns",
+                data: self.block_device.histograms(),
+            });
+            out.push(Metric {
+                name: names::BLOCK_IO_QUEUE_TIME,
+                description: "Block I/O time in the I/O scheduler queue (insert to issue), by disk and operation.",
+                unit: "ns",
+                data: self.block_queue.histograms(),
+            });
+            out.push(Metric {
+                name: names::BLOCK_IO_UNTIMED,
+                description: "Block I/O requests not timed because the in-flight map was full.",
+                unit: "{request}",
+                data: Data::Sum(vec![sum(Vec::new(), self.counters.block_io_untimed)]),
+            });
+        }
+        if has(Signal::Tcp) {
+            out.push(Metric {
+                name: names::TCP_RETRANSMITS,
+                description: "TCP segments (skbs) retransmitted, by remote endpoint, local port and state.",
+                unit: "{retransmit}",
+                data: Data::Sum(
+                    self.tcp
+                        .series()
+                        .map(|(a, n, start)| SumPoint {
+                            attributes: a.clone(),
+                            start,
+                            value: *n,
+                        })
+                        .collect(),
+                ),
+            });
+            out.push(Metric {
+                name: names::TCP_RETRANSMIT_FAILURES,
+                description: "TCP retransmit attempts that failed to send.",
+                unit: "{attempt}",
+                data: Data::Sum(vec![sum(Vec::new(), self.counters.tcp_failed)]),
+            });
+        }
+        if has(Signal::Lock) {
+            out.push(Metric {
+                name: names::LOCK_CONTENTION_WAIT,
+                description: "Time kernel code waited for contended locks, by lock class.",
+                unit: "ns",
+                data: Data::Histogram(
+                    self.lock
+                        .iter()
+                        .zip(CLASS_NAMES)
+                        .map(|(h, class)| HistogramPoint {
+                            attributes: vec![(keys::LOCK_CLASS, class.into())],
+                            start: self.start,
+                            hist: Box::new(*h),
+                        })
+                        .collect(),
+                ),
+            });
+            out.push(Metric {
+                name: names::LOCK_MISMATCHED,
+                description: "Lock waits that ended on a different lock than they began on (not timed).",
+                unit: "{wait}",
+                data: Data::Sum(vec![sum(Vec::new(), self.counters.lock_mismatched)]),
+            });
+        }
+        if has(Signal::Futex) {
+            out.push(Metric {
+                name: names::FUTEX_WAIT,
+                description: "Time threads waited in futex wait calls (user-space locks, condition variables), by cgroup and process.",
+                unit: "ns",
+                data: self.futex.histograms(),
+            });
+            out.push(Metric {
+                name: names::FUTEX_NOT_WAITED,
+                description: "Futex wait calls that returned at once because the futex word had changed.",
+                unit: "{call}",
+                data: Data::Sum(vec![sum(Vec::new(), self.counters.futex_not_waited)]),
+            });
+        }
+        let mut dropped: Vec<(Signal, u64)> = self
+            .counters
+            .dropped
+            .iter()
+            .map(|(s, n)| (*s, *n))
+            .collect();
+        dropped.sort();
+        out.push(Metric {
+            name: names::DROPPED,
+            description: "Events the kernel could not attribute to a breakdown because its map was full (they are in the \"other\" series).",
+            unit: "{event}",
+            data: Data::Sum(
+                dropped
+                    .into_iter()
+                    .map(|(s, n)| sum(vec![(keys::SIGNAL, s.name().into())], n))
+                    .collect(),
+            ),
+        });
+        out.push(Metric {
+            name: names::SIGNAL_ATTACHED,
+            description: "Whether each requested signal's programs are attached (1) or not (0).",
+            unit: "1",
+            data: Data::Gauge(
+                loaded
+                    .status
+                    .iter()
+                    .map(|(s, status)| GaugePoint {
+                        attributes: vec![(keys::SIGNAL, s.name().into())],
+                        value: if status.is_ok() { 1.0 } else { 0.0 },
+                    })
+                    .collect(),
+            ),
+        });
+        out
+    }
+}
+
+/// Cgroup paths, resolved once per collection for the keys that enter a breakdown.
+#[derive(Default)]
+struct CgroupNames(std::cell::RefCell<HashMap<u64, String>>);
+
+impl CgroupNames {
+    fn path(&self, id: u64) -> String {
+        self.0
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(|| runqueue::cgroup_path(id).unwrap_or_else(|| "?".into()))
+            .clone()
+    }
+}
+
+fn process_attributes(
+    k: &ProcessKey,
+    comms: &HashMap<ProcessKey, [u8; 16]>,
+    cgroups: &CgroupNames,
+) -> Attributes {
+    let comm = comms.get(k).copied().unwrap_or_default();
+    vec![
+        (keys::CGROUP_PATH, cgroups.path(k.cgroup).into()),
+        (keys::PROCESS_NAME, process_name(k.tgid, &comm).into()),
+        (
+            keys::CGROUP_ID,
+            i64::try_from(k.cgroup).unwrap_or(i64::MAX).into(),
+        ),
+        (keys::PROCESS_PID, i64::from(k.tgid).into()),
+    ]
+}
+
+fn disk_attributes(k: &DiskKey) -> Attributes {
+    let disk = if k.dev == u32::MAX {
+        OTHER.to_owned()
+    } else {
+        blockio::disk_name(k.dev).0
+    };
+    vec![
+        (keys::DISK_DEVICE, disk.into()),
+        (keys::IO_OPERATION, blockio::op_name(k.op).into()),
+    ]
+}
+
+fn remote_attributes(k: &RemoteKey) -> Attributes {
+    vec![
+        (keys::PEER_ADDRESS, tcp::address(k).into()),
+        (keys::PEER_PORT, i64::from(k.rport).into()),
+        (keys::LOCAL_PORT, i64::from(k.lport).into()),
+        (keys::NETWORK_TYPE, tcp::family(k).into()),
+        (keys::TCP_STATE, tcp::state(k).into()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::metrics::Value;
+
+    fn label(k: &u32) -> Attributes {
+        vec![("k", i64::from(*k).into())]
+    }
+
+    fn values(b: &Breakdown<u32, u64>) -> Vec<(Option<i64>, u64)> {
+        b.series()
+            .map(|(a, v, _)| {
+                let k = a.first().and_then(|(_, v)| match v {
+                    Value::Int(i) => Some(*i),
+                    Value::Str(_) => None,
+                });
+                (k, *v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn top_n_is_sticky_and_the_rest_goes_to_other() {
+        let t0 = SystemTime::now();
+        let mut b: Breakdown<u32, u64> = Breakdown::new(2, t0, vec![("k", OTHER.into())]);
+        b.update([(1, 5), (2, 50), (3, 20)], &7, t0, label);
+        // 2 and 3 are the busiest; 1 and the unattributed 7 are "other".
+        assert_eq!(values(&b), [(Some(2), 50), (Some(3), 20), (None, 12)]);
+        // A newcomer busier than everyone does not displace a tracked key.
+        b.update([(4, 1000), (2, 1)], &0, t0, label);
+        assert_eq!(values(&b), [(Some(2), 51), (Some(3), 20), (None, 1012)]);
+        // Series only grow, and everything is accounted for.
+        let total: u64 = values(&b).iter().map(|v| v.1).sum();
+        assert_eq!(total, 5 + 50 + 20 + 7 + 1000 + 1);
+    }
+
+    #[test]
+    fn idle_series_fold_into_other_and_make_room() {
+        let t0 = SystemTime::now();
+        let mut b: Breakdown<u32, u64> = Breakdown::new(1, t0, vec![("k", OTHER.into())]);
+        b.update([(1, 10)], &0, t0, label);
+        for _ in 0..IDLE_INTERVALS - 1 {
+            b.update([(2, 1)], &0, t0, label);
+        }
+        assert_eq!(values(&b)[0], (Some(1), 10));
+        // Idle long enough: 1 leaves (its 10 go to other) and 2 takes its place.
+        b.update([(2, 1)], &0, t0, label);
+        let v = values(&b);
+        assert_eq!(v[0], (Some(2), 1));
+        assert_eq!(v[1], (None, 10 + u64::from(IDLE_INTERVALS - 1)));
+    }
+}

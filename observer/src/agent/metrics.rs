@@ -1,0 +1,125 @@
+//! What the agent exports: one immutable snapshot of every metric per collection, handed to each
+//! sink (OTLP, Prometheus). Sinks only translate; every number is computed here or in the
+//! collector.
+
+use std::time::SystemTime;
+
+use observer_common::Hist;
+
+/// An attribute value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Self::Str(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Self::Str(s)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+
+/// Attributes of one series, in a fixed order per metric.
+pub type Attributes = Vec<(&'static str, Value)>;
+
+/// One exported metric.
+#[derive(Clone, Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// UCUM unit: "ns" for the latency histograms, "{retransmit}" and the like for counts.
+    pub unit: &'static str,
+    pub data: Data,
+}
+
+#[derive(Clone, Debug)]
+pub enum Data {
+    /// Exponential histograms at scale 2 (observer_common::hist), cumulative.
+    Histogram(Vec<HistogramPoint>),
+    /// Monotonic counters, cumulative.
+    Sum(Vec<SumPoint>),
+    Gauge(Vec<GaugePoint>),
+}
+
+#[derive(Clone, Debug)]
+pub struct HistogramPoint {
+    pub attributes: Attributes,
+    /// Since when this series counts (agent start, or when the series was first exported).
+    pub start: SystemTime,
+    pub hist: Box<Hist>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SumPoint {
+    pub attributes: Attributes,
+    pub start: SystemTime,
+    pub value: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct GaugePoint {
+    pub attributes: Attributes,
+    pub value: f64,
+}
+
+/// Every metric at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// When the maps were read.
+    pub time: SystemTime,
+    pub metrics: Vec<Metric>,
+}
+
+/// The catalog: every metric the agent exports, with its unit and meaning (listed in the README).
+pub mod names {
+    pub const RUNQUEUE_LATENCY: &str = "observer.runqueue.latency";
+    pub const BLOCK_IO_DEVICE_TIME: &str = "observer.block_io.device_time";
+    pub const BLOCK_IO_QUEUE_TIME: &str = "observer.block_io.queue_time";
+    pub const TCP_RETRANSMITS: &str = "observer.tcp.retransmits";
+    pub const TCP_RETRANSMIT_FAILURES: &str = "observer.tcp.retransmit_failures";
+    pub const LOCK_CONTENTION_WAIT: &str = "observer.lock.contention_wait";
+    pub const FUTEX_WAIT: &str = "observer.futex.wait";
+    pub const FUTEX_NOT_WAITED: &str = "observer.futex.not_waited";
+    pub const DROPPED: &str = "observer.breakdown.dropped";
+    pub const BLOCK_IO_UNTIMED: &str = "observer.block_io.untimed";
+    pub const LOCK_MISMATCHED: &str = "observer.lock.mismatched";
+    pub const SIGNAL_ATTACHED: &str = "observer.signal.attached";
+    pub const COLLECTION_DURATION: &str = "observer.collection.duration";
+    pub const MAP_FULLNESS: &str = "observer.map.fullness";
+    pub const EXPORT_BATCHES: &str = "observer.export.batches";
+}
+
+/// Attribute keys (OpenTelemetry semantic conventions where one exists).
+pub mod keys {
+    pub const CGROUP_ID: &str = "cgroup.id";
+    pub const CGROUP_PATH: &str = "cgroup.path";
+    pub const PROCESS_PID: &str = "process.pid";
+    pub const PROCESS_NAME: &str = "process.executable.name";
+    pub const DISK_DEVICE: &str = "disk.device";
+    pub const IO_OPERATION: &str = "disk.io.operation";
+    pub const NETWORK_TYPE: &str = "network.type";
+    pub const PEER_ADDRESS: &str = "network.peer.address";
+    pub const PEER_PORT: &str = "network.peer.port";
+    pub const LOCAL_PORT: &str = "network.local.port";
+    pub const TCP_STATE: &str = "tcp.state";
+    pub const LOCK_CLASS: &str = "lock.class";
+    pub const SIGNAL: &str = "signal";
+    pub const MAP: &str = "map";
+    pub const EXPORTER: &str = "exporter";
+    pub const RESULT: &str = "result";
+}
+
+/// The value every attribute of a breakdown's "other" series takes: everything outside the top N.
+pub const OTHER: &str = "other";
