@@ -44,6 +44,43 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Deletes the kernel's per-process entries of processes that have exited.
+    pub fn forget_exited(&mut self, ebpf: &mut aya::Ebpf) -> Result<usize, ReadError> {
+        let mut n = 0;
+        if let Some(raw) = &mut self.runqueue {
+            n += raw.forget_exited(ebpf)?;
+        }
+        if let Some(raw) = &mut self.futex {
+            n += raw.forget_exited(ebpf)?;
+        }
+        Ok(n)
+    }
+
+    /// (map name, entries, capacity) of every bounded breakdown map read: how full each is.
+    pub fn map_entries(&self) -> Vec<(&'static str, usize, u32)> {
+        use observer_common::{blockio, lock::futex as f, runqueue as r, tcp as t};
+        let mut out = Vec::new();
+        if let Some(raw) = &self.runqueue {
+            out.push((r::BY_PROCESS_MAP, raw.entries(), r::BY_PROCESS_ENTRIES));
+        }
+        if let Some(raw) = &self.blockio {
+            out.push((
+                blockio::BY_DISK_MAP,
+                raw.entries(),
+                blockio::BY_DISK_ENTRIES,
+            ));
+        }
+        if let Some(raw) = &self.tcp {
+            out.push((t::BY_REMOTE_MAP, raw.entries(), t::BY_REMOTE_ENTRIES));
+        }
+        if let Some(raw) = &self.futex {
+            out.push((f::BY_PROCESS_MAP, raw.entries(), f::BY_PROCESS_ENTRIES));
+        }
+        out
+    }
+}
+
 /// What happened between two snapshots, per running signal.
 #[derive(Default)]
 pub struct Deltas {

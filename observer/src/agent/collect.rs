@@ -228,9 +228,13 @@ impl Collector {
     }
 
     /// Reads the maps and returns everything measured since the agent started.
-    pub fn collect(&mut self, loaded: &Loaded, extra: Vec<Metric>) -> Result<Snapshot, ReadError> {
+    pub fn collect(
+        &mut self,
+        loaded: &mut Loaded,
+        extra: Vec<Metric>,
+    ) -> Result<Snapshot, ReadError> {
         let began = Instant::now();
-        let cur = Raw::read(loaded)?;
+        let mut cur = Raw::read(loaded)?;
         let now = SystemTime::now();
         let d = Deltas::between(&cur, &self.prev);
         let since = self.prev_time;
@@ -296,10 +300,26 @@ impl Collector {
             }
             self.counters.lock_mismatched += d.mismatched;
         }
+        // After the deltas: the exited processes' last counts are in them.
+        cur.forget_exited(&mut loaded.ebpf)?;
+        let fullness = cur
+            .map_entries()
+            .into_iter()
+            .map(|(map, entries, capacity)| GaugePoint {
+                attributes: vec![(keys::MAP, map.into())],
+                value: entries as f64 / f64::from(capacity),
+            })
+            .collect();
         self.prev = cur;
         self.prev_time = now;
 
         let mut metrics = self.metrics(loaded);
+        metrics.push(Metric {
+            name: names::MAP_FULLNESS,
+            description: "How full each bounded breakdown map in the kernel is (entries / capacity); when full, new keys go to \"other\".",
+            unit: "1",
+            data: Data::Gauge(fullness),
+        });
         metrics.push(Metric {
             name: names::COLLECTION_DURATION,
             description: "Time taken to read the kernel's maps and build this snapshot.",

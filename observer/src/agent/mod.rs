@@ -3,6 +3,7 @@
 
 pub mod collect;
 pub mod metrics;
+pub mod resource;
 
 use std::sync::Arc;
 

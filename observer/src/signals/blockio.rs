@@ -40,6 +40,13 @@ pub struct Raw {
     by_disk: HashMap<DiskKey, DiskHists>,
 }
 
+impl Raw {
+    /// Entries in the bounded breakdown map.
+    pub fn entries(&self) -> usize {
+        self.by_disk.len()
+    }
+}
+
 pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     Ok(Raw {
         hist: read_percpu(ebpf, HIST_MAP)?,

@@ -43,6 +43,19 @@ pub struct Raw {
     by_process: HashMap<ProcessKey, ProcessHist>,
 }
 
+impl Raw {
+    /// Deletes the kernel's entries for processes that have exited (see
+    /// [`super::forget_exited`]).
+    pub fn forget_exited(&mut self, ebpf: &mut Ebpf) -> Result<usize, ReadError> {
+        super::forget_exited(ebpf, BY_PROCESS_MAP, &mut self.by_process)
+    }
+
+    /// Entries in the bounded breakdown map.
+    pub fn entries(&self) -> usize {
+        self.by_process.len()
+    }
+}
+
 pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     Ok(Raw {
         hist: read_percpu(ebpf, HIST_MAP)?,

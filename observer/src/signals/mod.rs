@@ -15,7 +15,7 @@ use aya::{
     Ebpf, Pod,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
 };
-use observer_common::Hist;
+use observer_common::{Hist, ProcessHist, ProcessKey};
 
 use crate::btf::{Btf, BtfError};
 
@@ -197,6 +197,34 @@ pub(crate) fn read_hash<K: Pod + Eq + Hash, V: Pod>(
     let hash: BpfHashMap<&MapData, K, V> =
         BpfHashMap::try_from(ebpf.map(map).ok_or_else(|| missing(map))?).map_err(err)?;
     hash.iter().map(|r| r.map_err(err)).collect()
+}
+
+/// Deletes from a (cgroup, process) map the entries of processes that have exited, once their
+/// last counts have been read (they are in `entries`, which loses them too, so the next delta
+/// does not see them vanish). Without this a long-running agent would fill the bounded map with
+/// the dead and attribute nothing new. Returns how many were deleted.
+pub(crate) fn forget_exited(
+    ebpf: &mut Ebpf,
+    map: &'static str,
+    entries: &mut HashMap<ProcessKey, ProcessHist>,
+) -> Result<usize, ReadError> {
+    let err = |source| ReadError { map, source };
+    let mut hash: BpfHashMap<&mut MapData, ProcessKey, ProcessHist> =
+        BpfHashMap::try_from(ebpf.map_mut(map).ok_or_else(|| missing(map))?).map_err(err)?;
+    let exited: Vec<ProcessKey> = entries
+        .keys()
+        .filter(|k| !std::path::Path::new(&format!("/proc/{}", k.tgid)).exists())
+        .copied()
+        .collect();
+    for key in &exited {
+        match hash.remove(key) {
+            // Already gone is as good as deleted.
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(err(e)),
+        }
+        entries.remove(key);
+    }
+    Ok(exited.len())
 }
 
 /// A per-CPU counter array read at two points: the growth of counter `index`.

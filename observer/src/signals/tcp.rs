@@ -48,6 +48,13 @@ pub struct Raw {
     by_remote: HashMap<RemoteKey, u64>,
 }
 
+impl Raw {
+    /// Entries in the bounded breakdown map.
+    pub fn entries(&self) -> usize {
+        self.by_remote.len()
+    }
+}
+
 pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     Ok(Raw {
         counters: read_percpu(ebpf, COUNTERS_MAP)?,
