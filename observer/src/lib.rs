@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod btf;
 pub mod check;
+pub mod config;
 pub mod ebpf;
 pub mod hist;
 pub mod record;

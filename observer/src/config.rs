@@ -1,0 +1,1772 @@
+//! The agent's configuration (`observer run`): a TOML file, the standard OpenTelemetry
+//! environment variables, and command-line flags, resolved into one validated [`Config`].
+//!
+//! # Precedence
+//!
+//! Highest first: **command-line flags > environment (`OTEL_*`) > config file > defaults.**
+//! Each setting is taken from the highest source that sets it, with three refinements:
+//!
+//! - The OTLP endpoint is decided as a whole by the highest source that sets *any* endpoint
+//!   (`otlp.endpoint`/`otlp.metrics_endpoint`, `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`,
+//!   `--otlp-endpoint`); within that source the metrics-specific URL wins over the base URL.
+//!   Otherwise a file's `metrics_endpoint` would silently beat an `OTEL_EXPORTER_OTLP_ENDPOINT`
+//!   or a flag, against the precedence above.
+//! - `headers` and `resource_attributes` are merged key by key; a key set in a higher source
+//!   replaces the same key from a lower one.
+//! - `service.name` is `OTEL_SERVICE_NAME`, else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
+//!   else the file's `service_name`, else `service.name` in the file's `resource_attributes`,
+//!   else `observer` (the OpenTelemetry rule that the dedicated variable beats the attribute list,
+//!   applied within each source).
+//!
+//! As the OpenTelemetry specification requires, an environment variable set to the empty string
+//! counts as unset; so does an empty string for a URL in the file.
+//!
+//! # Errors
+//!
+//! Nothing falls back to defaults when something is wrong: a file that cannot be read or parsed,
+//! an unknown key, a value of the wrong type or out of range, or a malformed environment variable
+//! is a [`ConfigError`] that names where the value came from (`file:line:column: key`, the
+//! variable, or the flag), what was found, and what is expected.
+//!
+//! The example `observer.toml` at the root of the repository documents every key.
+
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    net::SocketAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::{Deserialize, de};
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue},
+};
+
+use crate::signals::Signal;
+
+/// Shortest `agent.interval`: below this, reading every map costs more than it is worth.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Most series per breakdown (`agent.top`): bounds the agent's memory and the exported
+/// cardinality.
+pub const MAX_TOP: usize = 1000;
+/// Most batches held for an unreachable collector (`otlp.queue`): bounds memory.
+pub const MAX_QUEUE: usize = 10_000;
+
+/// gRPC endpoint when none is configured (OpenTelemetry default).
+pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
+/// OTLP/HTTP metrics URL when no endpoint is configured (OpenTelemetry default).
+pub const DEFAULT_HTTP_METRICS_ENDPOINT: &str = "http://localhost:4318/v1/metrics";
+
+/// The resolved, validated configuration of `observer run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub otlp: OtlpConfig,
+    pub prometheus: PrometheusConfig,
+}
+
+/// `[agent]`: what is measured and how often.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// How often the kernel maps are read and a snapshot is exported (default 10 s; at least
+    /// [`MIN_INTERVAL`]).
+    pub interval: Duration,
+    /// Signals to load, deduplicated, in [`Signal::ALL`] order (default: all).
+    pub signals: Vec<Signal>,
+    /// A signal that cannot load is fatal (default false: it is reported and the others run).
+    pub strict: bool,
+    /// Series per breakdown, the top N by activity, plus one "other" series (default 10;
+    /// 1..=[`MAX_TOP`]).
+    pub top: usize,
+}
+
+/// `[otlp]`: export over OTLP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// Export over OTLP. Default: true when an endpoint is set anywhere (file, environment or
+    /// `--otlp-endpoint`); an explicit `enabled` in the file wins over an endpoint from the
+    /// environment, and `--otlp-endpoint` turns it on whatever the file says.
+    pub enabled: bool,
+    /// The URL to send to, already resolved for [`Self::protocol`] by [`resolve_endpoint`].
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// Sent with every export request (gRPC metadata or HTTP headers).
+    pub headers: BTreeMap<String, String>,
+    /// Deadline of one export request (default 10 s).
+    pub timeout: Duration,
+    pub temporality: Temporality,
+    /// Batches held while the collector is unreachable; beyond this the oldest is dropped and
+    /// counted (default 64; 1..=[`MAX_QUEUE`]).
+    pub queue: usize,
+    /// The `service.name` resource attribute (default `observer`).
+    pub service_name: String,
+    /// Extra resource attributes. Never holds `service.name`: that is [`Self::service_name`].
+    pub resource_attributes: BTreeMap<String, String>,
+}
+
+/// `[prometheus]`: the scrape endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrometheusConfig {
+    /// Serve `/metrics` (default true; `--prometheus-listen` turns it on).
+    pub enabled: bool,
+    /// Default 127.0.0.1:9464: loopback, so exposing the endpoint beyond the host is always an
+    /// explicit choice.
+    pub listen: SocketAddr,
+}
+
+/// OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`). `http/json` is not supported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl Protocol {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            "http/json" => Err(format!("{s:?} is not supported; use grpc or http/protobuf")),
+            _ => Err(format!(
+                "{s:?} is not a protocol; use grpc or http/protobuf"
+            )),
+        }
+    }
+}
+
+/// Aggregation temporality of exported sums and histograms
+/// (`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`, default cumulative).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Temporality {
+    Cumulative,
+    Delta,
+}
+
+impl Temporality {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Cumulative => "cumulative",
+            Self::Delta => "delta",
+        }
+    }
+}
+
+impl fmt::Display for Temporality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Temporality {
+    type Err = String;
+
+    /// Case-insensitive, as the specification says for the environment variable.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cumulative" => Ok(Self::Cumulative),
+            "delta" => Ok(Self::Delta),
+            // The spec's third value mixes temporalities by instrument kind; every metric here is
+            // read from a cumulative kernel counter, so it would only be a confusing alias.
+            "lowmemory" => Err(format!("{s:?} is not supported; use cumulative or delta")),
+            _ => Err(format!(
+                "{s:?} is not a temporality; use cumulative or delta"
+            )),
+        }
+    }
+}
+
+/// What the flags of `observer run` can set; `None` leaves the setting to the environment, the
+/// file or the default. Values are validated like the others (errors name the flag).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--interval`.
+    pub interval: Option<Duration>,
+    /// `--signals`.
+    pub signals: Option<Vec<Signal>>,
+    /// `--otlp-endpoint`: a base URL like `otlp.endpoint`; also turns OTLP on.
+    pub otlp_endpoint: Option<String>,
+    /// `--prometheus-listen`; also turns Prometheus on.
+    pub prometheus_listen: Option<SocketAddr>,
+}
+
+/// Why a configuration was refused. Every message says where the value came from, what was
+/// found and what is expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{}: config file not found; check the path given to --config (the observer.toml at \
+         the root of the observer repository is an example documenting every key)",
+        path.display()
+    )]
+    NotFound { path: PathBuf },
+    #[error("{}: cannot read the config file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A problem at a place in the file; `key` is the dotted key path when there is one.
+    #[error("{}:{line}:{column}: {}{message}", path.display(), key_prefix(key))]
+    File {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: Option<String>,
+        message: String,
+    },
+    #[error("{var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+}
+
+fn key_prefix(key: &Option<String>) -> String {
+    key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default()
+}
+
+impl Config {
+    /// Loads the configuration: the file (optional), then the environment through `env` (a
+    /// lookup function, `|k| std::env::var(k).ok()` in the agent, so tests need not touch the
+    /// process environment), then `overrides`, with the precedence described in the
+    /// [module documentation](self): flags > environment > file > defaults.
+    ///
+    /// Environment variables read (the `METRICS_` ones win over the general ones, as the
+    /// OpenTelemetry specification says):
+    /// `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`, `OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL`,
+    /// `OTEL_EXPORTER_OTLP_[METRICS_]HEADERS`, `OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT`
+    /// (integer milliseconds), `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`,
+    /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let file = file.map(FileSource::read).transpose()?;
+        let file_layer = match &file {
+            Some(f) => f.layer()?,
+            None => Layer::default(),
+        };
+        let merged = flag_layer(overrides)?
+            .over(env_layer(&env)?)
+            .over(file_layer);
+        let config = merged.resolve();
+        // Only the file can turn Prometheus off, so the file is where to point.
+        if !config.otlp.enabled
+            && !config.prometheus.enabled
+            && let Some(file) = &file
+            && let Some(enabled) = &file.raw.prometheus.enabled
+        {
+            return Err(file.error(
+                enabled.span(),
+                Some("prometheus.enabled".into()),
+                "false, and OTLP is not enabled either, so nothing would be exported; set \
+                 otlp.endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT) or enable [prometheus]"
+                    .into(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// The URL to export to, per the OpenTelemetry specification:
+/// - a metrics-specific URL (`metrics_endpoint`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) is used
+///   as-is, for either protocol;
+/// - a base URL (`endpoint`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `--otlp-endpoint`) is used as-is for
+///   gRPC; for OTLP/HTTP, `v1/metrics` is appended as a path segment (`http://c:4318` and
+///   `http://c:4318/` both give `http://c:4318/v1/metrics`; `http://c/otlp` gives
+///   `http://c/otlp/v1/metrics`);
+/// - with neither: `http://localhost:4317` for gRPC, `http://localhost:4318/v1/metrics` for HTTP.
+pub fn resolve_endpoint(
+    protocol: Protocol,
+    base: Option<&str>,
+    metrics_endpoint: Option<&str>,
+) -> String {
+    match (metrics_endpoint, base, protocol) {
+        (Some(url), _, _) => url.to_owned(),
+        (None, Some(base), Protocol::Grpc) => base.to_owned(),
+        (None, Some(base), Protocol::HttpProtobuf) => {
+            format!("{}/v1/metrics", base.strip_suffix('/').unwrap_or(base))
+        }
+        (None, None, Protocol::Grpc) => DEFAULT_GRPC_ENDPOINT.to_owned(),
+        (None, None, Protocol::HttpProtobuf) => DEFAULT_HTTP_METRICS_ENDPOINT.to_owned(),
+    }
+}
+
+/// A duration: a number of seconds (`10`, `1.5`) or a number with a unit: `500ms`, `10s`, `2m`,
+/// `1h`. Zero is allowed here; callers check their own range.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a duration; use a number of seconds or a number with a unit: \
+             500ms, 10s, 2m"
+        )
+    };
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let nanos_per_unit = match unit {
+        "ms" => 1e6,
+        "" | "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return Err(bad()),
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    // Counted in whole nanoseconds so that "500ms" is exactly Duration::from_millis(500).
+    let nanos = (n * nanos_per_unit).round();
+    if nanos >= u64::MAX as f64 {
+        return Err(format!("{s:?} is too long"));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// `k1=v1,k2=v2`, the format of `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_RESOURCE_ATTRIBUTES`
+/// (W3C Baggage without properties): keys and values are trimmed, values are percent-decoded
+/// (`%20` is a space, `+` stays a plus), empty list members are skipped.
+pub fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
+    const HOW: &str = "use key=value pairs separated by commas, e.g. k1=v1,k2=v2";
+    s.split(',')
+        .map(str::trim)
+        .filter(|member| !member.is_empty())
+        .map(|member| {
+            let (key, value) = member
+                .split_once('=')
+                .ok_or_else(|| format!("{member:?} has no \"=\"; {HOW}"))?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(format!("{member:?} has an empty key; {HOW}"));
+            }
+            let value =
+                percent_decode(value.trim()).map_err(|e| format!("{member:?}: the value {e}"))?;
+            Ok((key.to_owned(), value))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    "has a % not followed by two hex digits; write a literal % as %25".to_owned()
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "is not UTF-8 once percent-decoded".to_owned())
+}
+
+/// Checks what an exporter needs from a URL, without a URL parser: an `http` or `https`
+/// scheme, a host, and a numeric port if there is one.
+fn check_url(s: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!(
+            "{s:?} is not a URL; use http://{s} (or https:// for TLS)"
+        ));
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(format!(
+            "{s:?} has the scheme {scheme:?}; use http:// or https://"
+        ));
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err(format!("{s:?} contains whitespace"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    // An IPv6 literal is bracketed and has colons of its own.
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => return Err(format!("{s:?} has an unclosed [ in its host")),
+        },
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host; use e.g. http://collector:4317"));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("{s:?} has an invalid port {port:?}"));
+    }
+    Ok(())
+}
+
+/// Header names must be HTTP tokens and values visible ASCII: anything else would only fail at
+/// the first export, far from the configuration that caused it.
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!(
+            "{name:?} is not a valid header name; use letters, digits and - (e.g. api-key)"
+        ));
+    }
+    if !value
+        .chars()
+        .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
+    {
+        return Err(format!(
+            "the value of header {name:?} must be printable ASCII"
+        ));
+    }
+    Ok(())
+}
+
+fn check_interval(shown: &str, interval: Duration) -> Result<Duration, String> {
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "{shown} is too short; use at least {MIN_INTERVAL:?}"
+        ));
+    }
+    Ok(interval)
+}
+
+fn check_timeout(shown: &str, timeout: Duration) -> Result<Duration, String> {
+    if timeout.is_zero() {
+        return Err(format!(
+            "{shown} is not a timeout; use more than zero, e.g. 10s"
+        ));
+    }
+    Ok(timeout)
+}
+
+fn check_signals(signals: Vec<Signal>) -> Result<Vec<Signal>, String> {
+    if signals.is_empty() {
+        return Err(format!(
+            "the list is empty; name at least one of: {}",
+            Signal::ALL.map(Signal::name).join(", ")
+        ));
+    }
+    let mut signals = signals;
+    signals.sort_unstable();
+    signals.dedup();
+    Ok(signals)
+}
+
+/// Where the OTLP endpoint of one source points: a base URL or a metrics-specific one.
+enum Endpoint {
+    Base(String),
+    Metrics(String),
+}
+
+/// The settings one source (file, environment or flags) gives, each validated; `None` or an
+/// empty map means the source does not set it.
+#[derive(Default)]
+struct Layer {
+    interval: Option<Duration>,
+    signals: Option<Vec<Signal>>,
+    strict: Option<bool>,
+    top: Option<usize>,
+    otlp_enabled: Option<bool>,
+    endpoint: Option<Endpoint>,
+    protocol: Option<Protocol>,
+    headers: BTreeMap<String, String>,
+    timeout: Option<Duration>,
+    temporality: Option<Temporality>,
+    queue: Option<usize>,
+    service_name: Option<String>,
+    resource_attributes: BTreeMap<String, String>,
+    prometheus_enabled: Option<bool>,
+    listen: Option<SocketAddr>,
+}
+
+impl Layer {
+    /// `self` over `lower`: what `self` sets wins.
+    fn over(self, lower: Layer) -> Layer {
+        let mut headers = lower.headers;
+        headers.extend(self.headers);
+        let mut resource_attributes = lower.resource_attributes;
+        resource_attributes.extend(self.resource_attributes);
+        Layer {
+            interval: self.interval.or(lower.interval),
+            signals: self.signals.or(lower.signals),
+            strict: self.strict.or(lower.strict),
+            top: self.top.or(lower.top),
+            otlp_enabled: self.otlp_enabled.or(lower.otlp_enabled),
+            endpoint: self.endpoint.or(lower.endpoint),
+            protocol: self.protocol.or(lower.protocol),
+            headers,
+            timeout: self.timeout.or(lower.timeout),
+            temporality: self.temporality.or(lower.temporality),
+            queue: self.queue.or(lower.queue),
+            service_name: self.service_name.or(lower.service_name),
+            resource_attributes,
+            prometheus_enabled: self.prometheus_enabled.or(lower.prometheus_enabled),
+            listen: self.listen.or(lower.listen),
+        }
+    }
+
+    /// Within one source, `service_name` beats a `service.name` resource attribute; the
+    /// attribute never stays in the map, so `service.name` has one home.
+    fn take_service_name(&mut self) {
+        let attribute = self.resource_attributes.remove("service.name");
+        self.service_name = self.service_name.take().or(attribute);
+    }
+
+    /// Fills in the defaults.
+    fn resolve(self) -> Config {
+        let protocol = self.protocol.unwrap_or(Protocol::Grpc);
+        let (base, metrics) = match &self.endpoint {
+            Some(Endpoint::Base(url)) => (Some(url.as_str()), None),
+            Some(Endpoint::Metrics(url)) => (None, Some(url.as_str())),
+            None => (None, None),
+        };
+        Config {
+            agent: AgentConfig {
+                interval: self.interval.unwrap_or(Duration::from_secs(10)),
+                signals: self.signals.unwrap_or_else(|| Signal::ALL.to_vec()),
+                strict: self.strict.unwrap_or(false),
+                top: self.top.unwrap_or(10),
+            },
+            otlp: OtlpConfig {
+                enabled: self.otlp_enabled.unwrap_or(self.endpoint.is_some()),
+                endpoint: resolve_endpoint(protocol, base, metrics),
+                protocol,
+                headers: self.headers,
+                timeout: self.timeout.unwrap_or(Duration::from_secs(10)),
+                temporality: self.temporality.unwrap_or(Temporality::Cumulative),
+                queue: self.queue.unwrap_or(64),
+                service_name: self.service_name.unwrap_or_else(|| "observer".to_owned()),
+                resource_attributes: self.resource_attributes,
+            },
+            prometheus: PrometheusConfig {
+                enabled: self.prometheus_enabled.unwrap_or(true),
+                listen: self
+                    .listen
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+            },
+        }
+    }
+}
+
+fn flag_layer(o: &Overrides) -> Result<Layer, ConfigError> {
+    let flag = |flag| move |message| ConfigError::Flag { flag, message };
+    let mut layer = Layer::default();
+    if let Some(interval) = o.interval {
+        layer.interval =
+            Some(check_interval(&format!("{interval:?}"), interval).map_err(flag("--interval"))?);
+    }
+    if let Some(signals) = &o.signals {
+        layer.signals = Some(check_signals(signals.clone()).map_err(flag("--signals"))?);
+    }
+    if let Some(url) = &o.otlp_endpoint {
+        check_url(url).map_err(flag("--otlp-endpoint"))?;
+        layer.endpoint = Some(Endpoint::Base(url.clone()));
+        layer.otlp_enabled = Some(true);
+    }
+    if let Some(listen) = o.prometheus_listen {
+        layer.listen = Some(listen);
+        layer.prometheus_enabled = Some(true);
+    }
+    Ok(layer)
+}
+
+fn env_layer(env: &impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
+    // Empty means unset (OpenTelemetry specification, "Configuration: Environment Variables").
+    let get = |var: &'static str| env(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v));
+    // The metrics-specific variable, if set, replaces the general one.
+    let either = |metrics, general| get(metrics).or_else(|| get(general));
+    let err = |var| move |message| ConfigError::Env { var, message };
+
+    let mut layer = Layer::default();
+    if let Some((var, url)) = get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+        check_url(&url).map_err(err(var))?;
+        layer.endpoint = Some(Endpoint::Metrics(url));
+    } else if let Some((var, url)) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        check_url(&url).map_err(err(var))?;
+        layer.endpoint = Some(Endpoint::Base(url));
+    }
+    if let Some((var, v)) = either(
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ) {
+        layer.protocol = Some(v.parse().map_err(err(var))?);
+    }
+    if let Some((var, v)) = either(
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+    ) {
+        for (name, value) in parse_pairs(&v).map_err(err(var))? {
+            check_header(&name, &value).map_err(err(var))?;
+            layer.headers.insert(name, value);
+        }
+    }
+    if let Some((var, v)) = either(
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ) {
+        // Milliseconds, per the specification: "10s" here is a mistake worth naming.
+        let ms: u64 = v.trim().parse().map_err(|_| ConfigError::Env {
+            var,
+            message: format!(
+                "{v:?} is not a whole number of milliseconds; this variable is in milliseconds \
+                 (OpenTelemetry specification), e.g. 10000 for 10 s"
+            ),
+        })?;
+        layer.timeout =
+            Some(check_timeout(&format!("{ms}"), Duration::from_millis(ms)).map_err(err(var))?);
+    }
+    if let Some((var, v)) = get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
+        layer.temporality = Some(v.parse().map_err(err(var))?);
+    }
+    if let Some((var, v)) = get("OTEL_RESOURCE_ATTRIBUTES") {
+        layer
+            .resource_attributes
+            .extend(parse_pairs(&v).map_err(err(var))?);
+    }
+    layer.take_service_name();
+    if let Some((_, name)) = get("OTEL_SERVICE_NAME") {
+        layer.service_name = Some(name.trim().to_owned());
+    }
+    Ok(layer)
+}
+
+/// The file as written, before validation. Values that need checking are kept with their
+/// span, so an error can point at them.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    #[serde(deserialize_with = "section")]
+    agent: FileAgent,
+    #[serde(deserialize_with = "section")]
+    otlp: FileOtlp,
+    #[serde(deserialize_with = "section")]
+    prometheus: FilePrometheus,
+}
+
+/// A section must be a table. serde's derived structs also accept a list of their fields in
+/// order, so without this `agent = ["5s"]` (or `[[agent]]`) would quietly set `agent.interval`.
+fn section<'de, D: de::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    struct Visitor<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Visitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table (a [section])")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Visitor(std::marker::PhantomData))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileAgent {
+    interval: Option<Spanned<FileDuration>>,
+    signals: Option<Spanned<Vec<Spanned<String>>>>,
+    strict: Option<bool>,
+    top: Option<Spanned<i64>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileOtlp {
+    enabled: Option<bool>,
+    endpoint: Option<Spanned<String>>,
+    metrics_endpoint: Option<Spanned<String>>,
+    protocol: Option<Spanned<String>>,
+    headers: BTreeMap<Spanned<String>, Spanned<String>>,
+    timeout: Option<Spanned<FileDuration>>,
+    temporality: Option<Spanned<String>>,
+    queue: Option<Spanned<i64>>,
+    service_name: Option<Spanned<String>>,
+    resource_attributes: BTreeMap<String, String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FilePrometheus {
+    enabled: Option<Spanned<bool>>,
+    listen: Option<Spanned<String>>,
+}
+
+/// A duration as written in the file: a string (`"10s"`) or whole seconds (`10`).
+enum FileDuration {
+    Text(String),
+    Seconds(i64),
+}
+
+impl<'de> Deserialize<'de> for FileDuration {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = FileDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration: a number of seconds, or a string such as \"500ms\", \"10s\", \
+                     \"2m\"",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<FileDuration, E> {
+                Ok(FileDuration::Text(s.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<FileDuration, E> {
+                Ok(FileDuration::Seconds(n))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl FileDuration {
+    /// The duration, and how to show the value in a message.
+    fn parse(&self) -> Result<(Duration, String), String> {
+        match self {
+            Self::Text(s) => Ok((parse_duration(s)?, format!("{s:?}"))),
+            Self::Seconds(n) => match u64::try_from(*n) {
+                Ok(n) => Ok((Duration::from_secs(n), n.to_string())),
+                Err(_) => Err(format!("{n} is negative; use a duration such as 10s")),
+            },
+        }
+    }
+}
+
+/// A config file read into memory, and what was parsed from it.
+struct FileSource {
+    path: PathBuf,
+    text: String,
+    raw: FileConfig,
+}
+
+impl FileSource {
+    fn read(path: &Path) -> Result<FileSource, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => ConfigError::NotFound { path: path.into() },
+            _ => ConfigError::Read {
+                path: path.into(),
+                source,
+            },
+        })?;
+        let mut file = FileSource {
+            path: path.into(),
+            text,
+            raw: FileConfig::default(),
+        };
+        file.raw = toml::from_str(&file.text).map_err(|e| file.toml_error(&e))?;
+        Ok(file)
+    }
+
+    /// An error at `span` in the file.
+    fn error(&self, span: Range<usize>, key: Option<String>, message: String) -> ConfigError {
+        let before = &self.text[..self.text.floor_char_boundary(span.start)];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        ConfigError::File {
+            path: self.path.clone(),
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+            key,
+            message,
+        }
+    }
+
+    /// Turns a `toml` error into one that names the key and says what is expected.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let document = match DeTable::parse(&self.text) {
+            Ok(document) => document,
+            Err(_) => {
+                // A syntax error: what the parser could recover may still name the key.
+                let (partial, _) = DeTable::parse_recoverable(&self.text);
+                let key = path_at(partial.get_ref(), &span).map(|(path, _)| join_path(&path));
+                return self.error(span, key, format!("invalid TOML: {}", e.message()));
+            }
+        };
+        let Some((path, is_table)) = path_at(document.get_ref(), &span) else {
+            return self.error(span, None, e.message().to_owned());
+        };
+        match unknown_field(e.message()) {
+            // The message names the key itself.
+            Some((name, valid)) => {
+                let message = unknown_key_message(&path, is_table, name, &valid)
+                    .unwrap_or_else(|| e.message().to_owned());
+                self.error(span, None, message)
+            }
+            None => self.error(span, Some(join_path(&path)), humanize(e.message())),
+        }
+    }
+
+    /// Validates every value the file sets, pointing at the value when it is wrong.
+    fn layer(&self) -> Result<Layer, ConfigError> {
+        let at = |span: Range<usize>, key: &str, message: String| {
+            self.error(span, Some(key.to_owned()), message)
+        };
+        let (agent, otlp, prometheus) = (&self.raw.agent, &self.raw.otlp, &self.raw.prometheus);
+        let mut layer = Layer::default();
+
+        if let Some(v) = &agent.interval {
+            let key = "agent.interval";
+            let (d, shown) = v.get_ref().parse().map_err(|m| at(v.span(), key, m))?;
+            layer.interval = Some(check_interval(&shown, d).map_err(|m| at(v.span(), key, m))?);
+        }
+        if let Some(list) = &agent.signals {
+            let mut signals = Vec::new();
+            for s in list.get_ref() {
+                signals.push(
+                    s.get_ref()
+                        .parse()
+                        .map_err(|m| at(s.span(), "agent.signals", m))?,
+                );
+            }
+            layer.signals =
+                Some(check_signals(signals).map_err(|m| at(list.span(), "agent.signals", m))?);
+        }
+        layer.strict = agent.strict;
+        if let Some(v) = &agent.top {
+            layer.top =
+                Some(in_range(*v.get_ref(), 1, MAX_TOP).map_err(|m| at(v.span(), "agent.top", m))?);
+        }
+
+        layer.otlp_enabled = otlp.enabled;
+        let url = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
+            match v {
+                Some(v) if !v.get_ref().is_empty() => {
+                    check_url(v.get_ref()).map_err(|m| at(v.span(), key, m))?;
+                    Ok(Some(v.get_ref().clone()))
+                }
+                _ => Ok(None),
+            }
+        };
+        let base = url(&otlp.endpoint, "otlp.endpoint")?;
+        let metrics = url(&otlp.metrics_endpoint, "otlp.metrics_endpoint")?;
+        layer.endpoint = metrics.map(Endpoint::Metrics).or(base.map(Endpoint::Base));
+        if let Some(v) = &otlp.protocol {
+            layer.protocol = Some(
+                v.get_ref()
+                    .parse()
+                    .map_err(|m| at(v.span(), "otlp.protocol", m))?,
+            );
+        }
+        for (name, value) in &otlp.headers {
+            let key = format!("otlp.headers.{}", key_segment(name.get_ref()));
+            check_header(name.get_ref(), value.get_ref()).map_err(|m| at(name.span(), &key, m))?;
+            layer
+                .headers
+                .insert(name.get_ref().clone(), value.get_ref().clone());
+        }
+        if let Some(v) = &otlp.timeout {
+            let key = "otlp.timeout";
+            let (d, shown) = v.get_ref().parse().map_err(|m| at(v.span(), key, m))?;
+            layer.timeout = Some(check_timeout(&shown, d).map_err(|m| at(v.span(), key, m))?);
+        }
+        if let Some(v) = &otlp.temporality {
+            let parsed = v
+                .get_ref()
+                .parse()
+                .map_err(|m| at(v.span(), "otlp.temporality", m))?;
+            layer.temporality = Some(parsed);
+        }
+        if let Some(v) = &otlp.queue {
+            layer.queue = Some(
+                in_range(*v.get_ref(), 1, MAX_QUEUE).map_err(|m| at(v.span(), "otlp.queue", m))?,
+            );
+        }
+        if let Some(v) = &otlp.service_name {
+            if v.get_ref().trim().is_empty() {
+                return Err(at(
+                    v.span(),
+                    "otlp.service_name",
+                    "\"\" is not a service name; leave the key out for the default, observer"
+                        .into(),
+                ));
+            }
+            layer.service_name = Some(v.get_ref().clone());
+        }
+        layer.resource_attributes = otlp.resource_attributes.clone();
+        layer.take_service_name();
+
+        layer.prometheus_enabled = prometheus.enabled.as_ref().map(|v| *v.get_ref());
+        if let Some(v) = &prometheus.listen {
+            let addr = v.get_ref().parse().map_err(|_| {
+                at(v.span(), "prometheus.listen", format!(
+                    "{:?} is not an IP address and port; use e.g. 127.0.0.1:9464, [::1]:9464, or \
+                     0.0.0.0:9464 to listen on every interface",
+                    v.get_ref()
+                ))
+            })?;
+            layer.listen = Some(addr);
+        }
+        Ok(layer)
+    }
+}
+
+fn in_range(n: i64, min: usize, max: usize) -> Result<usize, String> {
+    usize::try_from(n)
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("{n} is out of range; use {min} to {max}"))
+}
+
+/// The key path of the entry that `span` (of a `toml` error) points at, and whether that entry
+/// is a table: its key, the value itself, or else the innermost value around it. Errors from
+/// `toml` carry a span but not the key, so the key is found again in the parsed document.
+fn path_at(table: &DeTable<'_>, span: &Range<usize>) -> Option<(Vec<String>, bool)> {
+    table.iter().find_map(|(key, value)| {
+        let here = |inner: Vec<String>| {
+            let mut path = vec![key.get_ref().to_string()];
+            path.extend(inner);
+            path
+        };
+        if key.span().contains(&span.start) || value.span() == *span {
+            return Some((here(Vec::new()), value.get_ref().is_table()));
+        }
+        if let Some((inner, is_table)) = path_in_value(value.get_ref(), span) {
+            return Some((here(inner), is_table));
+        }
+        value
+            .span()
+            .contains(&span.start)
+            .then(|| (here(Vec::new()), value.get_ref().is_table()))
+    })
+}
+
+fn path_in_value(value: &DeValue<'_>, span: &Range<usize>) -> Option<(Vec<String>, bool)> {
+    match value {
+        DeValue::Table(table) => path_at(table, span),
+        DeValue::Array(array) => array.iter().enumerate().find_map(|(i, item)| {
+            let mut path = vec![format!("[{i}]")];
+            if item.span() != *span
+                && let Some((inner, is_table)) = path_in_value(item.get_ref(), span)
+            {
+                path.extend(inner);
+                return Some((path, is_table));
+            }
+            item.span()
+                .contains(&span.start)
+                .then(|| (path, item.get_ref().is_table()))
+        }),
+        _ => None,
+    }
+}
+
+/// `["otlp", "resource_attributes", "a.b"]` -> `otlp.resource_attributes."a.b"`;
+/// `["agent", "signals", "[1]"]` -> `agent.signals[1]`.
+fn join_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        if !out.is_empty() && !segment.starts_with('[') {
+            out.push('.');
+        }
+        if segment.starts_with('[') {
+            out.push_str(segment);
+        } else {
+            out.push_str(&key_segment(segment));
+        }
+    }
+    out
+}
+
+/// A key as it would be written in TOML: bare if it can be, quoted otherwise.
+fn key_segment(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" (deny_unknown_fields): the field, and
+/// the valid ones.
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let (head, expected) = message.split_once(", expected ")?;
+    let name = head.strip_prefix("unknown field `")?.strip_suffix('`')?;
+    let valid = expected.split('`').skip(1).step_by(2).collect();
+    Some((name, valid))
+}
+
+/// "unknown key agent.intreval (did you mean interval?); valid keys in [agent]: ...", from the
+/// unknown key's path in the document and the valid names serde listed.
+fn unknown_key_message(
+    path: &[String],
+    is_table: bool,
+    name: &str,
+    valid: &[&str],
+) -> Option<String> {
+    let key = join_path(path);
+    let (_, section) = path.split_last()?;
+    if !section.is_empty() {
+        let hint = did_you_mean(name, valid)
+            .map(|v| format!(" (did you mean {v}?)"))
+            .unwrap_or_default();
+        let section = join_path(section);
+        return Some(format!(
+            "unknown key {key}{hint}; valid keys in [{section}]: {}",
+            valid.join(", ")
+        ));
+    }
+    // At the top level, the valid names are the sections.
+    let hint = did_you_mean(name, valid)
+        .map(|v| format!(" (did you mean [{v}]?)"))
+        .unwrap_or_default();
+    let sections = valid
+        .iter()
+        .map(|v| format!("[{v}]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if is_table {
+        return Some(format!(
+            "unknown section [{key}]{hint}; valid sections: {sections}"
+        ));
+    }
+    // A key written above its section header: say which section it belongs to.
+    Some(
+        match valid
+            .iter()
+            .find(|s| section_keys(s).iter().any(|k| k == name))
+        {
+            Some(home) => format!(
+                "unknown key {key} at the top level; it belongs in [{home}], so write it after \
+                 the [{home}] line"
+            ),
+            None => format!(
+                "unknown key {key} at the top level{hint}; keys go in a section: {sections}"
+            ),
+        },
+    )
+}
+
+/// The keys valid in `[section]`, as serde lists them for an unknown one: the structs are the
+/// single list of keys.
+fn section_keys(section: &str) -> Vec<String> {
+    let probe = format!("[{section}]\n\"\" = 0");
+    let Err(e) = toml::from_str::<FileConfig>(&probe) else {
+        return Vec::new();
+    };
+    unknown_field(e.message()).map_or_else(Vec::new, |(_, valid)| {
+        valid.into_iter().map(String::from).collect()
+    })
+}
+
+/// The valid name closest to a misspelt one, if it is close (at most 2 edits).
+fn did_you_mean<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        // Levenshtein distance, one row at a time.
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, &cb) in b.iter().enumerate() {
+                let next = (diagonal + usize::from(ca != cb))
+                    .min(row[j] + 1)
+                    .min(row[j + 1] + 1);
+                diagonal = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    };
+    valid
+        .iter()
+        .map(|v| (distance(name, v), *v))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, v)| v)
+}
+
+/// serde's "invalid type: string \"x\", expected i64" in the words of a config file:
+/// "expected an integer, found string \"x\"".
+fn humanize(message: &str) -> String {
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.rsplit_once(", expected "))
+    else {
+        return message.to_owned();
+    };
+    let expected = match expected {
+        "i64" => "an integer",
+        "a boolean" => "true or false",
+        "a sequence" => "a list, e.g. [\"a\", \"b\"]",
+        "a map" => "a table, e.g. { key = \"value\" }",
+        e => e,
+    };
+    let found = match found {
+        "sequence" => "a list",
+        "map" => "a table",
+        found => found,
+    };
+    format!("expected {expected}, found {found}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| {
+            vars.iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    /// Writes `text` to a temporary file named `name` and loads it. Each call has a directory of
+    /// its own, as tests run in parallel.
+    fn load_text(
+        name: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "observer-config-test-{}-{call}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let result = Config::load(Some(&path), env, overrides);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    fn err_text(name: &str, text: &str) -> String {
+        load_text(name, text, no_env, &Overrides::default())
+            .expect_err("this config must be refused")
+            .to_string()
+    }
+
+    /// The defaults, as observer.toml documents them.
+    fn defaults() -> Config {
+        Config {
+            agent: AgentConfig {
+                interval: Duration::from_secs(10),
+                signals: Signal::ALL.to_vec(),
+                strict: false,
+                top: 10,
+            },
+            otlp: OtlpConfig {
+                enabled: false,
+                endpoint: "http://localhost:4317".into(),
+                protocol: Protocol::Grpc,
+                headers: BTreeMap::new(),
+                timeout: Duration::from_secs(10),
+                temporality: Temporality::Cumulative,
+                queue: 64,
+                service_name: "observer".into(),
+                resource_attributes: BTreeMap::new(),
+            },
+            prometheus: PrometheusConfig {
+                enabled: true,
+                listen: "127.0.0.1:9464".parse().unwrap(),
+            },
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_file_env_or_flags() {
+        let config = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert_eq!(config, defaults());
+        // An empty file is the defaults too, not an error.
+        assert_eq!(
+            load_text("empty.toml", "# nothing\n", no_env, &Overrides::default()).unwrap(),
+            defaults()
+        );
+    }
+
+    #[test]
+    fn missing_file_names_the_path_and_the_fix() {
+        let path = Path::new("/nonexistent/observer.toml");
+        let e = Config::load(Some(path), no_env, &Overrides::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("/nonexistent/observer.toml: config file not found"),
+            "{text}"
+        );
+        assert!(text.contains("--config"), "{text}");
+    }
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../observer.toml");
+
+    #[test]
+    fn example_file_parses_to_what_it_documents() {
+        let config = Config::load(Some(Path::new(EXAMPLE)), no_env, &Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The example is the defaults, plus OTLP to a local collector.
+        let mut expected = defaults();
+        expected.otlp.enabled = true;
+        assert_eq!(config, expected);
+    }
+
+    /// Each key's comment in the example says `Default: VALUE`, and the key is set to exactly
+    /// that, so the comments cannot drift from the code (checked by the test above).
+    #[test]
+    fn example_file_values_are_its_documented_defaults() {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let mut comment = String::new();
+        let mut keys = 0;
+        for line in text.lines() {
+            if let Some(c) = line.strip_prefix('#') {
+                comment.push_str(c.trim());
+                comment.push(' ');
+                continue;
+            }
+            if let Some((key, value)) = line.split_once(" = ") {
+                assert!(
+                    comment.contains(&format!("Default: {value}")),
+                    "observer.toml: the comment above {key} does not say `Default: {value}`"
+                );
+                keys += 1;
+            }
+            comment.clear();
+        }
+        assert_eq!(keys, 16, "keys set in observer.toml");
+    }
+
+    #[test]
+    fn example_file_documents_every_key() {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let document = DeTable::parse(&text).unwrap();
+        let sections: Vec<&str> = document
+            .get_ref()
+            .keys()
+            .map(|k| k.get_ref().as_ref())
+            .collect();
+        let e = toml::from_str::<FileConfig>("no_such_section = 1")
+            .err()
+            .unwrap();
+        assert_eq!(sections, unknown_field(e.message()).unwrap().1);
+        for section in sections {
+            let keys: Vec<&str> = document.get_ref()[section]
+                .get_ref()
+                .as_table()
+                .unwrap()
+                .keys()
+                .map(|k| k.get_ref().as_ref())
+                .collect();
+            let mut keys = keys;
+            let mut expected = section_keys(section);
+            keys.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(keys, expected, "[{section}] in observer.toml");
+        }
+    }
+
+    #[test]
+    fn every_value_from_the_file() {
+        let text = r#"
+            [agent]
+            interval = 2
+            signals = ["tcp", "runqueue", "tcp"]
+            strict = true
+            top = 3
+            [otlp]
+            enabled = true
+            endpoint = "https://collector.example:4318/otlp/"
+            protocol = "http/protobuf"
+            headers = { "api-key" = "secret" }
+            timeout = "1500ms"
+            temporality = "delta"
+            queue = 5
+            resource_attributes = { "service.name" = "svc", "deployment.environment" = "prod" }
+            [prometheus]
+            enabled = false
+            listen = "0.0.0.0:9000"
+        "#;
+        let config = load_text("all.toml", text, no_env, &Overrides::default()).unwrap();
+        assert_eq!(
+            config,
+            Config {
+                agent: AgentConfig {
+                    interval: Duration::from_secs(2),
+                    signals: vec![Signal::Runqueue, Signal::Tcp],
+                    strict: true,
+                    top: 3,
+                },
+                otlp: OtlpConfig {
+                    enabled: true,
+                    endpoint: "https://collector.example:4318/otlp/v1/metrics".into(),
+                    protocol: Protocol::HttpProtobuf,
+                    headers: map(&[("api-key", "secret")]),
+                    timeout: Duration::from_millis(1500),
+                    temporality: Temporality::Delta,
+                    queue: 5,
+                    service_name: "svc".into(),
+                    resource_attributes: map(&[("deployment.environment", "prod")]),
+                },
+                prometheus: PrometheusConfig {
+                    enabled: false,
+                    listen: "0.0.0.0:9000".parse().unwrap(),
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let text = r#"
+            [otlp]
+            endpoint = "http://file:4317"
+            metrics_endpoint = "http://file:4318/custom"
+            protocol = "grpc"
+            headers = { "api-key" = "file", "x-file" = "1" }
+            timeout = "3s"
+            temporality = "delta"
+            service_name = "from-file"
+            resource_attributes = { "a" = "file", "b" = "file" }
+        "#;
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=env"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "250"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "Cumulative",
+            ),
+            ("OTEL_SERVICE_NAME", "from-env"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "b=env,c=env"),
+        ]);
+        let otlp = load_text("env.toml", text, env, &Overrides::default())
+            .unwrap()
+            .otlp;
+        // The environment's base endpoint replaces both of the file's URLs (module docs).
+        assert_eq!(otlp.endpoint, "http://env:4318/v1/metrics");
+        assert!(otlp.enabled);
+        assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
+        assert_eq!(otlp.headers, map(&[("api-key", "env"), ("x-file", "1")]));
+        assert_eq!(otlp.timeout, Duration::from_millis(250));
+        assert_eq!(otlp.temporality, Temporality::Cumulative);
+        assert_eq!(otlp.service_name, "from-env");
+        assert_eq!(
+            otlp.resource_attributes,
+            map(&[("a", "file"), ("b", "env"), ("c", "env")])
+        );
+    }
+
+    #[test]
+    fn empty_environment_values_are_unset() {
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_SERVICE_NAME", " "),
+        ]);
+        assert_eq!(
+            Config::load(None, env, &Overrides::default()).unwrap(),
+            defaults()
+        );
+    }
+
+    #[test]
+    fn explicit_enabled_false_in_file_beats_endpoint_from_environment() {
+        let env = env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")]);
+        let config = load_text(
+            "off.toml",
+            "[otlp]\nenabled = false\n",
+            env,
+            &Overrides::default(),
+        );
+        assert!(!config.unwrap().otlp.enabled);
+    }
+
+    #[test]
+    fn flags_override_environment_and_file() {
+        let text = "[agent]\ninterval = \"5s\"\nsignals = [\"lock\"]\n\
+                    [otlp]\nenabled = false\nmetrics_endpoint = \"http://file/v1/metrics\"\n\
+                    [prometheus]\nenabled = false\n";
+        let env = env_of(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://env:4317")]);
+        let flags = Overrides {
+            interval: Some(Duration::from_secs(1)),
+            signals: Some(vec![Signal::Futex, Signal::BlockIo]),
+            otlp_endpoint: Some("http://flag:4317".into()),
+            prometheus_listen: Some("[::1]:9999".parse().unwrap()),
+        };
+        let config = load_text("flags.toml", text, env, &flags).unwrap();
+        assert_eq!(config.agent.interval, Duration::from_secs(1));
+        assert_eq!(config.agent.signals, vec![Signal::BlockIo, Signal::Futex]);
+        assert!(config.otlp.enabled);
+        assert_eq!(config.otlp.endpoint, "http://flag:4317");
+        assert!(config.prometheus.enabled);
+        assert_eq!(config.prometheus.listen, "[::1]:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let flags = Overrides {
+            interval: Some(Duration::from_millis(50)),
+            ..Overrides::default()
+        };
+        let e = Config::load(None, no_env, &flags).unwrap_err().to_string();
+        assert_eq!(e, "--interval: 50ms is too short; use at least 100ms");
+        let flags = Overrides {
+            otlp_endpoint: Some("collector:4317".into()),
+            ..Overrides::default()
+        };
+        let e = Config::load(None, no_env, &flags).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--otlp-endpoint: \"collector:4317\" is not a URL; use http://collector:4317 (or \
+             https:// for TLS)"
+        );
+    }
+
+    #[test]
+    fn headers_and_resource_attributes_from_environment() {
+        let env = env_of(&[
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                " api-key = a%20b%2Cc , authorization=Basic%20dXNlcjpwYXNz,,x-plus=1+1",
+            ),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=caf%C3%A9,service.name=from-attrs",
+            ),
+        ]);
+        let otlp = Config::load(None, env, &Overrides::default()).unwrap().otlp;
+        assert_eq!(
+            otlp.headers,
+            map(&[
+                ("api-key", "a b,c"),
+                ("authorization", "Basic dXNlcjpwYXNz"),
+                ("x-plus", "1+1"),
+            ])
+        );
+        assert_eq!(
+            otlp.resource_attributes,
+            map(&[("deployment.environment", "prod"), ("team", "café")])
+        );
+        assert_eq!(otlp.service_name, "from-attrs");
+
+        // The metrics-specific variable replaces the general one.
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "b=2"),
+        ]);
+        let otlp = Config::load(None, env, &Overrides::default()).unwrap().otlp;
+        assert_eq!(otlp.headers, map(&[("b", "2")]));
+    }
+
+    #[test]
+    fn bad_pairs_are_clear_errors() {
+        let cases = [
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "a=1,api-key",
+                "OTEL_EXPORTER_OTLP_HEADERS: \"api-key\" has no \"=\"; use key=value pairs \
+                 separated by commas, e.g. k1=v1,k2=v2",
+            ),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "=x",
+                "OTEL_RESOURCE_ATTRIBUTES: \"=x\" has an empty key; use key=value pairs \
+                 separated by commas, e.g. k1=v1,k2=v2",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "k=100%",
+                "OTEL_EXPORTER_OTLP_HEADERS: \"k=100%\": the value has a % not followed by two \
+                 hex digits; write a literal % as %25",
+            ),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k=%FF",
+                "OTEL_RESOURCE_ATTRIBUTES: \"k=%FF\": the value is not UTF-8 once percent-decoded",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "bad header=1",
+                "OTEL_EXPORTER_OTLP_HEADERS: \"bad header\" is not a valid header name; use \
+                 letters, digits and - (e.g. api-key)",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "k=a%0Ab",
+                "OTEL_EXPORTER_OTLP_HEADERS: the value of header \"k\" must be printable ASCII",
+            ),
+        ];
+        for (var, value, expected) in cases {
+            let e = Config::load(None, env_of(&[(var, value)]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(e, expected, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn timeout_from_environment_is_milliseconds() {
+        let load = |ms: &str| {
+            Config::load(
+                None,
+                env_of(&[("OTEL_EXPORTER_OTLP_TIMEOUT", ms)]),
+                &Overrides::default(),
+            )
+        };
+        assert_eq!(
+            load("1500").unwrap().otlp.timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            load("10s").unwrap_err().to_string(),
+            "OTEL_EXPORTER_OTLP_TIMEOUT: \"10s\" is not a whole number of milliseconds; this \
+             variable is in milliseconds (OpenTelemetry specification), e.g. 10000 for 10 s"
+        );
+        assert!(
+            load("0")
+                .unwrap_err()
+                .to_string()
+                .contains("use more than zero")
+        );
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "2000"),
+        ]);
+        let config = Config::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(config.otlp.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_environment_values() {
+        let cases = [
+            (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "http/json",
+                "OTEL_EXPORTER_OTLP_PROTOCOL: \"http/json\" is not supported; use grpc or \
+                 http/protobuf",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "lowmemory",
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: \"lowmemory\" is not \
+                 supported; use cumulative or delta",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "ftp://collector",
+                "OTEL_EXPORTER_OTLP_ENDPOINT: \"ftp://collector\" has the scheme \"ftp\"; use \
+                 http:// or https://",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://:4318/v1/metrics",
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: \"http://:4318/v1/metrics\" has no host; \
+                 use e.g. http://collector:4317",
+            ),
+        ];
+        for (var, value, expected) in cases {
+            let e = Config::load(None, env_of(&[(var, value)]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(e, expected);
+        }
+    }
+
+    #[test]
+    fn endpoint_resolution() {
+        use Protocol::{Grpc, HttpProtobuf as Http};
+        let cases = [
+            // (protocol, base, metrics endpoint, resolved)
+            (Grpc, None, None, "http://localhost:4317"),
+            (Http, None, None, "http://localhost:4318/v1/metrics"),
+            (Grpc, Some("http://c:4317"), None, "http://c:4317"),
+            (Grpc, Some("https://c:443/"), None, "https://c:443/"),
+            (
+                Http,
+                Some("http://c:4318"),
+                None,
+                "http://c:4318/v1/metrics",
+            ),
+            (
+                Http,
+                Some("http://c:4318/"),
+                None,
+                "http://c:4318/v1/metrics",
+            ),
+            (
+                Http,
+                Some("https://c/otlp"),
+                None,
+                "https://c/otlp/v1/metrics",
+            ),
+            (
+                Http,
+                Some("https://c/otlp/"),
+                None,
+                "https://c/otlp/v1/metrics",
+            ),
+            (
+                Http,
+                Some("http://c:4318"),
+                Some("http://m/custom/"),
+                "http://m/custom/",
+            ),
+            (Http, None, Some("http://m:4318/x"), "http://m:4318/x"),
+            (
+                Grpc,
+                Some("http://c:4317"),
+                Some("http://m:4317"),
+                "http://m:4317",
+            ),
+        ];
+        for (protocol, base, metrics, expected) in cases {
+            assert_eq!(
+                resolve_endpoint(protocol, base, metrics),
+                expected,
+                "{protocol} {base:?} {metrics:?}"
+            );
+        }
+        // Through the environment, as users set it.
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+        ]);
+        let otlp = Config::load(None, env, &Overrides::default()).unwrap().otlp;
+        assert_eq!(otlp.endpoint, "http://collector:4318/v1/metrics");
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://other:4318/metrics",
+            ),
+        ]);
+        let otlp = Config::load(None, env, &Overrides::default()).unwrap().otlp;
+        assert_eq!(otlp.endpoint, "http://other:4318/metrics");
+        // metrics_endpoint = "" in the file is unset, so `endpoint` is the base.
+        let text = "[otlp]\nprotocol = \"http/protobuf\"\nendpoint = \"http://c:4318\"\n\
+                    metrics_endpoint = \"\"\n";
+        let otlp = load_text("empty-url.toml", text, no_env, &Overrides::default())
+            .unwrap()
+            .otlp;
+        assert_eq!(otlp.endpoint, "http://c:4318/v1/metrics");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("8"), Ok(Duration::from_secs(8)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "10x", "-1s", "1 s", "1.2.3s", "99999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn path_of_a_value_in_a_list_and_a_quoted_key() {
+        let e = err_text("list.toml", "[agent]\nsignals = [\"tcp\", 5]\n");
+        assert!(
+            e.ends_with("list.toml:2:19: agent.signals[1]: expected a string, found integer `5`"),
+            "{e}"
+        );
+        let e = err_text(
+            "attr.toml",
+            "[otlp]\nresource_attributes = { \"a.b\" = 1 }\n",
+        );
+        assert!(
+            e.ends_with(
+                "attr.toml:2:33: otlp.resource_attributes.\"a.b\": expected a string, found \
+                 integer `1`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nothing_to_export_points_at_prometheus_enabled() {
+        let e = err_text("off.toml", "[prometheus]\nenabled = false\n");
+        assert!(
+            e.ends_with(
+                ":2:11: prometheus.enabled: false, and OTLP is not enabled either, so \
+                         nothing would be exported; set otlp.endpoint (or \
+                         OTEL_EXPORTER_OTLP_ENDPOINT) or enable [prometheus]"
+            ),
+            "{e}"
+        );
+    }
+
+    /// Every file in tests/invalid_configs is refused with the message its `# expect:` lines
+    /// give (each a substring; `{file}` stands for the fixture's path).
+    #[test]
+    fn invalid_config_fixtures() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
+        let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        fixtures.sort();
+        assert!(fixtures.len() >= 10, "fixtures in {}", dir.display());
+        for fixture in fixtures {
+            let text = std::fs::read_to_string(&fixture).unwrap();
+            let expects: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# expect: "))
+                .map(|e| e.replace("{file}", &fixture.display().to_string()))
+                .collect();
+            assert!(
+                !expects.is_empty(),
+                "{}: no `# expect:` line",
+                fixture.display()
+            );
+            let e = match Config::load(Some(&fixture), no_env, &Overrides::default()) {
+                Ok(_) => panic!("{}: accepted", fixture.display()),
+                Err(e) => e.to_string(),
+            };
+            for expect in expects {
+                assert!(
+                    e.contains(&expect),
+                    "{}:\n  error:    {e}\n  expected: {expect}",
+                    fixture.display()
+                );
+            }
+        }
+    }
+}
