@@ -3,7 +3,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
-    check, ebpf, record, render,
+    check, config, ebpf, record, render,
     signals::{Breakdowns, ReportOptions, Signal},
 };
 
@@ -62,6 +62,21 @@ enum Command {
         )]
         signals: Vec<Signal>,
     },
+    /// Work with the agent's configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (with the OTEL_* environment applied) and print the
+    /// resolved settings; exit non-zero naming the file, line and key of the first error.
+    Check {
+        /// The TOML file, e.g. observer.toml.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,29 +85,13 @@ enum Format {
     Json,
 }
 
-/// `8`, `8s`, `500ms`, `2m`, `1h`.
+/// `8`, `8s`, `500ms`, `2m`, `1h`, more than zero.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let err = || {
-        format!(
-            "invalid duration {s:?}: use seconds (8) or a number with a unit: 500ms, 8s, 2m, 1h"
-        )
-    };
-    let n: f64 = number.parse().map_err(|_| err())?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(err()),
-    };
-    if !(seconds > 0.0 && seconds.is_finite()) {
+    let d = config::parse_duration(s)?;
+    if d.is_zero() {
         return Err(format!("invalid duration {s:?}: it must be more than zero"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(d)
 }
 
 fn main() -> ExitCode {
@@ -156,6 +155,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = config::Config::load(
+                Some(&file),
+                |k| std::env::var(k).ok(),
+                &config::Overrides::default(),
+            )?;
+            println!("{}: ok", file.display());
+            println!("{config:#?}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { signals } => {
             let outcome = check::check(&dedup(signals), cli.verbose > 0)?;
             print!("{}", outcome.text);
@@ -185,6 +196,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("abc").unwrap_err().contains("\"abc\""));
+        assert!(parse_duration("1.5").is_ok());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0").is_err());
     }
