@@ -1,9 +1,9 @@
-use std::{process::ExitCode, time::Duration};
+use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
-    check, config, ebpf, record, render,
+    agent, check, config, ebpf, record, render,
     signals::{Breakdowns, ReportOptions, Signal},
 };
 
@@ -62,6 +62,25 @@ enum Command {
         )]
         signals: Vec<Signal>,
     },
+    /// Run the agent: collect continuously and export over OTLP and/or Prometheus until
+    /// SIGTERM/SIGINT. Settings: flags > OTEL_* environment > --config file > defaults.
+    Run {
+        /// The configuration file (observer.toml in the repository documents every key).
+        #[arg(short, long)]
+        config: Option<std::path::PathBuf>,
+        /// How often to read the kernel's maps and export.
+        #[arg(long, value_parser = parse_duration)]
+        interval: Option<Duration>,
+        /// Signals to run, comma-separated: runqueue, blockio, tcp, lock, futex.
+        #[arg(short, long, value_delimiter = ',')]
+        signals: Option<Vec<Signal>>,
+        /// OTLP collector endpoint (turns OTLP export on), like OTEL_EXPORTER_OTLP_ENDPOINT.
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
+        /// Address:port of the Prometheus endpoint (turns it on).
+        #[arg(long)]
+        prometheus_listen: Option<std::net::SocketAddr>,
+    },
     /// Work with the agent's configuration file.
     Config {
         #[command(subcommand)]
@@ -106,6 +125,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in journald or a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli) {
         Ok(code) => code,
@@ -153,6 +174,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Format::Text => print!("{}", render::text(&record)),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&record)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            config,
+            interval,
+            signals,
+            otlp_endpoint,
+            prometheus_listen,
+        } => {
+            let overrides = config::Overrides {
+                interval,
+                signals: signals.map(dedup),
+                otlp_endpoint,
+                prometheus_listen,
+            };
+            let config =
+                config::Config::load(config.as_deref(), |k| std::env::var(k).ok(), &overrides)?;
+            agent::run::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

@@ -1,18 +1,19 @@
-//! Debian packages whose programs the end-to-end tests use to create real load.
+//! Debian packages whose programs the tests use: to create real load, and real receivers.
 
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{Cmd, is_root};
 
 /// All in Debian 12's main archive: `nft` (nftables), `ip netns` (iproute2), `losetup` and
-/// `setpriv` (util-linux), `setcap` (libcap2-bin), and `perf bench` (linux-perf) for load by hand
-/// and the benchmarks.
-pub const PACKAGES: [&str; 5] = [
+/// `setpriv` (util-linux), `setcap` (libcap2-bin), a real Prometheus server (prometheus) for the
+/// scrape tests, and `perf bench` (linux-perf) for load by hand and the benchmarks.
+pub const PACKAGES: [&str; 6] = [
     "linux-perf",
     "nftables",
     "iproute2",
     "util-linux",
     "libcap2-bin",
+    "prometheus",
 ];
 
 /// Another apt run (unattended upgrades, a colleague) may hold dpkg's lock: wait instead of

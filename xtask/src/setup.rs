@@ -6,14 +6,14 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::toolchain::{self, Toolchain};
-use crate::{linker, packages};
+use crate::{linker, packages, python};
 
 /// How much a command needs set up.
 #[derive(Clone, Copy)]
 pub enum Scope {
     /// Toolchain and bpf-linker: enough to build, lint and run the unit tests.
     Build,
-    /// Also the Debian packages the end-to-end tests drive.
+    /// Also the Debian and PyPI packages the end-to-end and export tests drive.
     Full,
 }
 
@@ -28,7 +28,7 @@ pub fn run(root: &Path, scope: Scope) -> Result<()> {
         Scope::Build => "not checked (only the end-to-end tests need them)".to_owned(),
         Scope::Full => {
             packages::ensure()?;
-            packages::PACKAGES.join(" ")
+            format!("{}; {}", packages::PACKAGES.join(" "), python::ensure()?)
         }
     };
     println!(

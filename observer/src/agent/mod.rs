@@ -3,7 +3,10 @@
 
 pub mod collect;
 pub mod metrics;
+pub mod otlp;
+pub mod prometheus;
 pub mod resource;
+pub mod run;
 
 use std::sync::Arc;
 

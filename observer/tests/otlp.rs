@@ -1,0 +1,500 @@
+//! The OTLP exporter against a real collector (rotel-agent, PyPI `rotel`): every metric type
+//! over gRPC and HTTP, checked value by value in the collector's own log; a collector that is
+//! absent at start, one killed and restarted mid-run, and delta temporality.
+//!
+//! rotel-agent missing fails these tests, except outside CI with `OBSERVER_TESTS_ALLOW_SKIP=1`,
+//! where they print `SKIPPED: <reason>`.
+
+#[path = "support/rotel.rs"]
+mod rotel;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use observer::agent::{
+    Resource, Sink,
+    metrics::{Data, GaugePoint, HistogramPoint, Metric, Snapshot, SumPoint, Value, keys, names},
+    otlp::{Counts, Exporter, Protocol, Settings, Temporality},
+};
+use observer_common::{Hist, hist::slot};
+use rotel::{Export, Positive, Rotel, TempDir};
+
+/// The collector, or the reason the test cannot run: a failure, or where allowed a skip.
+macro_rules! rotel_or_skip {
+    () => {
+        match rotel::find_binary() {
+            Ok(bin) => bin,
+            Err(reason) => {
+                if std::env::var_os("CI").is_none()
+                    && std::env::var("OBSERVER_TESTS_ALLOW_SKIP").is_ok_and(|v| v == "1")
+                {
+                    eprintln!("SKIPPED: {reason}");
+                    return;
+                }
+                panic!("{reason}");
+            }
+        }
+    };
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// Values recorded `n` times each: 0 (zero_count), 1 ns (index -1), 1024 ns = 2^10 (an exact
+/// power of two: the upper edge of index 39), 1025 ns (index 40), 1500 ns (index 42).
+const VALUES: [(u64, u64); 5] = [(0, 2), (1, 1), (1024, 3), (1025, 2), (1500, 1)];
+
+fn hist(n: u64) -> Hist {
+    let mut h = Hist::ZERO;
+    for (v, times) in VALUES {
+        let times = times * n;
+        if v == 0 {
+            h.zero += times;
+        } else {
+            h.buckets[slot(v)] += times;
+        }
+        h.sum += v * times;
+    }
+    h
+}
+
+/// What the collector must show for `hist(n)`, written out from the OTLP definition rather than
+/// computed by the code under test.
+fn expected_buckets(n: u64) -> Positive {
+    // Indices -1 ..= 42.
+    let mut counts = vec![0; 44];
+    for (index, times) in [(-1, 1), (39, 3), (40, 2), (42, 1)] {
+        counts[(index + 1) as usize] = times * n;
+    }
+    Positive {
+        scale: 2,
+        offset: -1,
+        counts,
+    }
+}
+
+const HIST_SUM: u64 = 1 + 3 * 1024 + 2 * 1025 + 1500;
+const HIST_COUNT: u64 = 2 + 1 + 3 + 2 + 1;
+
+const HIST_DESCRIPTION: &str = "Run-queue latency (test)";
+
+/// A snapshot like the collector's: a histogram with a process series and an "other" series
+/// holding only zeros, a counter, a gauge, and the exporter's own metrics. `n` scales every
+/// count, so a later snapshot is a valid cumulative successor of an earlier one; the counter is
+/// `42 * n`, which identifies the snapshot in the collector's log.
+fn snapshot(time: SystemTime, start: SystemTime, n: u64, extra: Vec<Metric>) -> Arc<Snapshot> {
+    let mut other = Hist::ZERO;
+    other.zero = 5 * n;
+    let mut metrics = vec![
+        Metric {
+            name: names::RUNQUEUE_LATENCY,
+            description: HIST_DESCRIPTION,
+            unit: "ns",
+            data: Data::Histogram(vec![
+                HistogramPoint {
+                    attributes: vec![
+                        (keys::CGROUP_PATH, "/test.slice".into()),
+                        (keys::PROCESS_PID, 42.into()),
+                    ],
+                    start,
+                    hist: Box::new(hist(n)),
+                },
+                HistogramPoint {
+                    attributes: vec![(keys::CGROUP_PATH, "other".into())],
+                    start,
+                    hist: Box::new(other),
+                },
+            ]),
+        },
+        Metric {
+            name: names::TCP_RETRANSMITS,
+            description: "Retransmits (test)",
+            unit: "{retransmit}",
+            data: Data::Sum(vec![SumPoint {
+                attributes: vec![
+                    (keys::PEER_ADDRESS, "10.0.0.2".into()),
+                    (keys::PEER_PORT, 443.into()),
+                ],
+                start,
+                value: 42 * n,
+            }]),
+        },
+        Metric {
+            name: names::COLLECTION_DURATION,
+            description: "Collection time (test)",
+            unit: "s",
+            data: Data::Gauge(vec![GaugePoint {
+                attributes: Vec::new(),
+                value: 0.25,
+            }]),
+        },
+    ];
+    metrics.extend(extra);
+    Arc::new(Snapshot { time, metrics })
+}
+
+fn settings(endpoint: String, protocol: Protocol) -> Settings {
+    Settings {
+        endpoint,
+        protocol,
+        headers: vec![("x-observer-test".into(), "1".into())],
+        timeout: Duration::from_secs(2),
+        temporality: Temporality::Cumulative,
+        queue: 8,
+    }
+}
+
+fn resource(transport: &str) -> Resource {
+    Resource {
+        attributes: vec![
+            ("service.name".into(), "observer-test".into()),
+            ("test.transport".into(), transport.into()),
+            ("test.run".into(), Value::Int(7)),
+        ],
+    }
+}
+
+/// The export from `transport` whose counter says it is snapshot `n`.
+fn find<'a>(exports: &'a [Export], transport: &str, n: u64) -> Option<&'a Export> {
+    let want = format!("Str({transport})");
+    exports.iter().find(|e| {
+        e.resource_attr("test.transport") == Some(want.as_str())
+            && e.metric(names::TCP_RETRANSMITS)
+                .and_then(|m| m.points.first())
+                .and_then(|p| p.value.as_deref())
+                == Some((42 * n).to_string().as_str())
+            // The gauge is logged last: once it is there, the whole request is.
+            && e.metric(names::COLLECTION_DURATION).is_some_and(|m| {
+                m.points.first().is_some_and(|p| p.value.is_some())
+            })
+    })
+}
+
+/// The counter values (`42 * n` -> n) of every export from `transport`, in arrival order.
+fn arrivals(exports: &[Export], transport: &str) -> Vec<u64> {
+    let want = format!("Str({transport})");
+    exports
+        .iter()
+        .filter(|e| e.resource_attr("test.transport") == Some(want.as_str()))
+        .filter_map(|e| {
+            e.metric(names::TCP_RETRANSMITS)?
+                .points
+                .first()?
+                .value
+                .clone()
+        })
+        .map(|v| v.parse::<u64>().unwrap() / 42)
+        .collect()
+}
+
+/// Checks one cumulative export of `snapshot(time, start, 1, exporter metrics)` field by field.
+fn check_cumulative(e: &Export, transport: &str, time: SystemTime, start: SystemTime) {
+    assert_eq!(e.resource_attr("service.name"), Some("Str(observer-test)"));
+    assert_eq!(
+        e.resource_attr("test.transport"),
+        Some(format!("Str({transport})").as_str())
+    );
+    assert_eq!(e.resource_attr("test.run"), Some("Int(7)"));
+    assert_eq!(e.scope, format!("observer {}", env!("CARGO_PKG_VERSION")));
+    let (time, start) = (nanos(time), nanos(start));
+
+    let h = e.metric(names::RUNQUEUE_LATENCY).expect("histogram");
+    assert_eq!(
+        (
+            h.description.as_str(),
+            h.unit.as_str(),
+            h.data_type.as_str()
+        ),
+        (HIST_DESCRIPTION, "ns", "ExponentialHistogram")
+    );
+    assert_eq!(
+        h.temporality.as_deref(),
+        Some("AGGREGATION_TEMPORALITY_CUMULATIVE")
+    );
+    assert_eq!(h.points.len(), 2);
+    let p = h
+        .point(&[
+            ("cgroup.path", "Str(/test.slice)"),
+            ("process.pid", "Int(42)"),
+        ])
+        .expect("the process series");
+    assert_eq!((p.start, p.time), (start, time));
+    assert_eq!(p.count, Some(HIST_COUNT));
+    assert_eq!(p.sum, Some(HIST_SUM as f64));
+    assert_eq!(p.zero_count, Some(2));
+    assert_eq!(p.positive(), Some(expected_buckets(1)));
+    let other = h
+        .point(&[("cgroup.path", "Str(other)")])
+        .expect("the other series");
+    assert_eq!(
+        (other.count, other.sum, other.zero_count),
+        (Some(5), Some(0.0), Some(5))
+    );
+    assert_eq!(other.positive(), None, "only zeros: no positive bucket");
+
+    let s = e.metric(names::TCP_RETRANSMITS).expect("sum");
+    assert_eq!(
+        (
+            s.unit.as_str(),
+            s.data_type.as_str(),
+            s.monotonic.as_deref()
+        ),
+        ("{retransmit}", "Sum", Some("true"))
+    );
+    assert_eq!(
+        s.temporality.as_deref(),
+        Some("AGGREGATION_TEMPORALITY_CUMULATIVE")
+    );
+    let sp = s
+        .point(&[
+            ("network.peer.address", "Str(10.0.0.2)"),
+            ("network.peer.port", "Int(443)"),
+        ])
+        .expect("the retransmit series");
+    assert_eq!(
+        (sp.start, sp.time, sp.value.as_deref()),
+        (start, time, Some("42"))
+    );
+
+    let g = e.metric(names::COLLECTION_DURATION).expect("gauge");
+    assert_eq!((g.unit.as_str(), g.data_type.as_str()), ("s", "Gauge"));
+    assert_eq!(g.points.len(), 1);
+    assert_eq!(
+        (g.points[0].time, g.points[0].value.as_deref()),
+        (time, Some("0.25"))
+    );
+
+    let b = e.metric(names::EXPORT_BATCHES).expect("self-metrics");
+    assert_eq!(
+        (
+            b.unit.as_str(),
+            b.data_type.as_str(),
+            b.monotonic.as_deref()
+        ),
+        ("{batch}", "Sum", Some("true"))
+    );
+    for result in ["success", "failure", "dropped"] {
+        let r = format!("Str({result})");
+        let p = b
+            .point(&[("exporter", "Str(otlp)"), ("result", &r)])
+            .unwrap_or_else(|| panic!("no {result} point"));
+        assert_eq!(p.value.as_deref(), Some("0"), "{result}");
+    }
+}
+
+/// Polls `done` for up to 5 s, then fails showing `state`.
+async fn wait_until(done: impl Fn() -> bool, state: impl Fn() -> Counts) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out at {:?}", state());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_arrives_over_grpc_and_http() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("both");
+    let collector = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
+    let time = SystemTime::now();
+    let start = time - Duration::from_secs(10);
+    for (transport, endpoint, protocol) in [
+        ("grpc", collector.grpc_endpoint(), Protocol::Grpc),
+        ("http", collector.http_endpoint(), Protocol::HttpProtobuf),
+    ] {
+        let exporter = Exporter::start(settings(endpoint, protocol), resource(transport)).unwrap();
+        exporter.offer(snapshot(time, start, 1, exporter.metrics()));
+        exporter.shutdown(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            exporter.counts(),
+            Counts {
+                success: 1,
+                ..Counts::default()
+            }
+        );
+    }
+    let exports = collector
+        .wait_for("both exports", |e| {
+            find(e, "grpc", 1).is_some() && find(e, "http", 1).is_some()
+        })
+        .await;
+    for transport in ["grpc", "http"] {
+        check_cumulative(
+            find(&exports, transport, 1).unwrap(),
+            transport,
+            time,
+            start,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_absent_at_start_then_started() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("absent");
+    let ports = rotel::free_ports();
+    let endpoint = format!("http://127.0.0.1:{}/v1/metrics", ports.1);
+    let exporter = Exporter::start(settings(endpoint, Protocol::HttpProtobuf), resource("http"))
+        .expect("a collector that is down is not an error at start");
+    let time = SystemTime::now();
+    let start = time - Duration::from_secs(10);
+    exporter.offer(snapshot(time, start, 1, exporter.metrics()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(exporter.counts(), Counts::default(), "nothing sent yet");
+
+    let collector = Rotel::start(&bin, &dir.0, "rotel", ports);
+    let began = Instant::now();
+    let exports = collector
+        .wait_for("the retried batch", |e| find(e, "http", 1).is_some())
+        .await;
+    eprintln!("arrived {:?} after the collector started", began.elapsed());
+    check_cumulative(find(&exports, "http", 1).unwrap(), "http", time, start);
+    exporter.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        exporter.counts(),
+        Counts {
+            success: 1,
+            ..Counts::default()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_killed_and_restarted_resumes_and_counts_drops() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("restart");
+    let ports = rotel::free_ports();
+    let first = Rotel::start(&bin, &dir.0, "first", ports);
+    let mut s = settings(first.grpc_endpoint(), Protocol::Grpc);
+    s.queue = 2;
+    let exporter = Exporter::start(s, resource("grpc")).unwrap();
+    let start = SystemTime::now();
+    let at = |n: u64| start + Duration::from_secs(n);
+    exporter.offer(snapshot(at(1), start, 1, Vec::new()));
+    first
+        .wait_for("the first batch", |e| find(e, "grpc", 1).is_some())
+        .await;
+    // rotel logs a request before it answers: killing it now could lose the answer, and the
+    // batch would be sent again (at-least-once delivery), which this test is not about.
+    wait_until(|| exporter.counts().success == 1, || exporter.counts()).await;
+    first.kill();
+
+    // Five snapshots while the collector is down, into a queue of two: the three oldest are
+    // dropped, whether or not one of them was being sent when the next arrived.
+    for n in 2..=6 {
+        exporter.offer(snapshot(at(n), start, n, Vec::new()));
+    }
+    wait_until(|| exporter.counts().dropped == 3, || exporter.counts()).await;
+    assert_eq!(
+        exporter.counts(),
+        Counts {
+            success: 1,
+            failure: 0,
+            dropped: 3
+        }
+    );
+
+    let second = Rotel::start(&bin, &dir.0, "second", ports);
+    let exports = second
+        .wait_for("the queued batches", |e| {
+            find(e, "grpc", 5).is_some() && find(e, "grpc", 6).is_some()
+        })
+        .await;
+    // In order, and nothing of what was dropped.
+    assert_eq!(arrivals(&exports, "grpc"), [5, 6]);
+    let p = find(&exports, "grpc", 6)
+        .unwrap()
+        .metric(names::RUNQUEUE_LATENCY)
+        .unwrap()
+        .point(&[
+            ("cgroup.path", "Str(/test.slice)"),
+            ("process.pid", "Int(42)"),
+        ])
+        .unwrap();
+    assert_eq!(p.positive(), Some(expected_buckets(6)));
+    exporter.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        exporter.counts(),
+        Counts {
+            success: 3,
+            failure: 0,
+            dropped: 3
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_temporality_sends_differences() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("delta");
+    let collector = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
+    let mut s = settings(collector.http_endpoint(), Protocol::HttpProtobuf);
+    s.temporality = Temporality::Delta;
+    let exporter = Exporter::start(s, resource("http")).unwrap();
+    let start = SystemTime::now() - Duration::from_secs(30);
+    let (t1, t2) = (
+        start + Duration::from_secs(10),
+        start + Duration::from_secs(20),
+    );
+    exporter.offer(snapshot(t1, start, 1, Vec::new()));
+    exporter.offer(snapshot(t2, start, 3, Vec::new()));
+    exporter.shutdown(Duration::from_secs(5)).await.unwrap();
+    // The second export carries the difference, 2 * the base counts: its counter reads 84.
+    let exports = collector
+        .wait_for("both deltas", |e| {
+            find(e, "http", 1).is_some() && find(e, "http", 2).is_some()
+        })
+        .await;
+    for (n, from, to, times) in [(1, start, t1, 1), (2, t1, t2, 2)] {
+        let e = find(&exports, "http", n).unwrap();
+        let h = e.metric(names::RUNQUEUE_LATENCY).unwrap();
+        assert_eq!(
+            h.temporality.as_deref(),
+            Some("AGGREGATION_TEMPORALITY_DELTA")
+        );
+        let p = h
+            .point(&[
+                ("cgroup.path", "Str(/test.slice)"),
+                ("process.pid", "Int(42)"),
+            ])
+            .unwrap();
+        assert_eq!((p.start, p.time), (nanos(from), nanos(to)), "export {n}");
+        assert_eq!(p.count, Some(HIST_COUNT * times));
+        assert_eq!(p.sum, Some((HIST_SUM * times) as f64));
+        assert_eq!(p.zero_count, Some(2 * times));
+        assert_eq!(p.positive(), Some(expected_buckets(times)));
+        let other = h.point(&[("cgroup.path", "Str(other)")]).unwrap();
+        assert_eq!(other.zero_count, Some(5 * times));
+        let s = e.metric(names::TCP_RETRANSMITS).unwrap();
+        assert_eq!(
+            s.temporality.as_deref(),
+            Some("AGGREGATION_TEMPORALITY_DELTA")
+        );
+        assert_eq!(s.points[0].start, nanos(from));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_batch_is_dropped_and_counted_as_failure() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("refused");
+    let collector = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
+    // rotel has no receiver at this path: a final answer, not worth retrying.
+    let endpoint = format!("http://127.0.0.1:{}/v1/nothing", collector.http_port);
+    let exporter =
+        Exporter::start(settings(endpoint, Protocol::HttpProtobuf), resource("http")).unwrap();
+    let time = SystemTime::now();
+    exporter.offer(snapshot(time, time, 1, Vec::new()));
+    // Well within the first backoff (1 s): a retry would still be pending.
+    exporter.shutdown(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(
+        exporter.counts(),
+        Counts {
+            failure: 1,
+            ..Counts::default()
+        }
+    );
+}

@@ -1,0 +1,356 @@
+//! The Prometheus endpoint against a real Prometheus (Debian's `prometheus` package): it scrapes
+//! a known snapshot, and its queries must give back exactly what was offered.
+//!
+//! Without Prometheus these tests fail, except outside CI with `OBSERVER_TESTS_ALLOW_SKIP=1`,
+//! where they print `SKIPPED: <reason>` and pass.
+
+#[path = "support/prom.rs"]
+mod prom;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use observer::{
+    agent::{
+        Sink,
+        metrics::{
+            Data, GaugePoint, HistogramPoint, Metric, Snapshot, SumPoint, Value, keys, names,
+        },
+        prometheus::{PromError, Server},
+    },
+    hist,
+};
+use observer_common::{Hist, hist::slot};
+use prom::{Prometheus, http_get};
+use serde_json::Value as Json;
+
+/// How long Prometheus may take to scrape once it is ready (it scrapes every second).
+const SCRAPED_WITHIN: Duration = Duration::from_secs(15);
+
+/// A label value with every character the text format escapes.
+const AWKWARD_CGROUP: &str = "/system.slice/a \"quoted\" \\ path\nwith a newline";
+
+/// 5 zero values, 1000 of 1 ms and 10 of 100 ms.
+fn latencies() -> Hist {
+    let mut h = Hist::ZERO;
+    h.zero = 5;
+    h.buckets[slot(1_000_000)] = 1000;
+    h.buckets[slot(100_000_000)] = 10;
+    h.sum = 1000 * 1_000_000 + 10 * 100_000_000;
+    h
+}
+
+fn snapshot(retransmits: u64) -> Snapshot {
+    let start = SystemTime::now();
+    Snapshot {
+        time: start,
+        metrics: vec![
+            Metric {
+                name: names::RUNQUEUE_LATENCY,
+                description: "Time tasks spent runnable, waiting for a CPU.",
+                unit: "ns",
+                data: Data::Histogram(vec![HistogramPoint {
+                    attributes: vec![
+                        (keys::CGROUP_PATH, AWKWARD_CGROUP.into()),
+                        (keys::PROCESS_NAME, "nginx".into()),
+                        (keys::PROCESS_PID, Value::Int(1234)),
+                    ],
+                    start,
+                    hist: Box::new(latencies()),
+                }]),
+            },
+            Metric {
+                name: names::TCP_RETRANSMITS,
+                description: "TCP segments retransmitted.",
+                unit: "{retransmit}",
+                data: Data::Sum(vec![SumPoint {
+                    attributes: vec![
+                        (keys::PEER_ADDRESS, "10.0.0.2".into()),
+                        (keys::PEER_PORT, Value::Int(443)),
+                    ],
+                    start,
+                    value: retransmits,
+                }]),
+            },
+            Metric {
+                name: names::SIGNAL_ATTACHED,
+                description: "Whether each signal's programs are attached.",
+                unit: "1",
+                data: Data::Gauge(vec![GaugePoint {
+                    attributes: vec![(keys::SIGNAL, "runqueue".into())],
+                    value: 1.0,
+                }]),
+            },
+            Metric {
+                name: names::COLLECTION_DURATION,
+                description: "Time taken to read the maps.",
+                unit: "s",
+                data: Data::Gauge(vec![GaugePoint {
+                    attributes: Vec::new(),
+                    value: 0.25,
+                }]),
+            },
+        ],
+    }
+}
+
+/// Prometheus' binary, or `None` when the test may skip (outside CI, opted in).
+fn prometheus_binary() -> Option<std::path::PathBuf> {
+    if let Some(path) = prom::binary() {
+        return Some(path);
+    }
+    let reason = format!(
+        "prometheus not found (install Debian's package: {}; or set PROMETHEUS to the server's path)",
+        prom::INSTALL
+    );
+    let skip = std::env::var_os("CI").is_none()
+        && std::env::var("OBSERVER_TESTS_ALLOW_SKIP").is_ok_and(|v| v == "1");
+    if skip {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {reason}");
+        return None;
+    }
+    panic!("{reason}");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The one series of an instant query's result, as a number.
+fn number(result: &Json) -> f64 {
+    let series = result.as_array().expect("a vector");
+    assert_eq!(series.len(), 1, "expected one series: {result}");
+    string_number(&series[0]["value"][1])
+}
+
+fn string_number(v: &Json) -> f64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The classic bucket `(2^(k-1), 2^k]` ns holding `ns`.
+fn classic_bucket(ns: f64) -> (f64, f64) {
+    let k = ns.log2().ceil();
+    ((k - 1.0).exp2(), k.exp2())
+}
+
+/// Starts the endpoint with the known snapshot and a Prometheus scraping it, and checks what
+/// every format carries: the classic histogram, counters, gauges and labels.
+fn scrape(native_histograms: bool) -> Option<(Prometheus, Server, tokio::runtime::Runtime)> {
+    let binary = prometheus_binary()?;
+    let rt = runtime();
+    let server = rt
+        .block_on(Server::start(loopback()))
+        .expect("start the endpoint");
+    server.offer(Arc::new(snapshot(42)));
+    let prometheus = Prometheus::start(&binary, server.local_addr(), native_histograms);
+    prometheus.wait_for("observer_tcp_retransmits_total", SCRAPED_WITHIN);
+
+    // Counters and gauges, with their labels.
+    let retransmits = prometheus
+        .query(r#"observer_tcp_retransmits_total{network_peer_address="10.0.0.2",network_peer_port="443"}"#);
+    assert_eq!(number(&retransmits), 42.0);
+    assert_eq!(
+        number(&prometheus.query(r#"observer_signal_attached{signal="runqueue"}"#)),
+        1.0
+    );
+    assert_eq!(
+        number(&prometheus.query("observer_collection_duration_seconds")),
+        0.25
+    );
+
+    // The classic histogram: labels survive escaping, counts are exact at each le.
+    let count = prometheus.query("observer_runqueue_latency_seconds_count");
+    let labels = &count[0]["metric"];
+    assert_eq!(labels["cgroup_path"], AWKWARD_CGROUP, "{labels}");
+    assert_eq!(labels["process_executable_name"], "nginx", "{labels}");
+    assert_eq!(labels["process_pid"], "1234", "{labels}");
+    assert_eq!(number(&count), 1015.0);
+    assert_eq!(
+        number(&prometheus.query("observer_runqueue_latency_seconds_sum")),
+        2.0
+    );
+    assert_eq!(
+        number(&prometheus.query("count(observer_runqueue_latency_seconds_bucket)")),
+        42.0,
+        "41 powers of two and +Inf"
+    );
+    for (le, cumulative) in [
+        ("1e-09", 5.0),
+        ("0.000524288", 5.0),
+        ("0.001048576", 1005.0),
+        ("0.067108864", 1005.0),
+        ("0.134217728", 1015.0),
+        ("+Inf", 1015.0),
+    ] {
+        let q = format!(r#"observer_runqueue_latency_seconds_bucket{{le="{le}"}}"#);
+        assert_eq!(number(&prometheus.query(&q)), cumulative, "{q}");
+    }
+
+    // The median Prometheus computes lies in the same classic bucket as the agent's own.
+    let agent_p50 = hist::percentile(&latencies(), 0.5);
+    let (lower, upper) = classic_bucket(agent_p50);
+    let p50 =
+        number(&prometheus.query(
+            "histogram_quantile(0.5, sum by (le) (observer_runqueue_latency_seconds_bucket))",
+        )) * 1e9;
+    assert!(
+        lower < p50 && p50 <= upper * (1.0 + 1e-12),
+        "Prometheus' median {p50} ns is outside ({lower}, {upper}] ns, the bucket of the agent's {agent_p50} ns"
+    );
+    Some((prometheus, server, rt))
+}
+
+#[test]
+fn prometheus_scrapes_the_text_format() {
+    let Some((prometheus, ..)) = scrape(false) else {
+        return;
+    };
+    // Text cannot carry native histograms.
+    assert_eq!(
+        prometheus.query("observer_runqueue_latency_nanoseconds"),
+        Json::Array(Vec::new())
+    );
+}
+
+#[test]
+fn prometheus_scrapes_native_histograms_with_the_kernel_buckets() {
+    let Some((prometheus, ..)) = scrape(true) else {
+        return;
+    };
+    let result = prometheus.wait_for("observer_runqueue_latency_nanoseconds", SCRAPED_WITHIN);
+    assert_eq!(result[0]["metric"]["cgroup_path"], AWKWARD_CGROUP);
+    let h = &result[0]["histogram"][1];
+    assert_eq!(string_number(&h["count"]), 1015.0, "{h}");
+    assert_eq!(string_number(&h["sum"]), 2e9, "{h}");
+
+    // Each bucket as Prometheus understands it: [boundary rule, lower, upper, count]. Rule 0 is
+    // (lower, upper], rule 3 is [lower, upper] (the zero bucket).
+    let buckets: Vec<(i64, f64, f64, f64)> = h["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no buckets: {h}"))
+        .iter()
+        .map(|b| {
+            (
+                b[0].as_i64().expect("boundary rule"),
+                string_number(&b[1]),
+                string_number(&b[2]),
+                string_number(&b[3]),
+            )
+        })
+        .collect();
+    let zero = 2f64.powi(-128);
+    let kernel = |ns: u64| hist::bucket_bounds(slot(ns));
+    let expected = [
+        (3, -zero, zero, 5.0),
+        (0, kernel(1_000_000).0, kernel(1_000_000).1, 1000.0),
+        (0, kernel(100_000_000).0, kernel(100_000_000).1, 10.0),
+    ];
+    assert_eq!(buckets.len(), expected.len(), "{h}");
+    let close = |a: f64, b: f64| (a - b).abs() <= a.abs().max(b.abs()) * 1e-12;
+    for (got, want) in buckets.iter().zip(&expected) {
+        assert!(
+            got.0 == want.0 && close(got.1, want.1) && close(got.2, want.2) && got.3 == want.3,
+            "Prometheus has bucket {got:?}, the kernel {want:?}"
+        );
+    }
+
+    // The native median is exact to the kernel bucket, not just the power of two.
+    let (lower, upper) = kernel(1_000_000);
+    let p50 = number(
+        &prometheus.query("histogram_quantile(0.5, sum(observer_runqueue_latency_nanoseconds))"),
+    );
+    assert!(
+        lower <= p50 && p50 <= upper,
+        "native median {p50} ns is outside the kernel bucket ({lower}, {upper}]"
+    );
+}
+
+#[test]
+fn endpoint_serves_the_newest_snapshot() {
+    let rt = runtime();
+    let server = rt
+        .block_on(Server::start(loopback()))
+        .expect("start the endpoint");
+    let addr = server.local_addr();
+    let get = |path: &str, accept: Option<&str>| http_get(addr, path, accept).expect("GET");
+
+    // Before the first snapshot: 200 and no metrics.
+    let (status, head, body) = get("/metrics", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(body.is_empty());
+    assert_eq!(get("/", None).0, 404);
+    assert_eq!(get("/metric", None).0, 404);
+
+    server.offer(Arc::new(snapshot(1)));
+    let text = String::from_utf8(get("/metrics", None).2).unwrap();
+    assert!(text.contains("\nobserver_tcp_retransmits_total{network_peer_address=\"10.0.0.2\",network_peer_port=\"443\"} 1\n"), "{text}");
+    server.offer(Arc::new(snapshot(2)));
+    let (_, head, body) = get("/metrics", Some("text/plain;version=0.0.4"));
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(text.contains("\"} 2\n"), "{text}");
+    assert!(!text.contains("nanoseconds"), "{text}");
+
+    let (status, head, body) = get(
+        "/metrics",
+        Some(
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+        ),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"),
+        "{head}"
+    );
+    // Length-delimited MetricFamily messages; the names are plain strings inside.
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("observer_runqueue_latency_nanoseconds"));
+    assert!(body.contains("observer_runqueue_latency_seconds"));
+
+    // Four GET /metrics so far, counted in the sink's own metric.
+    let metrics = server.metrics();
+    let Data::Sum(points) = &metrics[0].data else {
+        panic!("{metrics:?}")
+    };
+    assert_eq!(
+        (metrics[0].name, points[0].value),
+        (names::EXPORT_BATCHES, 4)
+    );
+}
+
+#[test]
+fn bind_errors_name_the_address_and_what_to_do() {
+    let rt = runtime();
+    let first = rt
+        .block_on(Server::start(loopback()))
+        .expect("start the endpoint");
+    let addr = first.local_addr();
+    let err = match rt.block_on(Server::start(addr)) {
+        Ok(_) => panic!("a second endpoint bound {addr}"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, PromError::Bind { .. }));
+    let message = err.to_string();
+    assert!(message.contains(&addr.to_string()), "{message}");
+    assert!(message.contains("in use"), "{message}");
+    assert!(message.contains("--prometheus-listen"), "{message}");
+    assert!(message.contains("[prometheus]"), "{message}");
+}
