@@ -7,6 +7,7 @@
 mod cmd;
 mod linker;
 mod packages;
+mod python;
 mod setup;
 mod tasks;
 mod toolchain;
