@@ -10,7 +10,9 @@ pub mod blockdev;
 pub mod hist;
 pub mod netns;
 pub mod observer;
+pub mod prom;
 pub mod report;
+pub mod rotel;
 
 pub use observer::{Exited, Recording};
 pub use report::{Bucket, Report, SIGNAL_KEYS, SIGNALS, Summary};
