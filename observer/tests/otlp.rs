@@ -4,9 +4,10 @@
 //!
 //! rotel-agent missing fails these tests, except outside CI with `OBSERVER_TESTS_ALLOW_SKIP=1`,
 //! where they print `SKIPPED: <reason>`.
-
-#[path = "support/rotel.rs"]
-mod rotel;
+//!
+//! The collector harness (`observer_tests::rotel`, shared with the end-to-end tests) polls its
+//! log with blocking sleeps. That is fine here: each test body runs on its own thread (the
+//! runtime's `block_on`), while the exporter under test runs on the two worker threads.
 
 use std::{
     sync::Arc,
@@ -19,22 +20,17 @@ use observer::agent::{
     otlp::{Counts, Exporter, Protocol, Settings, Temporality},
 };
 use observer_common::{Hist, hist::slot};
-use rotel::{Export, Positive, Rotel, TempDir};
+use observer_tests::rotel::{self, Export, Logged, Positive, Rotel, TempDir};
+
+/// How long the collector may take to log what was sent.
+const RECEIVED_WITHIN: Duration = Duration::from_secs(10);
 
 /// The collector, or the reason the test cannot run: a failure, or where allowed a skip.
 macro_rules! rotel_or_skip {
     () => {
         match rotel::find_binary() {
             Ok(bin) => bin,
-            Err(reason) => {
-                if std::env::var_os("CI").is_none()
-                    && std::env::var("OBSERVER_TESTS_ALLOW_SKIP").is_ok_and(|v| v == "1")
-                {
-                    eprintln!("SKIPPED: {reason}");
-                    return;
-                }
-                panic!("{reason}");
-            }
+            Err(reason) => observer_tests::skip_or_fail!("{reason}"),
         }
     };
 }
@@ -80,6 +76,23 @@ const HIST_SUM: u64 = 1 + 3 * 1024 + 2 * 1025 + 1500;
 const HIST_COUNT: u64 = 2 + 1 + 3 + 2 + 1;
 
 const HIST_DESCRIPTION: &str = "Run-queue latency (test)";
+
+/// The attributes of the histogram's process series, as rotel logs them.
+const PROCESS_SERIES: &[(&str, &str)] = &[
+    ("cgroup.path", "Str(/test.slice)"),
+    ("process.pid", "Int(42)"),
+];
+
+/// The counts of an exporter that sent its one batch.
+const SENT_ONE: Counts = Counts {
+    success: 1,
+    failure: 0,
+    dropped: 0,
+};
+
+/// Logged temporalities.
+const CUMULATIVE: Option<&str> = Some("AGGREGATION_TEMPORALITY_CUMULATIVE");
+const DELTA: Option<&str> = Some("AGGREGATION_TEMPORALITY_DELTA");
 
 /// A snapshot like the collector's: a histogram with a process series and an "other" series
 /// holding only zeros, a counter, a gauge, and the exporter's own metrics. `n` scales every
@@ -190,6 +203,20 @@ fn arrivals(exports: &[Export], transport: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Checks that `m` is a monotonic sum in `unit`.
+fn assert_monotonic_sum(m: &Logged, unit: &str) {
+    assert_eq!(
+        (
+            m.unit.as_str(),
+            m.data_type.as_str(),
+            m.monotonic.as_deref()
+        ),
+        (unit, "Sum", Some("true")),
+        "{}",
+        m.name
+    );
+}
+
 /// Checks one cumulative export of `snapshot(time, start, 1, exporter metrics)` field by field.
 fn check_cumulative(e: &Export, transport: &str, time: SystemTime, start: SystemTime) {
     assert_eq!(e.resource_attr("service.name"), Some("Str(observer-test)"));
@@ -210,17 +237,9 @@ fn check_cumulative(e: &Export, transport: &str, time: SystemTime, start: System
         ),
         (HIST_DESCRIPTION, "ns", "ExponentialHistogram")
     );
-    assert_eq!(
-        h.temporality.as_deref(),
-        Some("AGGREGATION_TEMPORALITY_CUMULATIVE")
-    );
+    assert_eq!(h.temporality.as_deref(), CUMULATIVE);
     assert_eq!(h.points.len(), 2);
-    let p = h
-        .point(&[
-            ("cgroup.path", "Str(/test.slice)"),
-            ("process.pid", "Int(42)"),
-        ])
-        .expect("the process series");
+    let p = h.point(PROCESS_SERIES).expect("the process series");
     assert_eq!((p.start, p.time), (start, time));
     assert_eq!(p.count, Some(HIST_COUNT));
     assert_eq!(p.sum, Some(HIST_SUM as f64));
@@ -236,18 +255,8 @@ fn check_cumulative(e: &Export, transport: &str, time: SystemTime, start: System
     assert_eq!(other.positive(), None, "only zeros: no positive bucket");
 
     let s = e.metric(names::TCP_RETRANSMITS).expect("sum");
-    assert_eq!(
-        (
-            s.unit.as_str(),
-            s.data_type.as_str(),
-            s.monotonic.as_deref()
-        ),
-        ("{retransmit}", "Sum", Some("true"))
-    );
-    assert_eq!(
-        s.temporality.as_deref(),
-        Some("AGGREGATION_TEMPORALITY_CUMULATIVE")
-    );
+    assert_monotonic_sum(s, "{retransmit}");
+    assert_eq!(s.temporality.as_deref(), CUMULATIVE);
     let sp = s
         .point(&[
             ("network.peer.address", "Str(10.0.0.2)"),
@@ -268,14 +277,7 @@ fn check_cumulative(e: &Export, transport: &str, time: SystemTime, start: System
     );
 
     let b = e.metric(names::EXPORT_BATCHES).expect("self-metrics");
-    assert_eq!(
-        (
-            b.unit.as_str(),
-            b.data_type.as_str(),
-            b.monotonic.as_deref()
-        ),
-        ("{batch}", "Sum", Some("true"))
-    );
+    assert_monotonic_sum(b, "{batch}");
     for result in ["success", "failure", "dropped"] {
         let r = format!("Str({result})");
         let p = b
@@ -308,19 +310,11 @@ async fn every_metric_arrives_over_grpc_and_http() {
         let exporter = Exporter::start(settings(endpoint, protocol), resource(transport)).unwrap();
         exporter.offer(snapshot(time, start, 1, exporter.metrics()));
         exporter.shutdown(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(
-            exporter.counts(),
-            Counts {
-                success: 1,
-                ..Counts::default()
-            }
-        );
+        assert_eq!(exporter.counts(), SENT_ONE);
     }
-    let exports = collector
-        .wait_for("both exports", |e| {
-            find(e, "grpc", 1).is_some() && find(e, "http", 1).is_some()
-        })
-        .await;
+    let exports = collector.wait_for("both exports", RECEIVED_WITHIN, |e| {
+        find(e, "grpc", 1).is_some() && find(e, "http", 1).is_some()
+    });
     for transport in ["grpc", "http"] {
         check_cumulative(
             find(&exports, transport, 1).unwrap(),
@@ -347,19 +341,13 @@ async fn collector_absent_at_start_then_started() {
 
     let collector = Rotel::start(&bin, &dir.0, "rotel", ports);
     let began = Instant::now();
-    let exports = collector
-        .wait_for("the retried batch", |e| find(e, "http", 1).is_some())
-        .await;
+    let exports = collector.wait_for("the retried batch", RECEIVED_WITHIN, |e| {
+        find(e, "http", 1).is_some()
+    });
     eprintln!("arrived {:?} after the collector started", began.elapsed());
     check_cumulative(find(&exports, "http", 1).unwrap(), "http", time, start);
     exporter.shutdown(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(
-        exporter.counts(),
-        Counts {
-            success: 1,
-            ..Counts::default()
-        }
-    );
+    assert_eq!(exporter.counts(), SENT_ONE);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,9 +362,9 @@ async fn collector_killed_and_restarted_resumes_and_counts_drops() {
     let start = SystemTime::now();
     let at = |n: u64| start + Duration::from_secs(n);
     exporter.offer(snapshot(at(1), start, 1, Vec::new()));
-    first
-        .wait_for("the first batch", |e| find(e, "grpc", 1).is_some())
-        .await;
+    first.wait_for("the first batch", RECEIVED_WITHIN, |e| {
+        find(e, "grpc", 1).is_some()
+    });
     // rotel logs a request before it answers: killing it now could lose the answer, and the
     // batch would be sent again (at-least-once delivery), which this test is not about.
     wait_until(|| exporter.counts().success == 1, || exporter.counts()).await;
@@ -398,21 +386,16 @@ async fn collector_killed_and_restarted_resumes_and_counts_drops() {
     );
 
     let second = Rotel::start(&bin, &dir.0, "second", ports);
-    let exports = second
-        .wait_for("the queued batches", |e| {
-            find(e, "grpc", 5).is_some() && find(e, "grpc", 6).is_some()
-        })
-        .await;
+    let exports = second.wait_for("the queued batches", RECEIVED_WITHIN, |e| {
+        find(e, "grpc", 5).is_some() && find(e, "grpc", 6).is_some()
+    });
     // In order, and nothing of what was dropped.
     assert_eq!(arrivals(&exports, "grpc"), [5, 6]);
     let p = find(&exports, "grpc", 6)
         .unwrap()
         .metric(names::RUNQUEUE_LATENCY)
         .unwrap()
-        .point(&[
-            ("cgroup.path", "Str(/test.slice)"),
-            ("process.pid", "Int(42)"),
-        ])
+        .point(PROCESS_SERIES)
         .unwrap();
     assert_eq!(p.positive(), Some(expected_buckets(6)));
     exporter.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -421,7 +404,7 @@ async fn collector_killed_and_restarted_resumes_and_counts_drops() {
         Counts {
             success: 3,
             failure: 0,
-            dropped: 3
+            dropped: 3,
         }
     );
 }
@@ -443,24 +426,14 @@ async fn delta_temporality_sends_differences() {
     exporter.offer(snapshot(t2, start, 3, Vec::new()));
     exporter.shutdown(Duration::from_secs(5)).await.unwrap();
     // The second export carries the difference, 2 * the base counts: its counter reads 84.
-    let exports = collector
-        .wait_for("both deltas", |e| {
-            find(e, "http", 1).is_some() && find(e, "http", 2).is_some()
-        })
-        .await;
+    let exports = collector.wait_for("both deltas", RECEIVED_WITHIN, |e| {
+        find(e, "http", 1).is_some() && find(e, "http", 2).is_some()
+    });
     for (n, from, to, times) in [(1, start, t1, 1), (2, t1, t2, 2)] {
         let e = find(&exports, "http", n).unwrap();
         let h = e.metric(names::RUNQUEUE_LATENCY).unwrap();
-        assert_eq!(
-            h.temporality.as_deref(),
-            Some("AGGREGATION_TEMPORALITY_DELTA")
-        );
-        let p = h
-            .point(&[
-                ("cgroup.path", "Str(/test.slice)"),
-                ("process.pid", "Int(42)"),
-            ])
-            .unwrap();
+        assert_eq!(h.temporality.as_deref(), DELTA);
+        let p = h.point(PROCESS_SERIES).unwrap();
         assert_eq!((p.start, p.time), (nanos(from), nanos(to)), "export {n}");
         assert_eq!(p.count, Some(HIST_COUNT * times));
         assert_eq!(p.sum, Some((HIST_SUM * times) as f64));
@@ -469,10 +442,7 @@ async fn delta_temporality_sends_differences() {
         let other = h.point(&[("cgroup.path", "Str(other)")]).unwrap();
         assert_eq!(other.zero_count, Some(5 * times));
         let s = e.metric(names::TCP_RETRANSMITS).unwrap();
-        assert_eq!(
-            s.temporality.as_deref(),
-            Some("AGGREGATION_TEMPORALITY_DELTA")
-        );
+        assert_eq!(s.temporality.as_deref(), DELTA);
         assert_eq!(s.points[0].start, nanos(from));
     }
 }

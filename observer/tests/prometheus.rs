@@ -3,12 +3,14 @@
 //!
 //! Without Prometheus these tests fail, except outside CI with `OBSERVER_TESTS_ALLOW_SKIP=1`,
 //! where they print `SKIPPED: <reason>` and pass.
-
-#[path = "support/prom.rs"]
-mod prom;
+//!
+//! The Prometheus harness (`observer_tests::prom`, shared with the end-to-end tests) and the
+//! HTTP client block. That is fine here: each test body runs on its own thread (the runtime's
+//! `block_on`), while the endpoint under test runs on the worker thread.
 
 use std::{
     net::SocketAddr,
+    path::Path,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -24,7 +26,7 @@ use observer::{
     hist,
 };
 use observer_common::{Hist, hist::slot};
-use prom::{Prometheus, http_get};
+use observer_tests::prom::{self, Prometheus, http_get};
 use serde_json::Value as Json;
 
 /// How long Prometheus may take to scrape once it is ready (it scrapes every second).
@@ -97,35 +99,25 @@ fn snapshot(retransmits: u64) -> Snapshot {
     }
 }
 
-/// Prometheus' binary, or `None` when the test may skip (outside CI, opted in).
-fn prometheus_binary() -> Option<std::path::PathBuf> {
-    if let Some(path) = prom::binary() {
-        return Some(path);
-    }
-    let reason = format!(
-        "prometheus not found (install Debian's package: {}; or set PROMETHEUS to the server's path)",
-        prom::INSTALL
-    );
-    let skip = std::env::var_os("CI").is_none()
-        && std::env::var("OBSERVER_TESTS_ALLOW_SKIP").is_ok_and(|v| v == "1");
-    if skip {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {reason}");
-        return None;
-    }
-    panic!("{reason}");
+/// Prometheus' binary, or the reason the test cannot run: a failure, or where allowed a skip.
+macro_rules! prometheus_or_skip {
+    () => {
+        match prom::binary() {
+            Some(path) => path,
+            None => observer_tests::skip_or_fail!(
+                "prometheus not found (install Debian's package: {}; or set PROMETHEUS to the \
+                 server's path)",
+                prom::INSTALL
+            ),
+        }
+    };
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
+/// The endpoint on a free loopback port.
+async fn endpoint() -> Server {
+    Server::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("start the endpoint")
 }
 
 /// The one series of an instant query's result, as a number.
@@ -147,16 +139,13 @@ fn classic_bucket(ns: f64) -> (f64, f64) {
     ((k - 1.0).exp2(), k.exp2())
 }
 
-/// Starts the endpoint with the known snapshot and a Prometheus scraping it, and checks what
-/// every format carries: the classic histogram, counters, gauges and labels.
-fn scrape(native_histograms: bool) -> Option<(Prometheus, Server, tokio::runtime::Runtime)> {
-    let binary = prometheus_binary()?;
-    let rt = runtime();
-    let server = rt
-        .block_on(Server::start(loopback()))
-        .expect("start the endpoint");
+/// Starts the endpoint with the known snapshot and a Prometheus (`binary`) scraping it, and
+/// checks what every format carries: the classic histogram, counters, gauges and labels. The
+/// endpoint is returned too, so that it keeps serving while the test goes on querying.
+async fn scrape(binary: &Path, native_histograms: bool) -> (Prometheus, Server) {
+    let server = endpoint().await;
     server.offer(Arc::new(snapshot(42)));
-    let prometheus = Prometheus::start(&binary, server.local_addr(), native_histograms);
+    let prometheus = Prometheus::start(binary, server.local_addr(), native_histograms);
     prometheus.wait_for("observer_tcp_retransmits_total", SCRAPED_WITHIN);
 
     // Counters and gauges, with their labels.
@@ -211,14 +200,13 @@ fn scrape(native_histograms: bool) -> Option<(Prometheus, Server, tokio::runtime
         lower < p50 && p50 <= upper * (1.0 + 1e-12),
         "Prometheus' median {p50} ns is outside ({lower}, {upper}] ns, the bucket of the agent's {agent_p50} ns"
     );
-    Some((prometheus, server, rt))
+    (prometheus, server)
 }
 
-#[test]
-fn prometheus_scrapes_the_text_format() {
-    let Some((prometheus, ..)) = scrape(false) else {
-        return;
-    };
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn prometheus_scrapes_the_text_format() {
+    let binary = prometheus_or_skip!();
+    let (prometheus, _endpoint) = scrape(&binary, false).await;
     // Text cannot carry native histograms.
     assert_eq!(
         prometheus.query("observer_runqueue_latency_nanoseconds"),
@@ -226,11 +214,10 @@ fn prometheus_scrapes_the_text_format() {
     );
 }
 
-#[test]
-fn prometheus_scrapes_native_histograms_with_the_kernel_buckets() {
-    let Some((prometheus, ..)) = scrape(true) else {
-        return;
-    };
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn prometheus_scrapes_native_histograms_with_the_kernel_buckets() {
+    let binary = prometheus_or_skip!();
+    let (prometheus, _endpoint) = scrape(&binary, true).await;
     let result = prometheus.wait_for("observer_runqueue_latency_nanoseconds", SCRAPED_WITHIN);
     assert_eq!(result[0]["metric"]["cgroup_path"], AWKWARD_CGROUP);
     let h = &result[0]["histogram"][1];
@@ -279,12 +266,9 @@ fn prometheus_scrapes_native_histograms_with_the_kernel_buckets() {
     );
 }
 
-#[test]
-fn endpoint_serves_the_newest_snapshot() {
-    let rt = runtime();
-    let server = rt
-        .block_on(Server::start(loopback()))
-        .expect("start the endpoint");
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn endpoint_serves_the_newest_snapshot() {
+    let server = endpoint().await;
     let addr = server.local_addr();
     let get = |path: &str, accept: Option<&str>| http_get(addr, path, accept).expect("GET");
 
@@ -336,14 +320,11 @@ fn endpoint_serves_the_newest_snapshot() {
     );
 }
 
-#[test]
-fn bind_errors_name_the_address_and_what_to_do() {
-    let rt = runtime();
-    let first = rt
-        .block_on(Server::start(loopback()))
-        .expect("start the endpoint");
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn bind_errors_name_the_address_and_what_to_do() {
+    let first = endpoint().await;
     let addr = first.local_addr();
-    let err = match rt.block_on(Server::start(addr)) {
+    let err = match Server::start(addr).await {
         Ok(_) => panic!("a second endpoint bound {addr}"),
         Err(e) => e,
     };

@@ -1,8 +1,8 @@
-//! A real Prometheus server for the agent's end-to-end tests: Debian's `prometheus` (or
-//! `$PROMETHEUS`), started on loopback with its own configuration and storage in a temporary
-//! directory, scraping one target every second. Dropping it kills that process (by its pid) and
-//! removes the directory. (The same harness as `observer/tests/support/prom.rs`, which is private
-//! to the observer crate's own tests.)
+//! A real Prometheus server for the tests: Debian's `prometheus` (or `$PROMETHEUS`), started on
+//! loopback with its own configuration and storage in a temporary directory, scraping one target
+//! every second. Dropping it kills that process (by its pid) and removes the directory. The
+//! end-to-end tests use it, and so do the observer crate's own endpoint tests
+//! (`observer/tests/prometheus.rs`, a dev-dependency). Like [`crate::rotel`], it blocks.
 
 use std::{
     fs,
@@ -118,30 +118,27 @@ impl Prometheus {
     /// The `data.result` of an instant query.
     pub fn query(&self, promql: &str) -> Value {
         let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let (status, _, body) = http_get(self.addr, &path, None)
-            .unwrap_or_else(|e| panic!("query {promql}: {e}\n{}", self.log_tail()));
-        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!(
-                "query {promql}: HTTP {status}, not JSON ({e}): {}",
-                String::from_utf8_lossy(&body)
-            )
-        });
-        assert_eq!(v["status"], "success", "query {promql}: {v}");
-        v["data"]["result"].clone()
+        self.api(&path, &format!("query {promql}"))["result"].clone()
     }
 
     /// `data` of `/api/v1/metadata`: for each metric family scraped, its type, help and unit.
     pub fn metadata(&self) -> Value {
-        let (status, _, body) = http_get(self.addr, "/api/v1/metadata", None)
-            .unwrap_or_else(|e| panic!("metadata: {e}\n{}", self.log_tail()));
-        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        self.api("/api/v1/metadata", "metadata")
+    }
+
+    /// The `data` of a successful answer from the HTTP API at `path`; `what` names the request
+    /// in failure messages.
+    fn api(&self, path: &str, what: &str) -> Value {
+        let (status, _, body) = http_get(self.addr, path, None)
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", self.log_tail()));
+        let mut v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
             panic!(
-                "metadata: HTTP {status}, not JSON ({e}): {}",
+                "{what}: HTTP {status}, not JSON ({e}): {}",
                 String::from_utf8_lossy(&body)
             )
         });
-        assert_eq!(v["status"], "success", "metadata: {v}");
-        v["data"].clone()
+        assert_eq!(v["status"], "success", "{what}: {v}");
+        v["data"].take()
     }
 
     /// The value of an instant query that returns one sample, `None` while it returns none.

@@ -1,7 +1,8 @@
-//! A real OTLP collector for the agent's end-to-end tests: `rotel-agent` (PyPI `rotel`) on
-//! loopback ports, with its detailed debug log of every metric it receives parsed back into
-//! values. (The same harness as `observer/tests/support/rotel.rs`, which is private to the
-//! observer crate's own tests; blocking instead of async.)
+//! A real OTLP collector for the tests: `rotel-agent` (PyPI `rotel`) on loopback ports, with its
+//! detailed debug log of every metric it receives parsed back into values. The end-to-end tests
+//! use it, and so do the observer crate's own exporter tests (`observer/tests/otlp.rs`, a
+//! dev-dependency). It blocks: an async test calls it from its `block_on` thread of a
+//! multi-thread runtime, so that what it tests keeps running on the workers.
 //!
 //! The log is rotel's text rendering (like the OpenTelemetry Collector's debug exporter); it
 //! shows exponential buckets by their bounds, so the scale and the bucket indices are recovered
@@ -261,11 +262,9 @@ pub struct Export {
 }
 
 impl Export {
+    /// The logged value of resource attribute `key`: `Str(v)`, `Int(v)`...
     pub fn resource_attr(&self, key: &str) -> Option<&str> {
-        self.resource
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        lookup(&self.resource, key)
     }
 
     pub fn metric(&self, name: &str) -> Option<&Logged> {
@@ -320,10 +319,7 @@ pub struct Positive {
 impl Point {
     /// The logged value of attribute `key`: `Str(v)`, `Int(v)`...
     pub fn attr(&self, key: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        lookup(&self.attributes, key)
     }
 
     /// Recovers scale, offset and counts from the logged bounds: bucket `i` at scale `s` is
@@ -358,6 +354,14 @@ impl Point {
             counts,
         })
     }
+}
+
+/// The value logged for `key` in `attributes`.
+fn lookup<'a>(attributes: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Parses rotel's detailed metrics log. Only complete lines are read, so a log being written
