@@ -3,7 +3,8 @@
 use super::{Resource, metrics::Value};
 
 /// Detects host.name, os.type, os.version (the kernel release), service.name,
-/// service.version and service.instance.id, then adds `extra` (OTEL_RESOURCE_ATTRIBUTES and the
+/// service.version, service.instance.id, and container.id when the agent runs in a container
+/// (a sidecar or DaemonSet pod), then adds `extra` (OTEL_RESOURCE_ATTRIBUTES and the
 /// config file's resource_attributes), which win over what was detected.
 pub fn detect(service_name: &str, extra: &[(String, String)]) -> Resource {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -27,6 +28,14 @@ pub fn detect(service_name: &str, extra: &[(String, String)]) -> Resource {
         ("os.type".into(), "linux".into()),
         ("os.version".into(), kernel.into()),
     ];
+    let own_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    if let Some(id) = own_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(container_id)
+    {
+        attributes.push(("container.id".into(), id.into()));
+    }
     for (key, value) in extra {
         match attributes.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value.clone().into(),
@@ -36,9 +45,38 @@ pub fn detect(service_name: &str, extra: &[(String, String)]) -> Resource {
     Resource { attributes }
 }
 
+/// The container id in a cgroup v2 path, as container runtimes name their cgroups:
+/// `.../docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`,
+/// or a bare `<id>` directory (cgroupfs driver), where `<id>` is 64 hex digits.
+pub fn container_id(cgroup_path: &str) -> Option<&str> {
+    cgroup_path.rsplit('/').find_map(|part| {
+        let part = part.strip_suffix(".scope").unwrap_or(part);
+        let id = part.rsplit_once('-').map_or(part, |(_, id)| id);
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_ids_from_cgroup_paths() {
+        let id = "4f1c2b3a".repeat(8);
+        for path in [
+            format!("/system.slice/docker-{id}.scope"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope"
+            ),
+            format!("/machine.slice/libpod-{id}.scope/container"),
+            format!("/kubepods/besteffort/pod1234/{id}"),
+        ] {
+            assert_eq!(container_id(&path), Some(id.as_str()), "{path}");
+        }
+        assert_eq!(container_id("/system.slice/observer.service"), None);
+        assert_eq!(container_id("/"), None);
+        assert_eq!(container_id(&format!("/docker-{}.scope", &id[..63])), None);
+    }
 
     #[test]
     fn detected_attributes_and_overrides() {
