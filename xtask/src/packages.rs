@@ -105,7 +105,7 @@ mod tests {
     fn finds_packages_not_installed() {
         let listed = "libcap2-bin deinstall ok config-files\n\
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
-                      util-linux install ok installed\n";
+                      util-linux install ok installed\nprometheus install ok installed\n";
         assert_eq!(missing_from(listed), ["nftables", "libcap2-bin"]);
     }
 }
