@@ -4,6 +4,7 @@
 //! `setup` installs the pinned toolchain, a bpf-linker built against that toolchain's LLVM and the
 //! Debian packages the end-to-end tests drive, and every other command runs it first.
 
+mod bench;
 mod cmd;
 mod linker;
 mod packages;
@@ -54,6 +55,16 @@ enum Command {
     },
     /// rustfmt check, clippy on the host crates and clippy on the eBPF crate.
     Lint,
+    /// Measure what observer (and libbpf-tools' runqlat) cost a scheduler- and a syscall-heavy
+    /// workload, and print the tables of BENCHMARKS.md (root; 3-4 minutes by default).
+    Bench {
+        /// Runs of each measurement; the tables show median, min and max.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+        /// Seconds each workload run lasts unobserved (its loop count is calibrated to this).
+        #[arg(long, default_value_t = 1.5)]
+        seconds: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +80,7 @@ fn main() -> ExitCode {
         }
         Command::Test { unit_only } => tasks::test(root, unit_only),
         Command::Lint => tasks::lint(root),
+        Command::Bench { runs, seconds } => bench::run(root, runs, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -133,14 +133,14 @@ fn lint_steps(steps: &mut Steps) -> Result<()> {
     )
 }
 
-fn build_observer(profile: Profile) -> Cmd {
+pub(crate) fn build_observer(profile: Profile) -> Cmd {
     match profile {
         Profile::Debug => Cmd::cargo(&["build", "-p", "observer"]),
         Profile::Release => Cmd::cargo(&["build", "-p", "observer", "--release"]),
     }
 }
 
-fn observer_binary(root: &Path, profile: Profile) -> PathBuf {
+pub(crate) fn observer_binary(root: &Path, profile: Profile) -> PathBuf {
     target_dir(root).join(profile.dir()).join("observer")
 }
 

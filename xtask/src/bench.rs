@@ -1,0 +1,806 @@
+//! `cargo xtask bench`: what observer costs the workloads it watches. This VM has no hardware
+//! PMU, so cost is measured as wall time (the workload's own time per operation, with and without
+//! a tracer running) and as the kernel's run time per program (kernel.bpf_stats, which
+//! `observer record --stats` reports).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{Cmd, is_root};
+use crate::tasks::{self, Profile};
+
+/// Touched before the timed build so that it redoes both the eBPF object and the binary.
+const TOUCHED: &str = "observer-ebpf/src/main.rs";
+
+/// The peer tool compared with, from Debian's libbpf-tools.
+const RUNQLAT: &str = "/usr/sbin/runqlat";
+/// What the benchmarks run, and the Debian package of each. Installed here rather than through
+/// packages.rs, which brings every test package (a Prometheus server among them); libbpf-tools is
+/// only the benchmarks'.
+const TOOLS: [(&str, &str); 2] = [("/usr/bin/perf", "linux-perf"), (RUNQLAT, "libbpf-tools")];
+/// As in packages.rs: wait for another apt run's dpkg lock instead of failing at once.
+const LOCK_TIMEOUT: &str = "DPkg::Lock::Timeout=300";
+
+/// kernel.bpf_stats_enabled: left on, it would tax every variant; runqlat has no --stats of its
+/// own, so it is turned on around runqlat's measured runs.
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Pinned to one CPU: unpinned, the two processes wake each other across CPUs and the benchmark
+/// measures IPIs rather than the scheduler path the runqueue programs hook.
+const SCHED_PIPE: [&str; 7] = ["taskset", "-c", "0", "perf", "bench", "sched", "pipe"];
+/// getppid() in a loop: nearly nothing but sys_enter and sys_exit, which the futex programs hook
+/// for every system call.
+const SYSCALL_BASIC: [&str; 4] = ["perf", "bench", "syscall", "basic"];
+
+/// A tool's programs count as attached once its number of BPF links has stayed the same for
+/// this long (observer and runqlat attach all of theirs within milliseconds of each other).
+const ATTACH_SETTLE: Duration = Duration::from_millis(200);
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
+    if !is_root()? {
+        bail!(
+            "the benchmarks load BPF programs and turn on kernel.bpf_stats, which needs root: \
+             rerun as root"
+        );
+    }
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        bail!("--seconds must be a positive number of seconds, like 2 or 0.5");
+    }
+    let started = Instant::now();
+    // Brings the binary up to date first, so that only the rebuild after the touch is timed.
+    tasks::build(root, Profile::Release)?;
+    ensure_tools()?;
+    let build_time = timed_rebuild(root)?;
+    let binary = tasks::observer_binary(root, Profile::Release);
+    let binary_size = fs::metadata(&binary)
+        .with_context(|| format!("{} is missing after the build", binary.display()))?
+        .len();
+    let shown = binary.strip_prefix(root).unwrap_or(&binary).display();
+
+    let mut report = String::new();
+    machine(&mut report)?;
+    let _ = writeln!(
+        report,
+        "- release build after touching {TOUCHED} (eBPF object and binary): {:.1} s; \
+         {shown} is {:.2} MB ({binary_size} bytes)",
+        build_time.as_secs_f64(),
+        binary_size as f64 / 1e6
+    );
+    let _ = writeln!(
+        report,
+        "- each run starts the tracer, waits until its BPF links are attached, then runs the \
+         workload: `{shown} record ARGS --duration WINDOW --format json` (WINDOW outlasts the \
+         workload), or `{RUNQLAT}`, stopped with SIGINT after the workload"
+    );
+    let _ = writeln!(report, "- load average before: {}", load_average()?);
+    if fs::read_to_string(BPF_STATS_SYSCTL)?.trim() != "0" {
+        let _ = writeln!(
+            report,
+            "- WARNING: kernel.bpf_stats_enabled is on, so every BPF program run (baselines \
+             included) pays for the statistics; `sysctl kernel.bpf_stats_enabled=0` turns it off"
+        );
+    }
+    let others = other_bpf_links();
+    let _ = writeln!(
+        report,
+        "- BPF links held by other processes before: {}",
+        if others.is_empty() {
+            "none".to_owned()
+        } else {
+            others.join(", ")
+        }
+    );
+
+    let scenarios = [
+        Scenario {
+            title: "scheduler hot path (sched_switch, sched_wakeup)",
+            workload: Workload::calibrated(&SCHED_PIPE, 20_000, seconds)?,
+            variants: vec![
+                Alongside::Observer(&["--signals", "runqueue"]),
+                Alongside::Observer(&["--signals", "runqueue", "--by", "disk"]),
+                Alongside::Observer(&["--signals", "runqueue", "--stats"]),
+                Alongside::Observer(&["--signals", "runqueue", "--by", "disk", "--stats"]),
+                Alongside::Runqlat { stats: false },
+                Alongside::Runqlat { stats: true },
+            ],
+            tracepoints: ["sched_switch", "sched_wakeup"],
+        },
+        Scenario {
+            title: "system call hot path (sys_enter, sys_exit)",
+            workload: Workload::calibrated(&SYSCALL_BASIC, 1_000_000, seconds)?,
+            variants: vec![
+                Alongside::Observer(&["--signals", "futex"]),
+                Alongside::Observer(&["--signals", "futex", "--stats"]),
+            ],
+            tracepoints: ["sys_enter", "sys_exit"],
+        },
+    ];
+    for scenario in &scenarios {
+        let before = CpuUse::read()?;
+        let (baseline, results) = scenario.measure(&binary, runs, seconds)?;
+        let busy = CpuUse::read()?.since(&before);
+        scenario.table(&baseline, &results, runs, &busy, &mut report);
+    }
+
+    let _ = writeln!(report, "\n- load average after: {}", load_average()?);
+    let others = other_bpf_links();
+    if !others.is_empty() {
+        let _ = writeln!(
+            report,
+            "- BPF links held by other processes after: {}",
+            others.join(", ")
+        );
+    }
+    let _ = writeln!(
+        report,
+        "- bench took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("\n==> results\n{report}");
+    Ok(())
+}
+
+/// The rebuild a one-line change to the kernel programs costs: eBPF object, then the binary.
+fn timed_rebuild(root: &Path) -> Result<Duration> {
+    let touched = root.join(TOUCHED);
+    fs::File::options()
+        .write(true)
+        .open(&touched)
+        .and_then(|file| file.set_modified(SystemTime::now()))
+        .with_context(|| format!("touching {}", touched.display()))?;
+    let start = Instant::now();
+    tasks::build_observer(Profile::Release)
+        .current_dir(root)
+        .run()?;
+    Ok(start.elapsed())
+}
+
+fn ensure_tools() -> Result<()> {
+    let missing = || -> Vec<(&str, &str)> {
+        TOOLS
+            .into_iter()
+            .filter(|(path, _)| !Path::new(path).is_file())
+            .collect()
+    };
+    let packages: Vec<&str> = missing().iter().map(|(_, package)| *package).collect();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "the benchmarks need Debian packages {}; installing them",
+        packages.join(" ")
+    );
+    Cmd::new("apt-get", &["-q", "-o", LOCK_TIMEOUT, "update"]).run()?;
+    let mut install = vec![
+        "-q",
+        "-o",
+        LOCK_TIMEOUT,
+        "install",
+        "-y",
+        "--no-install-recommends",
+    ];
+    install.extend(&packages);
+    Cmd::new("apt-get", &install)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()?;
+    if let Some((path, package)) = missing().first() {
+        bail!(
+            "{package} is installed but {path} is not there: find where it put it \
+             (`dpkg -L {package}`) and update TOOLS in xtask/src/bench.rs"
+        );
+    }
+    Ok(())
+}
+
+/// The date, kernel and CPUs, as the first lines of the report.
+fn machine(report: &mut String) -> Result<()> {
+    let date = Cmd::new("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).query()?;
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    let cpus = std::thread::available_parallelism()?;
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo")?;
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("unknown CPU", |(_, model)| model.trim());
+    let _ = writeln!(
+        report,
+        "- {}: kernel {} (uname -r), {cpus} CPUs (nproc), {model}",
+        date.trim(),
+        kernel.trim()
+    );
+    Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages: how busy the machine was around the measurements.
+fn load_average() -> Result<String> {
+    let loadavg = fs::read_to_string("/proc/loadavg")?;
+    Ok(loadavg
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// CPU time in clock ticks, summed over all CPUs: the machine's from /proc/stat, and this
+/// process's and its reaped children's (the workloads and tracers) from /proc/self/stat. The
+/// difference is what other processes took, which the wall times suffer from.
+struct CpuUse {
+    total: u64,
+    busy: u64,
+    /// Time the hypervisor ran something else while a CPU of this VM wanted to run.
+    steal: u64,
+    ours: u64,
+}
+
+impl CpuUse {
+    fn read() -> Result<Self> {
+        let stat = fs::read_to_string("/proc/stat")?;
+        let machine: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("cpu "))
+            .context("no `cpu` line first in /proc/stat")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .context("parsing /proc/stat")?;
+        // Guest time is already inside user time.
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = machine[..] else {
+            bail!("fewer than 8 fields on the `cpu` line of /proc/stat");
+        };
+        let own = fs::read_to_string("/proc/self/stat")?;
+        // utime, stime, cutime, cstime are fields 14-17; the name in parentheses (field 2) may
+        // hold spaces, so count from after it.
+        let ours = own
+            .rsplit_once(") ")
+            .context("no `(comm) ` in /proc/self/stat")?
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(str::parse::<u64>)
+            .sum::<Result<_, _>>()
+            .context("parsing /proc/self/stat")?;
+        Ok(Self {
+            total: user + nice + system + idle + iowait + irq + softirq + steal,
+            busy: user + nice + system + irq + softirq,
+            steal,
+            ours,
+        })
+    }
+
+    /// How much of all CPUs' time since `before` other processes and the hypervisor took.
+    fn since(&self, before: &Self) -> String {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        let others = (self.busy - before.busy).saturating_sub(self.ours - before.ours);
+        format!(
+            "other processes used {:.0}% of the CPUs' time and the host stole {:.0}%",
+            others as f64 / total * 100.0,
+            (self.steal - before.steal) as f64 / total * 100.0
+        )
+    }
+}
+
+/// `comm (pid N): L links` for every process holding BPF links: another tracer on the same hooks
+/// (a colleague's test run, say) would add its cost to every variant, baselines included. Called
+/// while no tracer of the bench's own runs.
+fn other_bpf_links() -> Vec<String> {
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    processes
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let links = bpf_links(pid);
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (links > 0).then(|| format!("{} (pid {pid}): {links} links", comm.trim()))
+        })
+        .collect()
+}
+
+/// How many BPF links a process holds open (0 once it has exited).
+fn bpf_links(pid: u32) -> usize {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.as_os_str() == "anon_inode:bpf_link")
+        .count()
+}
+
+/// A `perf bench` command whose loop count makes it last about `--seconds` when nothing watches.
+struct Workload {
+    command: &'static [&'static str],
+    loops: u64,
+}
+
+/// One run of a workload.
+struct Sample {
+    us_per_op: f64,
+    took: Duration,
+}
+
+impl Workload {
+    /// Times `probe_loops` loops once and scales the loop count to `seconds`.
+    fn calibrated(
+        command: &'static [&'static str],
+        probe_loops: u64,
+        seconds: f64,
+    ) -> Result<Self> {
+        let probe = Self {
+            command,
+            loops: probe_loops,
+        }
+        .run()?;
+        let loops = ((seconds * 1e6 / probe.us_per_op).round() as u64).max(probe_loops);
+        let workload = Self { command, loops };
+        println!(
+            "calibrated `{}`: {:.3} us/op, so {loops} loops for about {seconds} s",
+            workload.shown(),
+            probe.us_per_op
+        );
+        Ok(workload)
+    }
+
+    fn shown(&self) -> String {
+        format!("{} -l {}", self.command.join(" "), self.loops)
+    }
+
+    fn run(&self) -> Result<Sample> {
+        let loops = self.loops.to_string();
+        let mut args = self.command[1..].to_vec();
+        args.extend(["-l", &loops]);
+        let start = Instant::now();
+        let output = Cmd::new(self.command[0], &args).query()?;
+        let took = start.elapsed();
+        let us_per_op = parse_us_per_op(&output)
+            .with_context(|| format!("no `usecs/op` line in the output of `{}`", self.shown()))?;
+        Ok(Sample { us_per_op, took })
+    }
+}
+
+/// The `       4.498690 usecs/op` line `perf bench sched pipe` and `syscall basic` print.
+fn parse_us_per_op(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .find_map(|line| line.trim().strip_suffix("usecs/op"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// What runs next to the workload, in the runs compared with the baseline.
+enum Alongside {
+    /// `observer record` with these arguments (plus `--duration` and `--format json`).
+    Observer(&'static [&'static str]),
+    /// libbpf-tools' runqlat; with `stats`, kernel.bpf_stats_enabled is on while it runs.
+    Runqlat { stats: bool },
+}
+
+impl Alongside {
+    fn label(&self) -> String {
+        match self {
+            Self::Observer(args) => format!("`observer record {}`", args.join(" ")),
+            Self::Runqlat { stats: false } => format!("`{RUNQLAT}` (libbpf-tools)"),
+            Self::Runqlat { stats: true } => {
+                format!("`{RUNQLAT}` with `sysctl kernel.bpf_stats_enabled=1`")
+            }
+        }
+    }
+}
+
+/// The runs of one variant.
+#[derive(Default)]
+struct Results {
+    /// Runs during which another process held BPF links (a colleague's tracer, say).
+    disturbed: u32,
+    us_per_op: Vec<f64>,
+    /// Time per operation against the baseline run just before, in percent.
+    vs_baseline: Vec<f64>,
+    /// ns/run of the programs on each tracepoint, for variants that turn on bpf_stats.
+    ns_per_run: BTreeMap<&'static str, Vec<f64>>,
+    /// The workload's longest run so far, which sizes observer's next recording window.
+    longest: Option<Duration>,
+}
+
+struct Scenario {
+    title: &'static str,
+    workload: Workload,
+    variants: Vec<Alongside>,
+    /// The tracepoints whose programs' ns/run the table shows.
+    tracepoints: [&'static str; 2],
+}
+
+impl Scenario {
+    /// Runs every variant `runs` times, taking turns, each right after a baseline run: the speed
+    /// of this VM drifts by tens of percent over seconds to minutes, so a variant is compared
+    /// with the baseline of the same moment. Returns the baseline runs and each variant's.
+    fn measure(&self, binary: &Path, runs: u32, seconds: f64) -> Result<(Vec<f64>, Vec<Results>)> {
+        println!("==> {}: `{}`", self.title, self.workload.shown());
+        let mut baseline = Vec::new();
+        let mut results: Vec<Results> = self.variants.iter().map(|_| Results::default()).collect();
+        for run in 1..=runs {
+            for (variant, results) in self.variants.iter().zip(&mut results) {
+                let others = other_bpf_links();
+                let before = self.workload.run()?.us_per_op;
+                let (sample, costs) = match variant {
+                    Alongside::Observer(args) => {
+                        // observer records for a fixed time and cannot be stopped early with
+                        // its output, so its window must outlast the workload: sized from the
+                        // variant's runs so far, and doubled (the run redone) when too short.
+                        let mut window = match results.longest {
+                            None => Duration::from_secs_f64(0.5 + 2.0 * seconds),
+                            Some(longest) => longest.mul_f64(1.5) + Duration::from_millis(500),
+                        };
+                        loop {
+                            if let Some(done) = observe(binary, args, window, &self.workload)? {
+                                break done;
+                            }
+                            println!(
+                                "  observer's {:.1} s window closed before the workload ended; \
+                                 redoing the run with twice that",
+                                window.as_secs_f64()
+                            );
+                            window *= 2;
+                        }
+                    }
+                    Alongside::Runqlat { stats } => with_runqlat(&self.workload, *stats)?,
+                };
+                let vs_baseline = (sample.us_per_op / before - 1.0) * 100.0;
+                let mut shown = format!(
+                    "  [{run}/{runs}] baseline {before:.3} us/op, then {}: {:.3} us/op \
+                     ({vs_baseline:+.1}%)",
+                    variant.label(),
+                    sample.us_per_op
+                );
+                if let Some(costs) = &costs {
+                    for tracepoint in self.tracepoints {
+                        let ns = *costs.get(tracepoint).with_context(|| {
+                            format!(
+                                "{} reported no program cost on {tracepoint}",
+                                variant.label()
+                            )
+                        })?;
+                        let _ = write!(shown, "; {tracepoint} {ns:.0} ns/run");
+                        results.ns_per_run.entry(tracepoint).or_default().push(ns);
+                    }
+                }
+                if !others.is_empty() {
+                    let _ = write!(shown, " (BPF links of {})", others.join(", "));
+                    results.disturbed += 1;
+                }
+                println!("{shown}");
+                baseline.push(before);
+                results.us_per_op.push(sample.us_per_op);
+                results.vs_baseline.push(vs_baseline);
+                results.longest = results.longest.max(Some(sample.took));
+            }
+        }
+        Ok((baseline, results))
+    }
+
+    /// A Markdown table (for BENCHMARKS.md as it is): median (min to max) over the runs.
+    fn table(
+        &self,
+        baseline: &[f64],
+        results: &[Results],
+        runs: u32,
+        busy: &str,
+        report: &mut String,
+    ) {
+        let [first, second] = self.tracepoints;
+        let disturbed: u32 = results.iter().map(|results| results.disturbed).sum();
+        let _ = writeln!(
+            report,
+            "\n{}: `{}`, {runs} run{} of each, median (min to max); meanwhile {busy}; another \
+             process held BPF links in {disturbed} of the {} runs\n",
+            self.title,
+            self.workload.shown(),
+            if runs == 1 { "" } else { "s" },
+            results.len() as u32 * runs
+        );
+        let _ = writeln!(
+            report,
+            "| running alongside | us/op | time/op vs baseline just before | {first} ns/run | \
+             {second} ns/run |"
+        );
+        let _ = writeln!(report, "| --- | ---: | ---: | ---: | ---: |");
+        let us = |values: &[f64]| spread(values, |v| format!("{v:.3}"));
+        let _ = writeln!(
+            report,
+            "| nothing (baseline, run before each of the others) | {} | | | |",
+            us(baseline)
+        );
+        for (variant, results) in self.variants.iter().zip(results) {
+            let ns = |tracepoint| {
+                results
+                    .ns_per_run
+                    .get(tracepoint)
+                    .map_or(String::new(), |ns| spread(ns, |v| format!("{v:.0}")))
+            };
+            let _ = writeln!(
+                report,
+                "| {} | {} | {} | {} | {} |",
+                variant.label(),
+                us(&results.us_per_op),
+                spread(&results.vs_baseline, |v| format!("{v:+.1}%")),
+                ns(first),
+                ns(second)
+            );
+        }
+    }
+}
+
+/// ns/run of a tracer's programs, by the tracepoint they are attached to; `None` when it did
+/// not turn bpf_stats on.
+type Costs = Option<BTreeMap<String, f64>>;
+
+/// Runs the workload while `observer record` records; with `--stats`, also returns observer's
+/// own report of its programs' cost. `None` when observer's window closed before the workload
+/// ended.
+fn observe(
+    binary: &Path,
+    args: &[&str],
+    window: Duration,
+    workload: &Workload,
+) -> Result<Option<(Sample, Costs)>> {
+    let duration = format!("{}ms", window.as_millis());
+    let mut command = Command::new(binary);
+    command
+        .arg("record")
+        .args(args)
+        .args(["--duration", &duration, "--format", "json"])
+        .stdout(Stdio::piped());
+    let mut observer = Background::spawn(command, "observer")?;
+    observer.wait_attached()?;
+    let sample = workload.run()?;
+    match observer.child.try_wait()? {
+        Some(status) if !status.success() => {
+            bail!("observer failed ({status}); its error is above")
+        }
+        Some(_) => return Ok(None),
+        None => {}
+    }
+    let mut json = String::new();
+    observer
+        .child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_string(&mut json)
+        .context("reading observer's output")?;
+    let status = observer.child.wait()?;
+    if !status.success() {
+        bail!("observer failed ({status}); its error is above");
+    }
+    let costs = args
+        .contains(&"--stats")
+        .then(|| program_costs(&json))
+        .transpose()?;
+    Ok(Some((sample, costs)))
+}
+
+/// `tracepoint` -> `ns_per_run` from the `"programs"` array of `observer record --stats
+/// --format json`.
+fn program_costs(json: &str) -> Result<BTreeMap<String, f64>> {
+    let record: serde_json::Value =
+        serde_json::from_str(json).context("observer's --format json output is not JSON")?;
+    let programs = record["programs"]
+        .as_array()
+        .context("observer's JSON has no \"programs\" array although --stats was given")?;
+    programs
+        .iter()
+        .map(|program| {
+            Some((
+                program["tracepoint"].as_str()?.to_owned(),
+                program["ns_per_run"].as_f64()?,
+            ))
+        })
+        .collect::<Option<_>>()
+        .context("an entry of observer's \"programs\" lacks \"tracepoint\" or \"ns_per_run\"")
+}
+
+/// Runs the workload while libbpf-tools' runqlat traces, then stops runqlat as Ctrl-C would.
+/// runqlat has no --stats: with `stats`, bpf_stats is turned on around it and its programs'
+/// counters are read from /proc, before and after the workload.
+fn with_runqlat(workload: &Workload, stats: bool) -> Result<(Sample, Costs)> {
+    let stats = stats.then(BpfStats::enable).transpose()?;
+    let mut command = Command::new(RUNQLAT);
+    command.stdout(Stdio::null());
+    let mut runqlat = Background::spawn(command, "runqlat")?;
+    runqlat.wait_attached()?;
+    let pid = runqlat.child.id();
+    let before = stats.as_ref().map(|_| tracepoint_runs(pid)).transpose()?;
+    let sample = workload.run()?;
+    let after = stats.as_ref().map(|_| tracepoint_runs(pid)).transpose()?;
+    Cmd::new("kill", &["-INT", &pid.to_string()]).query()?;
+    let status = runqlat.child.wait()?;
+    if !status.success() {
+        bail!("{RUNQLAT} failed ({status}); its error is above");
+    }
+    let costs = before.zip(after).map(|(before, after)| {
+        after
+            .into_iter()
+            .map(|(tracepoint, (runs, ns))| {
+                let (runs0, ns0) = before.get(&tracepoint).copied().unwrap_or_default();
+                let runs = runs.saturating_sub(runs0).max(1);
+                (tracepoint, ns.saturating_sub(ns0) as f64 / runs as f64)
+            })
+            .collect()
+    });
+    Ok((sample, costs))
+}
+
+/// kernel.bpf_stats_enabled turned on, and back to what it was when dropped.
+struct BpfStats {
+    previous: String,
+}
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let previous = fs::read_to_string(BPF_STATS_SYSCTL)
+            .with_context(|| format!("reading {BPF_STATS_SYSCTL}"))?;
+        fs::write(BPF_STATS_SYSCTL, "1")
+            .with_context(|| format!("writing 1 to {BPF_STATS_SYSCTL}"))?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS_SYSCTL, self.previous.trim());
+    }
+}
+
+/// `tracepoint` -> (runs, run time in ns) of a process's BPF programs, from /proc/<pid>/fdinfo:
+/// a link's entry names its tracepoint (`tp_name`) and program (`prog_id`), a program's entry
+/// holds bpf_stats' `run_cnt` and `run_time_ns`.
+fn tracepoint_runs(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
+    let fdinfo = format!("/proc/{pid}/fdinfo");
+    let mut links = Vec::new();
+    let mut programs = BTreeMap::new();
+    for entry in fs::read_dir(&fdinfo).with_context(|| format!("listing {fdinfo}"))? {
+        let Ok(text) = fs::read_to_string(entry?.path()) else {
+            continue; // closed since listed
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok());
+        if let (Some(tracepoint), Some(program)) = (field("tp_name"), number("prog_id")) {
+            links.push((tracepoint.to_owned(), program));
+        } else if let (Some(program), Some(runs), Some(ns)) =
+            (number("prog_id"), number("run_cnt"), number("run_time_ns"))
+        {
+            programs.insert(program, (runs, ns));
+        }
+    }
+    Ok(links
+        .into_iter()
+        .filter_map(|(tracepoint, program)| Some((tracepoint, *programs.get(&program)?)))
+        .collect())
+}
+
+/// A tracer running next to the workload (standard error inherited, so its errors show); killed
+/// if the bench fails while it runs.
+struct Background {
+    child: Child,
+    name: &'static str,
+}
+
+impl Background {
+    fn spawn(mut command: Command, name: &'static str) -> Result<Self> {
+        let child = command
+            .spawn()
+            .with_context(|| format!("could not start {name}"))?;
+        Ok(Self { child, name })
+    }
+
+    /// Waits until the tracer's programs are attached: a workload started earlier would be
+    /// partly unobserved.
+    fn wait_attached(&mut self) -> Result<()> {
+        let start = Instant::now();
+        let (mut links, mut since) = (0, start);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before attaching its programs; its error is above",
+                    self.name
+                );
+            }
+            let now = bpf_links(self.child.id());
+            if now != links {
+                (links, since) = (now, Instant::now());
+            } else if links > 0 && since.elapsed() >= ATTACH_SETTLE {
+                return Ok(());
+            }
+            if start.elapsed() > ATTACH_TIMEOUT {
+                bail!(
+                    "{} attached no BPF links within {} s; `observer check -v` says whether \
+                     this kernel can run its programs",
+                    self.name,
+                    ATTACH_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}
+
+/// `median (min to max)` as `show` prints each, or the one value of a single run.
+fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
+    let median = median(values);
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.len() == 1 {
+        show(median)
+    } else {
+        format!("{} ({} to {})", show(median), show(min), show(max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{median, parse_us_per_op, program_costs, spread};
+
+    #[test]
+    fn reads_perf_bench_us_per_op() {
+        let output = "# Running 'sched/pipe' benchmark:\n\
+                      # Executed 200000 pipe operations between two processes\n\n     \
+                      Total time: 0.899 [sec]\n\n       4.498690 usecs/op\n         \
+                      222286 ops/sec\n";
+        assert_eq!(parse_us_per_op(output), Some(4.498690));
+        assert_eq!(
+            parse_us_per_op("# Running 'syscall/basic' benchmark:\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_program_costs() {
+        let json = r#"{"duration_s": 3.0, "signals": {}, "programs": [
+            {"program": "runq_sched_switch", "tracepoint": "sched_switch", "runs": 4,
+             "run_time_ns": 1000, "ns_per_run": 250.0}]}"#;
+        let costs = program_costs(json).unwrap();
+        assert_eq!(costs.get("sched_switch"), Some(&250.0));
+        assert!(program_costs(r#"{"duration_s": 3.0}"#).is_err());
+    }
+
+    #[test]
+    fn medians_and_spreads() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(
+            spread(&[4.5, -4.25, 5.0], |v| format!("{v:+.1}%")),
+            "+4.5% (-4.2% to +5.0%)"
+        );
+        assert_eq!(spread(&[117.9], |v| format!("{v:.0}")), "118");
+    }
+}
