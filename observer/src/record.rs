@@ -184,7 +184,7 @@ pub fn record(
     let runs_before = program_runs(loaded);
     let start = Snapshot::read(loaded)?;
     let began = std::time::Instant::now();
-    std::thread::sleep(duration);
+    wait_or_interrupted(duration);
     let end = Snapshot::read(loaded)?;
     let programs = stats_on.map(|_fd| {
         program_runs(loaded)
@@ -220,4 +220,34 @@ pub fn record(
         programs,
         errors,
     })
+}
+
+/// Waits for `duration`, or until SIGINT or SIGTERM: like runqlat, a recording stopped early
+/// (Ctrl-C) still reports what it measured, over the time it actually ran.
+fn wait_or_interrupted(duration: Duration) {
+    let deadline = std::time::Instant::now() + duration;
+    // SAFETY: plain libc calls on a local signal set. The signals are blocked in this thread
+    // (observer record runs on one thread), so they queue for sigtimedwait instead of killing
+    // the process.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let timeout = libc::timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+            };
+            // A signal number: stop now. -1 with EAGAIN (time is up) or EINTR: look again.
+            if libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) > 0 {
+                return;
+            }
+        }
+    }
 }

@@ -235,3 +235,36 @@ fn text_format_prints_a_histogram_for_each_signal() {
         "the TCP retransmit section does not give a count: {tcp}"
     );
 }
+
+/// Ctrl-C (SIGINT) during a recording stops it early and still prints what was measured, over
+/// the time it actually ran, with exit code 0: what runqlat users expect.
+#[test]
+fn sigint_stops_a_recording_early_with_its_report() {
+    require_root!();
+    let rec =
+        observer_ok!(Recording::start(&["--duration", "60s", "--signals", "lock"]).wait_attached());
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(rec.pid() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let t = Instant::now();
+    let text = observer_ok!(rec.finish_raw());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "record took {:?} to stop after SIGINT",
+        t.elapsed()
+    );
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("no JSON report after SIGINT ({e}): {text}"));
+    let measured = json["duration_s"].as_f64().expect("duration_s");
+    assert!(
+        (0.4..10.0).contains(&measured),
+        "duration_s {measured} after SIGINT at ~0.5 s"
+    );
+    assert!(
+        json["signals"]["lock_contention"]["count"].is_u64(),
+        "{json}"
+    );
+}
