@@ -25,8 +25,6 @@ const RUNQLAT: &str = "/usr/sbin/runqlat";
 /// packages.rs, which brings every test package (a Prometheus server among them); libbpf-tools is
 /// only the benchmarks'.
 const TOOLS: [(&str, &str); 2] = [("/usr/bin/perf", "linux-perf"), (RUNQLAT, "libbpf-tools")];
-/// As in packages.rs: wait for another apt run's dpkg lock instead of failing at once.
-const LOCK_TIMEOUT: &str = "DPkg::Lock::Timeout=300";
 
 /// kernel.bpf_stats_enabled: left on, it would tax every variant; runqlat has no --stats of its
 /// own, so it is turned on around runqlat's measured runs.
@@ -178,19 +176,7 @@ fn ensure_tools() -> Result<()> {
         "the benchmarks need Debian packages {}; installing them",
         packages.join(" ")
     );
-    Cmd::new("apt-get", &["-q", "-o", LOCK_TIMEOUT, "update"]).run()?;
-    let mut install = vec![
-        "-q",
-        "-o",
-        LOCK_TIMEOUT,
-        "install",
-        "-y",
-        "--no-install-recommends",
-    ];
-    install.extend(&packages);
-    Cmd::new("apt-get", &install)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()?;
+    crate::packages::apt_install(&packages)?;
     if let Some((path, package)) = missing().first() {
         bail!(
             "{package} is installed but {path} is not there: find where it put it \

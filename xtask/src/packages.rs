@@ -20,6 +20,23 @@ pub const PACKAGES: [&str; 6] = [
 /// failing at once.
 const LOCK_TIMEOUT: &str = "DPkg::Lock::Timeout=300";
 
+/// `apt-get update`, then installs `packages` without recommends, unattended.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    Cmd::new("apt-get", &["-q", "-o", LOCK_TIMEOUT, "update"]).run()?;
+    let mut install = vec![
+        "-q",
+        "-o",
+        LOCK_TIMEOUT,
+        "install",
+        "-y",
+        "--no-install-recommends",
+    ];
+    install.extend(packages);
+    Cmd::new("apt-get", &install)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+}
+
 /// Installs whichever packages are missing.
 pub fn ensure() -> Result<()> {
     let missing = missing_packages()?;
@@ -34,19 +51,7 @@ pub fn ensure() -> Result<()> {
         );
     }
     println!("Debian packages missing: {list}; installing them");
-    Cmd::new("apt-get", &["-q", "-o", LOCK_TIMEOUT, "update"]).run()?;
-    let mut install = vec![
-        "-q",
-        "-o",
-        LOCK_TIMEOUT,
-        "install",
-        "-y",
-        "--no-install-recommends",
-    ];
-    install.extend(missing.iter().copied());
-    Cmd::new("apt-get", &install)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()?;
+    apt_install(&missing)?;
     let still = missing_packages()?;
     if !still.is_empty() {
         bail!(

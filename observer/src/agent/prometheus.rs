@@ -90,7 +90,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 
 use super::{
     Sink,
-    metrics::{Data, Metric, Snapshot, SumPoint, Value, keys, names},
+    metrics::{Data, EXPORT_BATCHES_DESCRIPTION, Metric, Snapshot, SumPoint, Value, keys, names},
 };
 
 /// Connections served at once; Prometheus keeps one open per target.
@@ -221,11 +221,8 @@ impl Sink for Server {
     fn metrics(&self) -> Vec<Metric> {
         vec![Metric {
             name: names::EXPORT_BATCHES,
-            // Word for word the OTLP sink's description, so the two sinks' series of this
-            // metric carry the same metadata. A batch here is one scrape served.
-            description: "Batches of metrics handled by an exporter: accepted by the collector \
-                          (success), refused by it (failure), or dropped unsent because the \
-                          queue was full or shutdown came first (dropped).",
+            // A batch here is one scrape served.
+            description: EXPORT_BATCHES_DESCRIPTION,
             unit: "{batch}",
             data: Data::Sum(vec![SumPoint {
                 attributes: vec![

@@ -36,7 +36,7 @@ use transport::{Client, SendError};
 
 use super::{
     Resource, Sink,
-    metrics::{Data, Metric, Snapshot, SumPoint, keys, names},
+    metrics::{Data, EXPORT_BATCHES_DESCRIPTION, Metric, Snapshot, SumPoint, keys, names},
 };
 
 /// First wait before retrying a failed send.
@@ -243,9 +243,7 @@ impl Sink for Exporter {
         };
         vec![Metric {
             name: names::EXPORT_BATCHES,
-            description: "Batches of metrics handled by an exporter: accepted by the collector \
-                          (success), refused by it (failure), or dropped unsent because the \
-                          queue was full or shutdown came first (dropped).",
+            description: EXPORT_BATCHES_DESCRIPTION,
             unit: "{batch}",
             data: Data::Sum(vec![
                 point("success", counts.success),
