@@ -13,3 +13,4 @@ pub mod hist;
 pub mod record;
 pub mod render;
 pub mod signals;
+pub mod top;

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
     agent, check, config, ebpf, record, render,
     signals::{Breakdowns, ReportOptions, Signal},
+    top,
 };
+
+/// Every signal, as `--signals` takes them: the default.
+const ALL_SIGNALS: &str = "runqueue,blockio,tcp,lock,futex";
 
 /// A continuous performance observer for Linux: run-queue latency, block I/O latency, TCP
 /// retransmits and lock waits, measured in the kernel with eBPF.
@@ -31,7 +35,7 @@ enum Command {
             short,
             long,
             value_delimiter = ',',
-            default_value = "runqueue,blockio,tcp,lock,futex"
+            default_value = ALL_SIGNALS
         )]
         signals: Vec<Signal>,
         /// Breakdowns to include, comma-separated: cgroup, process, disk, op, lock, remote
@@ -58,7 +62,7 @@ enum Command {
             short,
             long,
             value_delimiter = ',',
-            default_value = "runqueue,blockio,tcp,lock,futex"
+            default_value = ALL_SIGNALS
         )]
         signals: Vec<Signal>,
     },
@@ -80,6 +84,20 @@ enum Command {
         /// Address:port of the Prometheus endpoint (turns it on).
         #[arg(long)]
         prometheus_listen: Option<std::net::SocketAddr>,
+    },
+    /// A live terminal view of every signal (loads the programs itself; q quits, ? helps).
+    Top {
+        /// How often to refresh: 250ms to 10s (+/- change it while running).
+        #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Signals to show, comma-separated: runqueue, blockio, tcp, lock, futex.
+        #[arg(
+            short,
+            long,
+            value_delimiter = ',',
+            default_value = ALL_SIGNALS
+        )]
+        signals: Vec<Signal>,
     },
     /// Work with the agent's configuration file.
     Config {
@@ -192,6 +210,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config =
                 config::Config::load(config.as_deref(), |k| std::env::var(k).ok(), &overrides)?;
             agent::run::run(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top { interval, signals } => {
+            top::run(interval, &dedup(signals))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

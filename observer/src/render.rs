@@ -201,7 +201,7 @@ fn latency(out: &mut String, title: &str, what: &str, l: &Latency) {
 
 /// Merges buckets into powers of two: (lower, upper, count), with no gaps between the lowest
 /// and highest non-empty octave.
-fn octaves(buckets: &[Bucket]) -> Vec<(f64, f64, u64)> {
+pub(crate) fn octaves(buckets: &[Bucket]) -> Vec<(f64, f64, u64)> {
     let mut rows: Vec<(f64, f64, u64)> = Vec::new();
     let zero: u64 = buckets
         .iter()
