@@ -13,8 +13,7 @@ use observer_common::{
 use serde::Serialize;
 
 use super::{
-    Global, GlobalsError, ReadError, ReportOptions, counter, hist_at, offset_global, read_hash,
-    read_percpu,
+    Global, GlobalsError, ProcessRaw, ReadError, ReportOptions, counter, hist_at, offset_global,
     runqueue::{ProcessRow, process_deltas, process_rows, total},
 };
 use crate::{btf::Btf, hist::Latency};
@@ -37,31 +36,11 @@ pub fn globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
     ])
 }
 
-pub struct Raw {
-    hist: Vec<Vec<Hist>>,
-    counters: Vec<Vec<u64>>,
-    by_process: HashMap<ProcessKey, ProcessHist>,
-}
-
-impl Raw {
-    /// Deletes the kernel's entries for processes that have exited (see
-    /// [`super::forget_exited`]).
-    pub fn forget_exited(&mut self, ebpf: &mut Ebpf) -> Result<usize, ReadError> {
-        super::forget_exited(ebpf, BY_PROCESS_MAP, &mut self.by_process)
-    }
-
-    /// Entries in the bounded breakdown map.
-    pub fn entries(&self) -> usize {
-        self.by_process.len()
-    }
-}
+/// One read of this signal's maps.
+pub type Raw = ProcessRaw;
 
 pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
-    Ok(Raw {
-        hist: read_percpu(ebpf, HIST_MAP)?,
-        counters: read_percpu(ebpf, COUNTERS_MAP)?,
-        by_process: read_hash(ebpf, BY_PROCESS_MAP)?,
-    })
+    ProcessRaw::read(ebpf, HIST_MAP, COUNTERS_MAP, BY_PROCESS_MAP)
 }
 
 #[derive(Debug, Serialize)]

@@ -199,6 +199,41 @@ pub(crate) fn read_hash<K: Pod + Eq + Hash, V: Pod>(
     hash.iter().map(|r| r.map_err(err)).collect()
 }
 
+/// One read of a signal whose breakdown is a (cgroup, process) map (runqueue, futex): the
+/// per-CPU histogram of what the map missed, the counters, and the map.
+pub struct ProcessRaw {
+    pub(crate) hist: Vec<Vec<Hist>>,
+    pub(crate) counters: Vec<Vec<u64>>,
+    pub(crate) by_process: HashMap<ProcessKey, ProcessHist>,
+    by_process_map: &'static str,
+}
+
+impl ProcessRaw {
+    pub(crate) fn read(
+        ebpf: &Ebpf,
+        hist_map: &'static str,
+        counters_map: &'static str,
+        by_process_map: &'static str,
+    ) -> Result<Self, ReadError> {
+        Ok(Self {
+            hist: read_percpu(ebpf, hist_map)?,
+            counters: read_percpu(ebpf, counters_map)?,
+            by_process: read_hash(ebpf, by_process_map)?,
+            by_process_map,
+        })
+    }
+
+    /// Deletes the kernel's entries for processes that have exited (see [`forget_exited`]).
+    pub fn forget_exited(&mut self, ebpf: &mut Ebpf) -> Result<usize, ReadError> {
+        forget_exited(ebpf, self.by_process_map, &mut self.by_process)
+    }
+
+    /// Entries in the bounded breakdown map.
+    pub fn entries(&self) -> usize {
+        self.by_process.len()
+    }
+}
+
 /// Deletes from a (cgroup, process) map the entries of processes that have exited, once their
 /// last counts have been read (they are in `entries`, which loses them too, so the next delta
 /// does not see them vanish). Without this a long-running agent would fill the bounded map with

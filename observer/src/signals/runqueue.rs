@@ -14,8 +14,8 @@ use observer_common::{
 use serde::Serialize;
 
 use super::{
-    Breakdowns, Global, ReadError, ReportOptions, counter, hist_at, process_name, read_hash,
-    read_percpu, top_by,
+    Breakdowns, Global, ProcessRaw, ReadError, ReportOptions, counter, hist_at, process_name,
+    top_by,
 };
 use crate::hist::{Latency, Summary, count, hist_add, hist_delta, keyed_delta};
 
@@ -26,31 +26,11 @@ pub fn globals(by: &Breakdowns) -> Vec<Global> {
     )]
 }
 
-pub struct Raw {
-    hist: Vec<Vec<Hist>>,
-    counters: Vec<Vec<u64>>,
-    by_process: HashMap<ProcessKey, ProcessHist>,
-}
-
-impl Raw {
-    /// Deletes the kernel's entries for processes that have exited (see
-    /// [`super::forget_exited`]).
-    pub fn forget_exited(&mut self, ebpf: &mut Ebpf) -> Result<usize, ReadError> {
-        super::forget_exited(ebpf, BY_PROCESS_MAP, &mut self.by_process)
-    }
-
-    /// Entries in the bounded breakdown map.
-    pub fn entries(&self) -> usize {
-        self.by_process.len()
-    }
-}
+/// One read of this signal's maps.
+pub type Raw = ProcessRaw;
 
 pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
-    Ok(Raw {
-        hist: read_percpu(ebpf, HIST_MAP)?,
-        counters: read_percpu(ebpf, COUNTERS_MAP)?,
-        by_process: read_hash(ebpf, BY_PROCESS_MAP)?,
-    })
+    ProcessRaw::read(ebpf, HIST_MAP, COUNTERS_MAP, BY_PROCESS_MAP)
 }
 
 #[derive(Debug, Serialize)]
