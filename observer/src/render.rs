@@ -84,11 +84,7 @@ pub fn text(record: &Record) -> String {
                 "remote", "lport", "state", "count"
             );
             for row in rows {
-                let remote = if row.family == "ipv6" {
-                    format!("[{}]:{}", row.remote_addr, row.remote_port)
-                } else {
-                    format!("{}:{}", row.remote_addr, row.remote_port)
-                };
+                let remote = row.endpoint();
                 let _ = writeln!(
                     out,
                     "  {remote:<40} {:>6} {:<12} {:>8}",

@@ -144,6 +144,17 @@ pub fn report(d: &Delta, opts: &ReportOptions) -> Report {
     }
 }
 
+impl RemoteRow {
+    /// `addr:port`, with an IPv6 address in brackets.
+    pub fn endpoint(&self) -> String {
+        if self.family == "ipv6" {
+            format!("[{}]:{}", self.remote_addr, self.remote_port)
+        } else {
+            format!("{}:{}", self.remote_addr, self.remote_port)
+        }
+    }
+}
+
 /// "ipv4" or "ipv6".
 pub fn family(k: &RemoteKey) -> &'static str {
     if k.family == AF_INET6 {

@@ -6,9 +6,9 @@ use std::{collections::VecDeque, time::Duration};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::{
-    hist::{Bucket, Summary},
+    hist::{Bucket, Latency, Summary},
     record::Reports,
-    signals::Signal,
+    signals::{Signal, runqueue::ProcessRow},
 };
 
 /// How many past intervals the p99 history keeps (a minute at the default interval).
@@ -63,75 +63,74 @@ pub struct SignalView {
     pub notes: Vec<String>,
 }
 
+/// A table of latency rows, if the report has that breakdown.
+fn latency_table<T>(
+    title: &'static str,
+    rows: Option<&Vec<T>>,
+    row: impl Fn(&T) -> (String, &Summary),
+) -> Option<Table> {
+    rows.map(|rows| Table {
+        title,
+        rows: rows
+            .iter()
+            .map(|r| {
+                let (name, s) = row(r);
+                Row {
+                    name,
+                    count: s.count,
+                    latency: Some(s.clone()),
+                }
+            })
+            .collect(),
+    })
+}
+
+/// A latency signal's view: its histogram and the tables it has.
+fn latency_view(
+    l: &Latency,
+    tables: impl IntoIterator<Item = Option<Table>>,
+    notes: impl IntoIterator<Item = Option<String>>,
+) -> SignalView {
+    SignalView {
+        count: l.summary.count,
+        latency: Some(l.summary.clone()),
+        buckets: l.buckets.clone(),
+        tables: tables.into_iter().flatten().collect(),
+        notes: notes.into_iter().flatten().collect(),
+    }
+}
+
+/// The note for events a full breakdown map could not attribute.
+fn dropped(n: u64, what: &str) -> Option<String> {
+    (n > 0).then(|| format!("{n} not attributed to a {what}: the breakdown map was full"))
+}
+
+fn process(p: &ProcessRow) -> (String, &Summary) {
+    (format!("{} {}", p.tgid, p.comm), &p.summary)
+}
+
 /// The per-signal views of one set of reports, in the fixed signal order.
 pub fn views(r: &Reports) -> Vec<(Signal, SignalView)> {
     let mut out = Vec::new();
-    let latency_rows = |rows: Vec<(String, &Summary)>| -> Vec<Row> {
-        rows.into_iter()
-            .map(|(name, s)| Row {
-                name,
-                count: s.count,
-                latency: Some(s.clone()),
-            })
-            .collect()
-    };
-    let dropped = |n: u64, what: &str| {
-        (n > 0).then(|| format!("{n} not attributed to a {what}: the breakdown map was full"))
-    };
     if let Some(r) = &r.runqueue {
-        let mut tables = Vec::new();
-        if let Some(rows) = &r.by_process {
-            let rows = rows
-                .iter()
-                .map(|p| (format!("{} {}", p.tgid, p.comm), &p.summary))
-                .collect();
-            tables.push(Table {
-                title: "processes",
-                rows: latency_rows(rows),
-            });
-        }
-        if let Some(rows) = &r.by_cgroup {
-            let rows = rows
-                .iter()
-                .map(|c| (c.cgroup.clone(), &c.summary))
-                .collect();
-            tables.push(Table {
-                title: "cgroups",
-                rows: latency_rows(rows),
-            });
-        }
-        out.push((
-            Signal::Runqueue,
-            SignalView {
-                count: r.latency.summary.count,
-                latency: Some(r.latency.summary.clone()),
-                buckets: r.latency.buckets.clone(),
-                tables,
-                notes: dropped(r.dropped.by_process, "process")
-                    .into_iter()
-                    .collect(),
-            },
-        ));
+        let tables = [
+            latency_table("processes", r.by_process.as_ref(), process),
+            latency_table("cgroups", r.by_cgroup.as_ref(), |c| {
+                (c.cgroup.clone(), &c.summary)
+            }),
+        ];
+        let notes = [dropped(r.dropped.by_process, "process")];
+        out.push((Signal::Runqueue, latency_view(&r.latency, tables, notes)));
     }
     if let Some(r) = &r.blockio {
-        let mut tables = Vec::new();
-        if let Some(rows) = &r.by_disk {
-            let rows = rows
-                .iter()
-                .map(|d| (format!("{} {}", d.disk, d.op), &d.device))
-                .collect();
-            tables.push(Table {
-                title: "disks x ops (device time)",
-                rows: latency_rows(rows),
-            });
-        }
-        if let Some(rows) = &r.by_op {
-            let rows = rows.iter().map(|o| (o.op.to_owned(), &o.device)).collect();
-            tables.push(Table {
-                title: "ops (device time)",
-                rows: latency_rows(rows),
-            });
-        }
+        let tables = [
+            latency_table("disks x ops (device time)", r.by_disk.as_ref(), |d| {
+                (format!("{} {}", d.disk, d.op), &d.device)
+            }),
+            latency_table("ops (device time)", r.by_op.as_ref(), |o| {
+                (o.op.to_owned(), &o.device)
+            }),
+        ];
         let notes = [
             dropped(r.dropped.by_disk, "disk"),
             (r.dropped.inflight > 0).then(|| {
@@ -141,16 +140,7 @@ pub fn views(r: &Reports) -> Vec<(Signal, SignalView)> {
                 )
             }),
         ];
-        out.push((
-            Signal::BlockIo,
-            SignalView {
-                count: r.device.summary.count,
-                latency: Some(r.device.summary.clone()),
-                buckets: r.device.buckets.clone(),
-                tables,
-                notes: notes.into_iter().flatten().collect(),
-            },
-        ));
+        out.push((Signal::BlockIo, latency_view(&r.device, tables, notes)));
     }
     if let Some(r) = &r.tcp {
         let tables = r
@@ -160,17 +150,10 @@ pub fn views(r: &Reports) -> Vec<(Signal, SignalView)> {
                 title: "remote endpoints",
                 rows: rows
                     .iter()
-                    .map(|e| {
-                        let remote = if e.family == "ipv6" {
-                            format!("[{}]:{}", e.remote_addr, e.remote_port)
-                        } else {
-                            format!("{}:{}", e.remote_addr, e.remote_port)
-                        };
-                        Row {
-                            name: format!("{remote} :{} {}", e.local_port, e.state),
-                            count: e.count,
-                            latency: None,
-                        }
+                    .map(|e| Row {
+                        name: format!("{} :{} {}", e.endpoint(), e.local_port, e.state),
+                        count: e.count,
+                        latency: None,
                     })
                     .collect(),
             })
@@ -189,54 +172,15 @@ pub fn views(r: &Reports) -> Vec<(Signal, SignalView)> {
         ));
     }
     if let Some(r) = &r.lock {
-        let tables = r
-            .by_class
-            .iter()
-            .map(|rows| Table {
-                title: "lock classes",
-                rows: latency_rows(
-                    rows.iter()
-                        .map(|c| (c.class.to_owned(), &c.summary))
-                        .collect(),
-                ),
-            })
-            .collect();
-        out.push((
-            Signal::Lock,
-            SignalView {
-                count: r.latency.summary.count,
-                latency: Some(r.latency.summary.clone()),
-                buckets: r.latency.buckets.clone(),
-                tables,
-                notes: Vec::new(),
-            },
-        ));
+        let tables = [latency_table("lock classes", r.by_class.as_ref(), |c| {
+            (c.class.to_owned(), &c.summary)
+        })];
+        out.push((Signal::Lock, latency_view(&r.latency, tables, [])));
     }
     if let Some(r) = &r.futex {
-        let tables = r
-            .by_process
-            .iter()
-            .map(|rows| Table {
-                title: "processes",
-                rows: latency_rows(
-                    rows.iter()
-                        .map(|p| (format!("{} {}", p.tgid, p.comm), &p.summary))
-                        .collect(),
-                ),
-            })
-            .collect();
-        out.push((
-            Signal::Futex,
-            SignalView {
-                count: r.latency.summary.count,
-                latency: Some(r.latency.summary.clone()),
-                buckets: r.latency.buckets.clone(),
-                tables,
-                notes: dropped(r.dropped.by_process, "process")
-                    .into_iter()
-                    .collect(),
-            },
-        ));
+        let tables = [latency_table("processes", r.by_process.as_ref(), process)];
+        let notes = [dropped(r.dropped.by_process, "process")];
+        out.push((Signal::Futex, latency_view(&r.latency, tables, notes)));
     }
     out
 }
