@@ -12,5 +12,6 @@ pub mod ebpf;
 pub mod hist;
 pub mod record;
 pub mod render;
+pub mod rules;
 pub mod signals;
 pub mod top;
