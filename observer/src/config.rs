@@ -46,7 +46,10 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use crate::signals::Signal;
+use crate::{
+    rules::spec::{self, Tuning},
+    signals::Signal,
+};
 
 /// Shortest `agent.interval`: below this, reading every map costs more than it is worth.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -262,7 +265,22 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
+        Self::load_with_rules(file, env, overrides).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], and the `[tuning]` section and `[[rules]]` of the file (rules only come
+    /// from the file).
+    pub fn load_with_rules(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<(Config, Tuning), ConfigError> {
         let file = file.map(FileSource::read).transpose()?;
+        let tuning = match &file {
+            Some(f) => spec::tuning(&f.raw.tuning, &f.raw.rules)
+                .map_err(|e| f.error(e.span, Some(e.key), e.message))?,
+            None => Tuning::default(),
+        };
         let file_layer = match &file {
             Some(f) => f.layer()?,
             None => Layer::default(),
@@ -285,7 +303,7 @@ impl Config {
                     .into(),
             ));
         }
-        Ok(config)
+        Ok((config, tuning))
     }
 }
 
@@ -327,6 +345,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let nanos_per_unit = match unit {
+        "ns" => 1.0,
+        "us" => 1e3,
         "ms" => 1e6,
         "" | "s" => 1e9,
         "m" => 60e9,
@@ -668,6 +688,9 @@ struct FileConfig {
     otlp: FileOtlp,
     #[serde(deserialize_with = "section")]
     prometheus: FilePrometheus,
+    #[serde(deserialize_with = "section")]
+    tuning: spec::FileTuning,
+    rules: Vec<Spanned<spec::FileRule>>,
 }
 
 /// A section must be a table. serde's derived structs also accept a list of their fields in
@@ -718,7 +741,7 @@ struct FilePrometheus {
 }
 
 /// A duration as written in the file: a string (`"10s"`) or whole seconds (`10`).
-enum FileDuration {
+pub(crate) enum FileDuration {
     Text(String),
     Seconds(i64),
 }
@@ -747,7 +770,7 @@ impl<'de> Deserialize<'de> for FileDuration {
 
 impl FileDuration {
     /// The duration, and how to show the value in a message.
-    fn parse(&self) -> Result<(Duration, String), String> {
+    pub(crate) fn parse(&self) -> Result<(Duration, String), String> {
         match self {
             Self::Text(s) => Ok((parse_duration(s)?, format!("{s:?}"))),
             Self::Seconds(n) => match u64::try_from(*n) {
@@ -1736,7 +1759,17 @@ mod tests {
     /// give (each a substring; `{file}` stands for the fixture's path).
     #[test]
     fn invalid_config_fixtures() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
+        invalid_fixtures("tests/invalid_configs");
+    }
+
+    /// The same for `[tuning]` and `[[rules]]`: tests/invalid_rules.
+    #[test]
+    fn invalid_rule_fixtures() {
+        invalid_fixtures("tests/invalid_rules");
+    }
+
+    fn invalid_fixtures(folder: &str) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
         let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())
