@@ -236,13 +236,13 @@ impl Engine {
         let mut out = Vec::new();
         let keys: Vec<(usize, Target)> = self.tracks.keys().cloned().collect();
         for key in keys {
-            self.rollback(
-                &key,
-                "exit",
-                "observer is exiting",
-                Outcome::RolledBack,
-                &mut out,
-            );
+            let undo = Undo {
+                event: "exit",
+                why: "observer is exiting",
+                outcome: Outcome::RolledBack,
+                experiment: None,
+            };
+            self.rollback(&key, &undo, &mut out);
         }
         let end = Instant::now() + deadline;
         while self.running > 0 {
@@ -299,7 +299,13 @@ impl Engine {
         r.outcome = Some(Outcome::Cleared);
         self.emit(r, out);
         if self.tuning.rules[key.0].rollback == Rollback::OnClear {
-            self.rollback(key, "clear", "the rule cleared", Outcome::RolledBack, out);
+            let undo = Undo {
+                event: "clear",
+                why: "the rule cleared",
+                outcome: Outcome::RolledBack,
+                experiment: None,
+            };
+            self.rollback(key, &undo, out);
         }
     }
 
@@ -586,17 +592,14 @@ impl Engine {
             shown(a)
         );
         if worse == Some(true) {
-            let n = out.len();
-            self.rollback(
-                key,
-                "experiment",
-                &format!("experiment: the target got worse: {message}"),
-                Outcome::Reverted,
-                out,
-            );
-            for r in &mut out[n..] {
-                r.experiment = Some(verdict.clone());
-            }
+            let why = format!("experiment: the target got worse: {message}");
+            let undo = Undo {
+                event: "experiment",
+                why: &why,
+                outcome: Outcome::Reverted,
+                experiment: Some(verdict),
+            };
+            self.rollback(key, &undo, out);
         } else {
             let mut r = self.breach_record(key, a, "experiment");
             r.outcome = Some(Outcome::Kept);
@@ -613,14 +616,13 @@ impl Engine {
     }
 
     /// Puts back every setting this track changed.
-    fn rollback(
-        &mut self,
-        key: &(usize, Target),
-        event: &str,
-        why: &str,
-        outcome: Outcome,
-        out: &mut Vec<Record>,
-    ) {
+    fn rollback(&mut self, key: &(usize, Target), undo: &Undo<'_>, out: &mut Vec<Record>) {
+        let Undo {
+            event,
+            why,
+            outcome,
+            ..
+        } = *undo;
         let Some(track) = self.tracks.get_mut(key) else {
             return;
         };
@@ -633,6 +635,7 @@ impl Engine {
             let mut r = self.breach_record(key, None, event);
             r.knob = knob.to_string();
             r.message = why.to_owned();
+            r.experiment.clone_from(&undo.experiment);
             match knob.read() {
                 Ok(current) if current != m.set => {
                     r.outcome = Some(Outcome::OutsideChange);
@@ -742,6 +745,14 @@ impl Engine {
         }
         out.push(r);
     }
+}
+
+/// Why changes are being put back, for their records.
+struct Undo<'a> {
+    event: &'static str,
+    why: &'a str,
+    outcome: Outcome,
+    experiment: Option<serde_json::Value>,
 }
 
 /// `host`, `cgroup /a/b`, `process 123 (nginx)`, `disk sda`...

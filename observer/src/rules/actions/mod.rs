@@ -231,7 +231,10 @@ impl Knob {
 
 impl std::fmt::Display for Knob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            Knob::Sysctl { key } => write!(f, "sysctl {key}"),
+            _ => write!(f, "{self:?}"),
+        }
     }
 }
 
