@@ -19,12 +19,14 @@ pub struct LogRecord {
     /// When the event happened (OTLP `time_unix_nano`; also its observed time, since the agent
     /// both produces and exports it).
     pub time: SystemTime,
+    /// How much the event matters (OTLP `severity_number` and `severity_text`).
     pub severity: Severity,
     /// What kind of event this is (OTLP `event_name`), e.g. `observer.rule.decision`: every
     /// record of one name has the same attributes.
     pub event_name: &'static str,
     /// A human-readable description of the event.
     pub body: String,
+    /// The event's details as key-value pairs (OTLP log record attributes), in this order.
     pub attributes: Vec<(String, Value)>,
 }
 
