@@ -49,7 +49,10 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use crate::signals::Signal;
+use crate::{
+    rules::spec::{self, Tuning},
+    signals::Signal,
+};
 
 /// Shortest `agent.interval`: below this, reading every map costs more than it is worth.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -272,7 +275,22 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
+        Self::load_with_rules(file, env, overrides).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], and the `[tuning]` section and `[[rules]]` of the file (rules only come
+    /// from the file).
+    pub fn load_with_rules(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<(Config, Tuning), ConfigError> {
         let file = file.map(FileSource::read).transpose()?;
+        let tuning = match &file {
+            Some(f) => spec::tuning(&f.raw.tuning, &f.raw.rules)
+                .map_err(|e| f.error(e.span, Some(e.key), e.message))?,
+            None => Tuning::default(),
+        };
         let file_layer = match &file {
             Some(f) => f.layer()?,
             None => Layer::default(),
@@ -295,7 +313,7 @@ impl Config {
                     .into(),
             ));
         }
-        Ok(config)
+        Ok((config, tuning))
     }
 }
 
@@ -368,6 +386,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let nanos_per_unit = match unit {
+        "ns" => 1.0,
+        "us" => 1e3,
         "ms" => 1e6,
         "" | "s" => 1e9,
         "m" => 60e9,
@@ -735,6 +755,9 @@ struct FileConfig {
     otlp: FileOtlp,
     #[serde(deserialize_with = "section")]
     prometheus: FilePrometheus,
+    #[serde(deserialize_with = "section")]
+    tuning: spec::FileTuning,
+    rules: Vec<Spanned<spec::FileRule>>,
 }
 
 /// A section must be a table. serde's derived structs also accept a list of their fields in
@@ -786,7 +809,7 @@ struct FilePrometheus {
 }
 
 /// A duration as written in the file: a string (`"10s"`) or whole seconds (`10`).
-enum FileDuration {
+pub(crate) enum FileDuration {
     Text(String),
     Seconds(i64),
 }
@@ -815,7 +838,7 @@ impl<'de> Deserialize<'de> for FileDuration {
 
 impl FileDuration {
     /// The duration, and how to show the value in a message.
-    fn parse(&self) -> Result<(Duration, String), String> {
+    pub(crate) fn parse(&self) -> Result<(Duration, String), String> {
         match self {
             Self::Text(s) => Ok((parse_duration(s)?, format!("{s:?}"))),
             Self::Seconds(n) => match u64::try_from(*n) {
@@ -1308,12 +1331,20 @@ mod tests {
 
     #[test]
     fn example_file_parses_to_what_it_documents() {
-        let config = Config::load(Some(Path::new(EXAMPLE)), no_env, &Overrides::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (config, tuning) =
+            Config::load_with_rules(Some(Path::new(EXAMPLE)), no_env, &Overrides::default())
+                .unwrap_or_else(|e| panic!("{e}"));
         // The example is the defaults, plus OTLP to a local collector.
         let mut expected = defaults();
         expected.otlp.enabled = true;
         assert_eq!(config, expected);
+        let default = Tuning::default();
+        assert_eq!(
+            (tuning.mode, &tuning.journal, &tuning.state),
+            (default.mode, &default.journal, &default.state)
+        );
+        assert_eq!(tuning.max_changes_per_hour, default.max_changes_per_hour);
+        assert!(tuning.rules.is_empty());
     }
 
     /// Each key's comment in the example says `Default: VALUE`, and the key is set to exactly
@@ -1338,7 +1369,7 @@ mod tests {
             }
             comment.clear();
         }
-        assert_eq!(keys, 17, "keys set in observer.toml");
+        assert_eq!(keys, 21, "keys set in observer.toml");
     }
 
     #[test]
@@ -1353,7 +1384,10 @@ mod tests {
         let e = toml::from_str::<FileConfig>("no_such_section = 1")
             .err()
             .unwrap();
-        assert_eq!(sections, unknown_field(e.message()).unwrap().1);
+        // [[rules]] is an array of tables, shown commented out: rules are off by default.
+        let mut expected = unknown_field(e.message()).unwrap().1;
+        expected.retain(|s| *s != "rules");
+        assert_eq!(sections, expected);
         for section in sections {
             let keys: Vec<&str> = document.get_ref()[section]
                 .get_ref()
@@ -1917,7 +1951,17 @@ mod tests {
     /// give (each a substring; `{file}` stands for the fixture's path).
     #[test]
     fn invalid_config_fixtures() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
+        invalid_fixtures("tests/invalid_configs");
+    }
+
+    /// The same for `[tuning]` and `[[rules]]`: tests/invalid_rules.
+    #[test]
+    fn invalid_rule_fixtures() {
+        invalid_fixtures("tests/invalid_rules");
+    }
+
+    fn invalid_fixtures(folder: &str) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
         let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())

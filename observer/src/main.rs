@@ -3,7 +3,7 @@ use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
-    agent, check, config, ebpf, record, render,
+    agent, check, config, ebpf, record, render, rules,
     signals::{Breakdowns, ReportOptions, Signal},
     top,
 };
@@ -98,6 +98,23 @@ enum Command {
             default_value = ALL_SIGNALS
         )]
         signals: Vec<Signal>,
+    },
+    /// List the decisions of the agent's rules from its audit journal (tuning.journal).
+    Actions {
+        /// The agent's configuration file, to find the journal (default: the default path).
+        #[arg(short, long)]
+        config: Option<std::path::PathBuf>,
+        /// The journal file itself (overrides --config).
+        #[arg(long)]
+        journal: Option<std::path::PathBuf>,
+        /// Only this rule's decisions.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only the last N decisions.
+        #[arg(short = 'n', long)]
+        last: Option<usize>,
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Work with the agent's configuration file.
     Config {
@@ -207,25 +224,74 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 otlp_endpoint,
                 prometheus_listen,
             };
-            let config =
-                config::Config::load(config.as_deref(), |k| std::env::var(k).ok(), &overrides)?;
-            agent::run::run(config)?;
+            let (loaded, tuning) = config::Config::load_with_rules(
+                config.as_deref(),
+                |k| std::env::var(k).ok(),
+                &overrides,
+            )?;
+            if tuning.enforces()
+                && let Some(path) = &config
+            {
+                rules::check_config_owner(path).map_err(anyhow::Error::msg)?;
+            }
+            agent::run::run(loaded, tuning)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Top { interval, signals } => {
             top::run(interval, &dedup(signals))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Actions {
+            config,
+            journal,
+            rule,
+            last,
+            format,
+        } => {
+            let path = match (journal, config) {
+                (Some(j), _) => j,
+                (None, Some(c)) => {
+                    config::Config::load_with_rules(
+                        Some(&c),
+                        |_| None,
+                        &config::Overrides::default(),
+                    )?
+                    .1
+                    .journal
+                }
+                (None, None) => rules::spec::DEFAULT_JOURNAL.into(),
+            };
+            let mut records = Vec::new();
+            for r in rules::journal::read(&path)? {
+                match r {
+                    Ok(r) => records.push(r),
+                    Err(e) => eprintln!("observer: {e} (skipped)"),
+                }
+            }
+            records.retain(|r| rule.as_ref().is_none_or(|name| &r.rule == name));
+            if let Some(n) = last {
+                records.drain(..records.len().saturating_sub(n));
+            }
+            match format {
+                Format::Text => print!("{}", render::actions(&records)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
-            let config = config::Config::load(
+            let (config, tuning) = config::Config::load_with_rules(
                 Some(&file),
                 |k| std::env::var(k).ok(),
                 &config::Overrides::default(),
             )?;
+            if tuning.enforces() {
+                rules::check_config_owner(&file).map_err(anyhow::Error::msg)?;
+            }
             println!("{}: ok", file.display());
             println!("{config:#?}");
+            print!("{}", render::rules(&tuning));
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { signals } => {

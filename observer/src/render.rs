@@ -255,6 +255,74 @@ fn dropped(out: &mut String, what: &[(&str, u64)]) {
     }
 }
 
+/// The rules of a config, one paragraph each, as `observer config check` prints them.
+pub fn rules(t: &crate::rules::spec::Tuning) -> String {
+    let mut out = String::new();
+    if t.rules.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "tuning: default mode {}, journal {}, state {}, at most {} changes per hour",
+        t.mode,
+        t.journal.display(),
+        t.state.display(),
+        t.max_changes_per_hour
+    );
+    for r in &t.rules {
+        let _ = writeln!(
+            out,
+            "rule {} [{}]: when {} for {:?} over a {:?} window (clears for {:?}), at most once \
+             per {:?}, {} changes per hour",
+            r.name,
+            r.mode,
+            r.condition(),
+            r.hold,
+            r.window,
+            r.clear_for,
+            r.min_interval,
+            r.max_changes_per_hour
+        );
+        for a in &r.actions {
+            let _ = writeln!(out, "  - {}", a.describe());
+        }
+    }
+    out
+}
+
+/// Audit records as a table, oldest first, as `observer actions` prints them.
+pub fn actions(records: &[crate::rules::journal::Record]) -> String {
+    let mut out = String::new();
+    if records.is_empty() {
+        out.push_str("no decisions recorded\n");
+        return out;
+    }
+    for r in records {
+        let outcome = r.outcome.map_or("-", crate::rules::journal::Outcome::name);
+        let observed = match (r.observed, r.threshold) {
+            (Some(o), Some(t)) if r.unit == "ns" => format!(" {} vs {}", ns(o), ns(t)),
+            (Some(o), Some(t)) => format!(" {o:.1}{} vs {t:.1}{}", "/s", "/s"),
+            _ => String::new(),
+        };
+        let change = match (&r.before, &r.after) {
+            (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{} {} {} [{}] {} {}:{observed} {outcome} {}{change}",
+            r.time, r.id, r.rule, r.mode, r.event, r.target, r.knob
+        );
+        if !r.action.is_empty() {
+            let _ = writeln!(out, "    action: {}", r.action);
+        }
+        if !r.message.is_empty() {
+            let _ = writeln!(out, "    {}", r.message);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,25 +1,46 @@
 //! The agent's main loop: load the programs once, collect every interval, hand each snapshot to
 //! every sink, and shut down cleanly on SIGTERM/SIGINT with a final collection and flush.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Sink, collect::Collector, otlp, prometheus, resource};
+use super::{Sink, collect::Collector, metrics::Snapshot, otlp, prometheus, resource};
 use crate::{
     check,
     config::{self, Config},
     ebpf::{self, Loaded},
+    rules::{
+        engine::Engine,
+        journal::{Outcome, Record},
+        spec::Tuning,
+    },
     signals::Breakdowns,
 };
 
 /// How long the final OTLP flush may take at shutdown.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// How long running `exec` actions may take to finish at shutdown.
+const EXEC_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs the agent until SIGTERM or SIGINT, judging `tuning`'s rules on every snapshot.
+pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
     check::privileges()?;
+    // Before loading anything: the journal and the state must be usable, and what a previous
+    // run left changed is put back first.
+    let engine = if tuning.rules.is_empty() {
+        None
+    } else {
+        let mut engine = Engine::new(tuning)?;
+        log_records(&engine.recover());
+        tracing::info!(rules = engine.rules().len(), "rules loaded");
+        Some(engine)
+    };
     let loaded = ebpf::load(&config.agent.signals, &Breakdowns::ALL)?;
     for (signal, status) in &loaded.status {
         if let Err(e) = status {
@@ -38,10 +59,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, loaded))
+    runtime.block_on(serve(config, loaded, engine))
 }
 
-async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    mut loaded: Loaded,
+    mut engine: Option<Engine>,
+) -> anyhow::Result<()> {
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let exporter = if config.otlp.enabled {
         let extra: Vec<(String, String)> = config
@@ -81,7 +106,13 @@ async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
     tracing::info!(interval = ?config.agent.interval, "collecting");
     loop {
         tokio::select! {
-            _ = tick.tick() => collect(&mut collector, &mut loaded, &sinks),
+            _ = tick.tick() => {
+                if let Some(snapshot) = collect(&mut collector, &mut loaded, &sinks)
+                    && let Some(engine) = &mut engine
+                {
+                    log_records(&engine.evaluate(&snapshot, Instant::now()));
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => tracing::warn!(
@@ -91,6 +122,10 @@ async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: final collection and flush");
     collect(&mut collector, &mut loaded, &sinks);
+    if let Some(engine) = &mut engine {
+        // Every change is put back before the final flush, so the records of that go out too.
+        log_records(&engine.shutdown(EXEC_DEADLINE));
+    }
     if let Some(exporter) = exporter
         && let Err(e) = exporter.shutdown(FLUSH_DEADLINE).await
     {
@@ -102,7 +137,11 @@ async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
 
 /// One collection, offered to every sink. A failed read is logged and retried next interval:
 /// the kernel keeps counting, so the next snapshot still holds everything.
-fn collect(collector: &mut Collector, loaded: &mut Loaded, sinks: &[Arc<dyn Sink>]) {
+fn collect(
+    collector: &mut Collector,
+    loaded: &mut Loaded,
+    sinks: &[Arc<dyn Sink>],
+) -> Option<Arc<Snapshot>> {
     let extra = sinks.iter().flat_map(|s| s.metrics()).collect();
     match collector.collect(loaded, extra) {
         Ok(snapshot) => {
@@ -110,8 +149,34 @@ fn collect(collector: &mut Collector, loaded: &mut Loaded, sinks: &[Arc<dyn Sink
             for sink in sinks {
                 sink.offer(snapshot.clone());
             }
+            Some(snapshot)
         }
-        Err(e) => tracing::error!("collection failed, retrying next interval: {e}"),
+        Err(e) => {
+            tracing::error!("collection failed, retrying next interval: {e}");
+            None
+        }
+    }
+}
+
+/// Each decision as one log line (the journal holds the full record).
+fn log_records(records: &[Record]) {
+    for r in records {
+        let outcome = r.outcome.map_or("", Outcome::name);
+        let change = match (&r.before, &r.after) {
+            (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
+            _ => String::new(),
+        };
+        let line = format!(
+            "rule {} [{}] {} {}: {outcome} {} {}{change} {}",
+            r.rule, r.mode, r.event, r.target, r.action, r.knob, r.message
+        );
+        // Fields left empty leave runs of spaces.
+        let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        if r.outcome.is_some_and(Outcome::is_problem) {
+            tracing::warn!(id = %r.id, "{line}");
+        } else {
+            tracing::info!(id = %r.id, "{line}");
+        }
     }
 }
 

@@ -31,14 +31,27 @@ pub enum Per {
 pub enum Target {
     Host,
     /// A cgroup v2 id (its directory's inode) and its path under the cgroup2 mount, as `/a/b`.
-    Cgroup { id: u64, path: String },
+    Cgroup {
+        id: u64,
+        path: String,
+    },
     /// A process (thread group) and the cgroup it ran in.
-    Process { pid: u32, name: String, cgroup_path: String },
+    Process {
+        pid: u32,
+        name: String,
+        cgroup_path: String,
+    },
     /// A block device by kernel name (`sda`, `nvme0n1`, `loop3`).
-    Disk { name: String },
+    Disk {
+        name: String,
+    },
     /// A TCP peer address as exported (`10.0.0.1`, `::1`).
-    Remote { address: String },
-    LockClass { class: String },
+    Remote {
+        address: String,
+    },
+    LockClass {
+        class: String,
+    },
 }
 
 /// A breached rule, as handed to [`Action::plan`] and described to `exec` commands.
@@ -126,4 +139,121 @@ pub struct Invalid {
     pub span: Range<usize>,
     pub key: &'static str,
     pub message: String,
+}
+
+// TEMPORARY (main branch only, replaced by the actions branch): the smallest action set the
+// engine needs before the action modules land.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileAction {
+    #[serde(rename = "type")]
+    pub kind: Option<toml::Spanned<String>>,
+    pub key: Option<toml::Spanned<String>>,
+    pub value: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug)]
+struct StubLog;
+impl Action for StubLog {
+    fn kind(&self) -> &'static str {
+        "log"
+    }
+    fn describe(&self) -> String {
+        "log".into()
+    }
+    fn plan(&self, _: &Breach) -> Result<Vec<Step>, ActionError> {
+        Ok(vec![Step::Log])
+    }
+}
+#[derive(Debug)]
+struct StubSysctl(String, String);
+impl Action for StubSysctl {
+    fn kind(&self) -> &'static str {
+        "sysctl"
+    }
+    fn describe(&self) -> String {
+        format!("sysctl {}={}", self.0, self.1)
+    }
+    fn plan(&self, _: &Breach) -> Result<Vec<Step>, ActionError> {
+        Ok(vec![Step::Set {
+            knob: Knob::Sysctl {
+                key: self.0.clone(),
+            },
+            value: self.1.clone(),
+        }])
+    }
+}
+
+pub fn build(raw: &toml::Spanned<FileAction>, _per: Per) -> Result<Box<dyn Action>, Invalid> {
+    let a = raw.get_ref();
+    match a.kind.as_ref().map(|k| k.get_ref().as_str()) {
+        Some("log") => Ok(Box::new(StubLog)),
+        Some("sysctl") => Ok(Box::new(StubSysctl(
+            a.key.as_ref().unwrap().get_ref().clone(),
+            a.value.as_ref().unwrap().get_ref().clone(),
+        ))),
+        _ => Err(Invalid {
+            span: raw.span(),
+            key: "type",
+            message: "unknown".into(),
+        }),
+    }
+}
+
+fn sysctl_path(key: &str) -> PathBuf {
+    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+}
+
+impl Knob {
+    pub fn read(&self) -> Result<String, ActionError> {
+        match self {
+            Knob::Sysctl { key } => std::fs::read_to_string(sysctl_path(key))
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                .map_err(|source| ActionError::Io {
+                    what: key.clone(),
+                    source,
+                }),
+            _ => Err(ActionError::Unavailable("stub".into())),
+        }
+    }
+    pub fn write(&self, value: &str) -> Result<(), ActionError> {
+        match self {
+            Knob::Sysctl { key } => {
+                std::fs::write(sysctl_path(key), value).map_err(|source| ActionError::Io {
+                    what: key.clone(),
+                    source,
+                })
+            }
+            _ => Err(ActionError::Unavailable("stub".into())),
+        }
+    }
+}
+
+impl std::fmt::Display for Knob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+pub mod exec {
+    use super::*;
+    #[derive(Debug)]
+    pub struct ExecOutcome {
+        pub status: Option<i32>,
+        pub timed_out: bool,
+        pub stdout: String,
+        pub stderr: String,
+    }
+    impl std::fmt::Display for ExecOutcome {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+    pub fn run(
+        _cmd: &Command,
+        _breach: &Breach,
+        _audit_id: &str,
+    ) -> Result<ExecOutcome, ActionError> {
+        Err(ActionError::Unavailable("stub".into()))
+    }
 }
