@@ -10,7 +10,10 @@
 //!   (`otlp.endpoint`/`otlp.metrics_endpoint`, `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`,
 //!   `--otlp-endpoint`); within that source the metrics-specific URL wins over the base URL.
 //!   Otherwise a file's `metrics_endpoint` would silently beat an `OTEL_EXPORTER_OTLP_ENDPOINT`
-//!   or a flag, against the precedence above.
+//!   or a flag, against the precedence above. The endpoint of log records (the audit records
+//!   of tuning decisions) is decided the same way, on its own, from the base URL and the
+//!   logs-specific one (`otlp.logs_endpoint`, `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`): a
+//!   metrics-specific URL never applies to logs, nor a logs-specific one to metrics.
 //! - `headers` and `resource_attributes` are merged key by key; a key set in a higher source
 //!   replaces the same key from a lower one.
 //! - `service.name` is `OTEL_SERVICE_NAME`, else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
@@ -63,6 +66,8 @@ pub const MAX_QUEUE: usize = 10_000;
 pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
 /// OTLP/HTTP metrics URL when no endpoint is configured (OpenTelemetry default).
 pub const DEFAULT_HTTP_METRICS_ENDPOINT: &str = "http://localhost:4318/v1/metrics";
+/// OTLP/HTTP logs URL when no endpoint is configured (OpenTelemetry default).
+pub const DEFAULT_HTTP_LOGS_ENDPOINT: &str = "http://localhost:4318/v1/logs";
 
 /// The resolved, validated configuration of `observer run`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,8 +99,12 @@ pub struct OtlpConfig {
     /// `--otlp-endpoint`); an explicit `enabled` in the file wins over an endpoint from the
     /// environment, and `--otlp-endpoint` turns it on whatever the file says.
     pub enabled: bool,
-    /// The URL to send to, already resolved for [`Self::protocol`] by [`resolve_endpoint`].
+    /// The URL to send metrics to, already resolved for [`Self::protocol`] by
+    /// [`resolve_endpoint`].
     pub endpoint: String,
+    /// The URL to send log records to, resolved by [`resolve_logs_endpoint`]. Protocol, headers
+    /// and timeout are the same as for metrics.
+    pub logs_endpoint: String,
     pub protocol: Protocol,
     /// Sent with every export request (gRPC metadata or HTTP headers).
     pub headers: BTreeMap<String, String>,
@@ -256,7 +265,8 @@ impl Config {
     ///
     /// Environment variables read (the `METRICS_` ones win over the general ones, as the
     /// OpenTelemetry specification says):
-    /// `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`, `OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL`,
+    /// `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`, `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` (log
+    /// records only), `OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL`,
     /// `OTEL_EXPORTER_OTLP_[METRICS_]HEADERS`, `OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT`
     /// (integer milliseconds), `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`,
     /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`.
@@ -320,14 +330,45 @@ pub fn resolve_endpoint(
     base: Option<&str>,
     metrics_endpoint: Option<&str>,
 ) -> String {
-    match (metrics_endpoint, base, protocol) {
+    resolve(
+        protocol,
+        base,
+        metrics_endpoint,
+        ("v1/metrics", DEFAULT_HTTP_METRICS_ENDPOINT),
+    )
+}
+
+/// The URL to export log records to, by the rules of [`resolve_endpoint`] with the
+/// logs-specific URL (`logs_endpoint`, `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`) and `v1/logs`:
+/// `http://localhost:4318/v1/logs` by default for HTTP.
+pub fn resolve_logs_endpoint(
+    protocol: Protocol,
+    base: Option<&str>,
+    logs_endpoint: Option<&str>,
+) -> String {
+    resolve(
+        protocol,
+        base,
+        logs_endpoint,
+        ("v1/logs", DEFAULT_HTTP_LOGS_ENDPOINT),
+    )
+}
+
+/// `http_path` is what OTLP/HTTP appends to a base URL, and `http_default` the URL without one.
+fn resolve(
+    protocol: Protocol,
+    base: Option<&str>,
+    specific: Option<&str>,
+    (http_path, http_default): (&str, &str),
+) -> String {
+    match (specific, base, protocol) {
         (Some(url), _, _) => url.to_owned(),
         (None, Some(base), Protocol::Grpc) => base.to_owned(),
         (None, Some(base), Protocol::HttpProtobuf) => {
-            format!("{}/v1/metrics", base.strip_suffix('/').unwrap_or(base))
+            format!("{}/{http_path}", base.strip_suffix('/').unwrap_or(base))
         }
         (None, None, Protocol::Grpc) => DEFAULT_GRPC_ENDPOINT.to_owned(),
-        (None, None, Protocol::HttpProtobuf) => DEFAULT_HTTP_METRICS_ENDPOINT.to_owned(),
+        (None, None, Protocol::HttpProtobuf) => http_default.to_owned(),
     }
 }
 
@@ -499,10 +540,29 @@ fn check_signals(signals: Vec<Signal>) -> Result<Vec<Signal>, String> {
     Ok(signals)
 }
 
-/// Where the OTLP endpoint of one source points: a base URL or a metrics-specific one.
+/// Where the OTLP endpoint of one source points, for metrics or for logs: a base URL or a URL
+/// for that kind of data only.
 enum Endpoint {
     Base(String),
-    Metrics(String),
+    Specific(String),
+}
+
+impl Endpoint {
+    /// The specific URL, else the base one, of one source.
+    fn of(base: Option<&String>, specific: Option<String>) -> Option<Self> {
+        specific
+            .map(Self::Specific)
+            .or_else(|| base.cloned().map(Self::Base))
+    }
+
+    /// `(base, specific)`, for [`resolve_endpoint`] and [`resolve_logs_endpoint`].
+    fn split(endpoint: Option<&Self>) -> (Option<&str>, Option<&str>) {
+        match endpoint {
+            Some(Self::Base(url)) => (Some(url), None),
+            Some(Self::Specific(url)) => (None, Some(url)),
+            None => (None, None),
+        }
+    }
 }
 
 /// The settings one source (file, environment or flags) gives, each validated; `None` or an
@@ -514,7 +574,9 @@ struct Layer {
     strict: Option<bool>,
     top: Option<usize>,
     otlp_enabled: Option<bool>,
+    /// The metrics endpoint.
     endpoint: Option<Endpoint>,
+    logs_endpoint: Option<Endpoint>,
     protocol: Option<Protocol>,
     headers: BTreeMap<String, String>,
     timeout: Option<Duration>,
@@ -540,6 +602,7 @@ impl Layer {
             top: self.top.or(lower.top),
             otlp_enabled: self.otlp_enabled.or(lower.otlp_enabled),
             endpoint: self.endpoint.or(lower.endpoint),
+            logs_endpoint: self.logs_endpoint.or(lower.logs_endpoint),
             protocol: self.protocol.or(lower.protocol),
             headers,
             timeout: self.timeout.or(lower.timeout),
@@ -562,11 +625,8 @@ impl Layer {
     /// Fills in the defaults.
     fn resolve(self) -> Config {
         let protocol = self.protocol.unwrap_or(Protocol::Grpc);
-        let (base, metrics) = match &self.endpoint {
-            Some(Endpoint::Base(url)) => (Some(url.as_str()), None),
-            Some(Endpoint::Metrics(url)) => (None, Some(url.as_str())),
-            None => (None, None),
-        };
+        let (base, metrics) = Endpoint::split(self.endpoint.as_ref());
+        let (logs_base, logs) = Endpoint::split(self.logs_endpoint.as_ref());
         Config {
             agent: AgentConfig {
                 interval: self.interval.unwrap_or(Duration::from_secs(10)),
@@ -575,8 +635,11 @@ impl Layer {
                 top: self.top.unwrap_or(10),
             },
             otlp: OtlpConfig {
-                enabled: self.otlp_enabled.unwrap_or(self.endpoint.is_some()),
+                enabled: self
+                    .otlp_enabled
+                    .unwrap_or(self.endpoint.is_some() || self.logs_endpoint.is_some()),
                 endpoint: resolve_endpoint(protocol, base, metrics),
+                logs_endpoint: resolve_logs_endpoint(protocol, logs_base, logs),
                 protocol,
                 headers: self.headers,
                 timeout: self.timeout.unwrap_or(Duration::from_secs(10)),
@@ -608,6 +671,7 @@ fn flag_layer(o: &Overrides) -> Result<Layer, ConfigError> {
     if let Some(url) = &o.otlp_endpoint {
         check_url(url).map_err(flag("--otlp-endpoint"))?;
         layer.endpoint = Some(Endpoint::Base(url.clone()));
+        layer.logs_endpoint = Some(Endpoint::Base(url.clone()));
         layer.otlp_enabled = Some(true);
     }
     if let Some(listen) = o.prometheus_listen {
@@ -625,13 +689,16 @@ fn env_layer(env: &impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError
     let err = |var| move |message| ConfigError::Env { var, message };
 
     let mut layer = Layer::default();
-    if let Some((var, url)) = get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
-        check_url(&url).map_err(err(var))?;
-        layer.endpoint = Some(Endpoint::Metrics(url));
-    } else if let Some((var, url)) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        check_url(&url).map_err(err(var))?;
-        layer.endpoint = Some(Endpoint::Base(url));
-    }
+    let url = |var| {
+        get(var)
+            .map(|(var, url)| check_url(&url).map_err(err(var)).map(|()| url))
+            .transpose()
+    };
+    let base = url("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+    let metrics = url("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")?;
+    let logs = url("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")?;
+    layer.endpoint = Endpoint::of(base.as_ref(), metrics);
+    layer.logs_endpoint = Endpoint::of(base.as_ref(), logs);
     if let Some((var, v)) = either(
         "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -724,6 +791,7 @@ struct FileOtlp {
     enabled: Option<bool>,
     endpoint: Option<Spanned<String>>,
     metrics_endpoint: Option<Spanned<String>>,
+    logs_endpoint: Option<Spanned<String>>,
     protocol: Option<Spanned<String>>,
     headers: BTreeMap<Spanned<String>, Spanned<String>>,
     timeout: Option<Spanned<FileDuration>>,
@@ -888,7 +956,9 @@ impl FileSource {
         };
         let base = url(&otlp.endpoint, "otlp.endpoint")?;
         let metrics = url(&otlp.metrics_endpoint, "otlp.metrics_endpoint")?;
-        layer.endpoint = metrics.map(Endpoint::Metrics).or(base.map(Endpoint::Base));
+        let logs = url(&otlp.logs_endpoint, "otlp.logs_endpoint")?;
+        layer.endpoint = Endpoint::of(base.as_ref(), metrics);
+        layer.logs_endpoint = Endpoint::of(base.as_ref(), logs);
         if let Some(v) = &otlp.protocol {
             layer.protocol = Some(
                 v.get_ref()
@@ -1211,6 +1281,7 @@ mod tests {
             otlp: OtlpConfig {
                 enabled: false,
                 endpoint: "http://localhost:4317".into(),
+                logs_endpoint: "http://localhost:4317".into(),
                 protocol: Protocol::Grpc,
                 headers: BTreeMap::new(),
                 timeout: Duration::from_secs(10),
@@ -1298,7 +1369,7 @@ mod tests {
             }
             comment.clear();
         }
-        assert_eq!(keys, 20, "keys set in observer.toml");
+        assert_eq!(keys, 21, "keys set in observer.toml");
     }
 
     #[test]
@@ -1367,6 +1438,7 @@ mod tests {
                 otlp: OtlpConfig {
                     enabled: true,
                     endpoint: "https://collector.example:4318/otlp/v1/metrics".into(),
+                    logs_endpoint: "https://collector.example:4318/otlp/v1/logs".into(),
                     protocol: Protocol::HttpProtobuf,
                     headers: map(&[("api-key", "secret")]),
                     timeout: Duration::from_millis(1500),
@@ -1413,6 +1485,7 @@ mod tests {
             .otlp;
         // The environment's base endpoint replaces both of the file's URLs (module docs).
         assert_eq!(otlp.endpoint, "http://env:4318/v1/metrics");
+        assert_eq!(otlp.logs_endpoint, "http://env:4318/v1/logs");
         assert!(otlp.enabled);
         assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
         assert_eq!(otlp.headers, map(&[("api-key", "env"), ("x-file", "1")]));
@@ -1466,6 +1539,7 @@ mod tests {
         assert_eq!(config.agent.signals, vec![Signal::BlockIo, Signal::Futex]);
         assert!(config.otlp.enabled);
         assert_eq!(config.otlp.endpoint, "http://flag:4317");
+        assert_eq!(config.otlp.logs_endpoint, "http://flag:4317");
         assert!(config.prometheus.enabled);
         assert_eq!(config.prometheus.listen, "[::1]:9999".parse().unwrap());
     }
@@ -1718,6 +1792,113 @@ mod tests {
             .unwrap()
             .otlp;
         assert_eq!(otlp.endpoint, "http://c:4318/v1/metrics");
+    }
+
+    #[test]
+    fn logs_endpoint_resolution() {
+        use Protocol::{Grpc, HttpProtobuf as Http};
+        let cases = [
+            // (protocol, base, logs endpoint, resolved)
+            (Grpc, None, None, "http://localhost:4317"),
+            (Http, None, None, "http://localhost:4318/v1/logs"),
+            (Grpc, Some("http://c:4317"), None, "http://c:4317"),
+            (Http, Some("http://c:4318/"), None, "http://c:4318/v1/logs"),
+            (Http, Some("https://c/otlp"), None, "https://c/otlp/v1/logs"),
+            (
+                Http,
+                Some("http://c:4318"),
+                Some("http://l/custom"),
+                "http://l/custom",
+            ),
+            (Grpc, None, Some("http://l:4317"), "http://l:4317"),
+        ];
+        for (protocol, base, logs, expected) in cases {
+            assert_eq!(
+                resolve_logs_endpoint(protocol, base, logs),
+                expected,
+                "{protocol} {base:?} {logs:?}"
+            );
+        }
+        // A metrics-specific URL does not apply to logs, nor a logs-specific one to metrics.
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://m:4318/metrics",
+            ),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://l:4318/logs"),
+        ]);
+        let otlp = Config::load(None, env, &Overrides::default()).unwrap().otlp;
+        assert_eq!(
+            (otlp.endpoint.as_str(), otlp.logs_endpoint.as_str()),
+            ("http://m:4318/metrics", "http://l:4318/logs")
+        );
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://m:4318/metrics",
+            ),
+        ]);
+        let otlp = Config::load(None, env, &Overrides::default()).unwrap().otlp;
+        assert_eq!(otlp.logs_endpoint, "http://collector:4318/v1/logs");
+        // Decided per kind by the highest source that sets a URL for it: the environment's
+        // metrics URL leaves the logs to the file's base URL.
+        let text = "[otlp]\nprotocol = \"http/protobuf\"\nendpoint = \"http://file:4318\"\n";
+        let env = env_of(&[(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "http://m:4318/metrics",
+        )]);
+        let otlp = load_text("logs.toml", text, env, &Overrides::default())
+            .unwrap()
+            .otlp;
+        assert_eq!(
+            (otlp.endpoint.as_str(), otlp.logs_endpoint.as_str()),
+            ("http://m:4318/metrics", "http://file:4318/v1/logs")
+        );
+        // A logs URL in the file beats the file's base URL, but not the environment's.
+        let text =
+            "[otlp]\nendpoint = \"http://file:4317\"\nlogs_endpoint = \"http://file-logs:4317\"\n";
+        let otlp = load_text("logs.toml", text, no_env, &Overrides::default())
+            .unwrap()
+            .otlp;
+        assert!(otlp.enabled);
+        assert_eq!(
+            (otlp.endpoint.as_str(), otlp.logs_endpoint.as_str()),
+            ("http://file:4317", "http://file-logs:4317")
+        );
+        let env = env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")]);
+        let otlp = load_text("logs.toml", text, env, &Overrides::default())
+            .unwrap()
+            .otlp;
+        assert_eq!(otlp.logs_endpoint, "http://env:4317");
+        // A logs URL alone turns OTLP on.
+        let env = env_of(&[("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://l:4317")]);
+        let otlp = Config::load(None, env, &Overrides::default()).unwrap().otlp;
+        assert!(otlp.enabled);
+        assert_eq!(
+            (otlp.endpoint.as_str(), otlp.logs_endpoint.as_str()),
+            ("http://localhost:4317", "http://l:4317")
+        );
+        // Malformed, it is refused with its source named.
+        let e = Config::load(
+            None,
+            env_of(&[("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "l:4317")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: "), "{e}");
+        let e = err_text("bad-logs.toml", "[otlp]\nlogs_endpoint = \"ftp://l\"\n");
+        assert!(
+            e.ends_with(
+                "bad-logs.toml:2:17: otlp.logs_endpoint: \"ftp://l\" has the scheme \"ftp\"; \
+                 use http:// or https://"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The OTLP exporter against a real collector (rotel-agent, PyPI `rotel`): every metric type
 //! over gRPC and HTTP, checked value by value in the collector's own log; a collector that is
-//! absent at start, one killed and restarted mid-run, and delta temporality.
+//! absent at start, one killed and restarted mid-run, and delta temporality. Log records (the
+//! audit records of tuning decisions) likewise: every field over both transports, records queued
+//! through an outage, the queue bound, and the final flush at shutdown.
 //!
 //! rotel-agent missing fails these tests, except outside CI with `OBSERVER_TESTS_ALLOW_SKIP=1`,
 //! where they print `SKIPPED: <reason>`.
@@ -17,10 +19,12 @@ use std::{
 use observer::agent::{
     Resource, Sink,
     metrics::{Data, GaugePoint, HistogramPoint, Metric, Snapshot, SumPoint, Value, keys, names},
-    otlp::{Counts, Exporter, Protocol, Settings, Temporality},
+    otlp::{
+        Counts, DEFAULT_LOG_QUEUE, Exporter, LogRecord, Protocol, Settings, Severity, Temporality,
+    },
 };
 use observer_common::{Hist, hist::slot};
-use observer_tests::rotel::{self, Export, Logged, Positive, Rotel, TempDir};
+use observer_tests::rotel::{self, Export, LogExport, Logged, Positive, Rotel, TempDir};
 
 /// How long the collector may take to log what was sent.
 const RECEIVED_WITHIN: Duration = Duration::from_secs(10);
@@ -149,14 +153,21 @@ fn snapshot(time: SystemTime, start: SystemTime, n: u64, extra: Vec<Metric>) -> 
     Arc::new(Snapshot { time, metrics })
 }
 
+/// Settings for `endpoint` (for HTTP the metrics URL; log records go to `v1/logs` beside it).
 fn settings(endpoint: String, protocol: Protocol) -> Settings {
+    let logs_endpoint = match endpoint.strip_suffix("/v1/metrics") {
+        Some(base) => format!("{base}/v1/logs"),
+        None => endpoint.clone(),
+    };
     Settings {
         endpoint,
+        logs_endpoint,
         protocol,
         headers: vec![("x-observer-test".into(), "1".into())],
         timeout: Duration::from_secs(2),
         temporality: Temporality::Cumulative,
         queue: 8,
+        log_queue: DEFAULT_LOG_QUEUE,
     }
 }
 
@@ -467,4 +478,308 @@ async fn refused_batch_is_dropped_and_counted_as_failure() {
             ..Counts::default()
         }
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log records.
+
+/// The attribute that numbers a batch of records, to find it in the collector's log.
+const BATCH: &str = "test.batch";
+
+/// Batch `n`: a decision (WARN, string and int attributes), a cleared rule (INFO) and a failed
+/// action (ERROR, a body with a colon and quotes), one millisecond apart from `time`.
+fn records(time: SystemTime, n: i64) -> Vec<LogRecord> {
+    let ms = Duration::from_millis(1);
+    vec![
+        LogRecord {
+            time,
+            severity: Severity::Warn,
+            event_name: "observer.rule.decision",
+            body: format!("rule tcp-retransmits: rate 12/s above 5/s for 30s (batch {n})"),
+            attributes: vec![
+                ("test.rule".into(), "tcp-retransmits".into()),
+                ("test.observed".into(), Value::Int(12)),
+                (BATCH.into(), Value::Int(n)),
+            ],
+        },
+        LogRecord {
+            time: time + ms,
+            severity: Severity::Info,
+            event_name: "observer.rule.cleared",
+            body: "cleared".into(),
+            attributes: vec![(BATCH.into(), Value::Int(n))],
+        },
+        LogRecord {
+            time: time + 2 * ms,
+            severity: Severity::Error,
+            event_name: "observer.action.failed",
+            body: "sysctl net.core.somaxconn: \"permission denied\"".into(),
+            attributes: vec![(BATCH.into(), Value::Int(n))],
+        },
+    ]
+}
+
+/// The complete batch `n` from `transport`.
+fn find_logs<'a>(exports: &'a [LogExport], transport: &str, n: i64) -> Option<&'a LogExport> {
+    let want = format!("Str({transport})");
+    let batch = format!("Int({n})");
+    exports.iter().find(|e| {
+        e.resource_attr("test.transport") == Some(want.as_str())
+            && e.records.len() == 3
+            && e.records
+                .iter()
+                .all(|r| r.attr(BATCH) == Some(batch.as_str()))
+    })
+}
+
+/// The batch numbers of every batch of records from `transport`, in arrival order.
+fn log_arrivals(exports: &[LogExport], transport: &str) -> Vec<i64> {
+    let want = format!("Str({transport})");
+    exports
+        .iter()
+        .filter(|e| e.resource_attr("test.transport") == Some(want.as_str()))
+        .filter_map(|e| {
+            let v = e.records.first()?.attr(BATCH)?;
+            v.strip_prefix("Int(")?.strip_suffix(')')?.parse().ok()
+        })
+        .collect()
+}
+
+/// Checks batch `n` sent at `time` from `transport` field by field.
+fn check_logs(e: &LogExport, transport: &str, time: SystemTime, n: i64) {
+    assert_eq!(e.resource_attr("service.name"), Some("Str(observer-test)"));
+    assert_eq!(
+        e.resource_attr("test.transport"),
+        Some(format!("Str({transport})").as_str())
+    );
+    assert_eq!(e.resource_attr("test.run"), Some("Int(7)"));
+    assert_eq!(e.scope, format!("observer {}", env!("CARGO_PKG_VERSION")));
+    let t = nanos(time);
+    let batch = (BATCH.to_owned(), format!("Int({n})"));
+    let expected = [
+        (
+            t,
+            "WARN",
+            "SEVERITY_NUMBER_WARN(13)",
+            "observer.rule.decision",
+            format!("Str(rule tcp-retransmits: rate 12/s above 5/s for 30s (batch {n}))"),
+            vec![
+                ("test.rule".to_owned(), "Str(tcp-retransmits)".to_owned()),
+                ("test.observed".to_owned(), "Int(12)".to_owned()),
+                batch.clone(),
+            ],
+        ),
+        (
+            t + 1_000_000,
+            "INFO",
+            "SEVERITY_NUMBER_INFO(9)",
+            "observer.rule.cleared",
+            "Str(cleared)".to_owned(),
+            vec![batch.clone()],
+        ),
+        (
+            t + 2_000_000,
+            "ERROR",
+            "SEVERITY_NUMBER_ERROR(17)",
+            "observer.action.failed",
+            "Str(sysctl net.core.somaxconn: \"permission denied\")".to_owned(),
+            vec![batch],
+        ),
+    ];
+    assert_eq!(e.records.len(), expected.len());
+    for (r, (time, text, number, event, body, attributes)) in e.records.iter().zip(expected) {
+        assert_eq!((r.time, r.observed_time), (time, time), "{r:?}");
+        assert_eq!(
+            (r.severity_text.as_str(), r.severity_number.as_str()),
+            (text, number)
+        );
+        assert_eq!(r.event_name.as_deref(), Some(event));
+        assert_eq!(r.body, body);
+        assert_eq!(r.attributes, attributes);
+    }
+}
+
+/// What an exporter that sent `n` batches without trouble reports.
+fn sent(n: u64) -> Counts {
+    Counts {
+        success: n,
+        ..Counts::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_records_arrive_over_grpc_and_http() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("logs");
+    let collector = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
+    let time = SystemTime::now();
+    for (transport, endpoint, protocol) in [
+        ("grpc", collector.grpc_endpoint(), Protocol::Grpc),
+        ("http", collector.http_endpoint(), Protocol::HttpProtobuf),
+    ] {
+        let exporter = Exporter::start(settings(endpoint, protocol), resource(transport)).unwrap();
+        // Metrics and records side by side, each to its own service.
+        exporter.offer(snapshot(time, time, 1, Vec::new()));
+        exporter.offer_logs(records(time, 1));
+        // Sent by the final flush at the latest.
+        exporter.shutdown(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(exporter.log_counts(), SENT_ONE, "{transport}");
+        assert_eq!(exporter.counts(), SENT_ONE, "{transport}");
+    }
+    let exports = collector.wait_for_logs("both batches of records", RECEIVED_WITHIN, |e| {
+        find_logs(e, "grpc", 1).is_some() && find_logs(e, "http", 1).is_some()
+    });
+    for transport in ["grpc", "http"] {
+        check_logs(
+            find_logs(&exports, transport, 1).unwrap(),
+            transport,
+            time,
+            1,
+        );
+        assert_eq!(log_arrivals(&exports, transport), [1], "sent once");
+    }
+    // The metrics went to the metrics service, not mixed into the logs.
+    let metrics = collector.wait_for("both snapshots", RECEIVED_WITHIN, |e| {
+        find(e, "grpc", 1).is_some() && find(e, "http", 1).is_some()
+    });
+    assert_eq!(metrics.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_records_queued_while_the_collector_is_down_all_arrive() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("logs-outage");
+    let ports = rotel::free_ports();
+    let first = Rotel::start(&bin, &dir.0, "first", ports);
+    let mut s = settings(first.grpc_endpoint(), Protocol::Grpc);
+    s.log_queue = 4;
+    let exporter = Exporter::start(s, resource("grpc")).unwrap();
+    let start = SystemTime::now();
+    let at = |n: i64| start + Duration::from_secs(n as u64);
+    exporter.offer_logs(records(at(1), 1));
+    first.wait_for_logs("the first batch", RECEIVED_WITHIN, |e| {
+        find_logs(e, "grpc", 1).is_some()
+    });
+    // As for metrics: kill only once the answer is in, or the batch could be sent twice.
+    wait_until(
+        || exporter.log_counts().success == 1,
+        || exporter.log_counts(),
+    )
+    .await;
+    first.kill();
+
+    // Three batches while it is down, within the bound of four; a snapshot too.
+    for n in 2..=4 {
+        exporter.offer_logs(records(at(n), n));
+    }
+    exporter.offer(snapshot(at(4), start, 4, Vec::new()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(exporter.log_counts(), sent(1), "nothing sent or dropped");
+
+    let second = Rotel::start(&bin, &dir.0, "second", ports);
+    let began = Instant::now();
+    let exports = second.wait_for_logs("the queued batches", RECEIVED_WITHIN, |e| {
+        (2..=4).all(|n| find_logs(e, "grpc", n).is_some())
+    });
+    eprintln!(
+        "the queued records arrived {:?} after the collector restarted",
+        began.elapsed()
+    );
+    // Each once, in order.
+    assert_eq!(log_arrivals(&exports, "grpc"), [2, 3, 4]);
+    for n in 2..=4 {
+        check_logs(find_logs(&exports, "grpc", n).unwrap(), "grpc", at(n), n);
+    }
+    second.wait_for("the queued snapshot", RECEIVED_WITHIN, |e| {
+        find(e, "grpc", 4).is_some()
+    });
+    exporter.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(exporter.log_counts(), sent(4));
+    assert_eq!(exporter.counts(), sent(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_queue_bound_drops_the_oldest_batches_and_counts_them() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("logs-bound");
+    let ports = rotel::free_ports();
+    let mut s = settings(
+        format!("http://127.0.0.1:{}/v1/metrics", ports.1),
+        Protocol::HttpProtobuf,
+    );
+    s.log_queue = 2;
+    let exporter = Exporter::start(s, resource("http")).unwrap();
+    let start = SystemTime::now();
+    let at = |n: i64| start + Duration::from_secs(n as u64);
+    // Five batches for a collector that is not there, into a queue of two: the three oldest are
+    // dropped, whether or not one of them was being sent when the next arrived.
+    for n in 1..=5 {
+        exporter.offer_logs(records(at(n), n));
+    }
+    wait_until(
+        || exporter.log_counts().dropped == 3,
+        || exporter.log_counts(),
+    )
+    .await;
+
+    let collector = Rotel::start(&bin, &dir.0, "rotel", ports);
+    let exports = collector.wait_for_logs("the two newest batches", RECEIVED_WITHIN, |e| {
+        find_logs(e, "http", 4).is_some() && find_logs(e, "http", 5).is_some()
+    });
+    assert_eq!(log_arrivals(&exports, "http"), [4, 5]);
+    check_logs(find_logs(&exports, "http", 5).unwrap(), "http", at(5), 5);
+    let counts = Counts {
+        success: 2,
+        failure: 0,
+        dropped: 3,
+    };
+    wait_until(|| exporter.log_counts() == counts, || exporter.log_counts()).await;
+
+    // The drops reach the collector as the exporter's own metric.
+    exporter.offer(snapshot(at(6), start, 1, exporter.metrics()));
+    exporter.shutdown(Duration::from_secs(5)).await.unwrap();
+    let metrics = collector.wait_for("the self-metrics", RECEIVED_WITHIN, |e| {
+        find(e, "http", 1).is_some()
+    });
+    let b = find(&metrics, "http", 1)
+        .unwrap()
+        .metric(names::EXPORT_BATCHES)
+        .expect("self-metrics");
+    for (result, value) in [("success", "2"), ("failure", "0"), ("dropped", "3")] {
+        let r = format!("Str({result})");
+        let p = b
+            .point(&[("exporter", "Str(otlp_logs)"), ("result", &r)])
+            .unwrap_or_else(|| panic!("no otlp_logs {result} point"));
+        assert_eq!(p.value.as_deref(), Some(value), "{result}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_the_backoff_short_and_flushes_log_records() {
+    let bin = rotel_or_skip!();
+    let dir = TempDir::new("logs-flush");
+    let ports = rotel::free_ports();
+    let exporter = Exporter::start(
+        settings(format!("http://127.0.0.1:{}", ports.0), Protocol::Grpc),
+        resource("grpc"),
+    )
+    .unwrap();
+    let time = SystemTime::now();
+    exporter.offer_logs(records(time, 1));
+    // Tries at 0 s, 1 s and 3 s fail; the next would be at 7 s.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(exporter.log_counts(), Counts::default(), "nothing sent yet");
+    let collector = Rotel::start(&bin, &dir.0, "rotel", ports);
+    let began = Instant::now();
+    exporter.shutdown(Duration::from_secs(5)).await.unwrap();
+    let took = began.elapsed();
+    assert_eq!(exporter.log_counts(), SENT_ONE);
+    assert!(
+        took < Duration::from_secs(2),
+        "the flush waited out the backoff: {took:?}"
+    );
+    let exports = collector.wait_for_logs("the flushed batch", RECEIVED_WITHIN, |e| {
+        find_logs(e, "grpc", 1).is_some()
+    });
+    check_logs(find_logs(&exports, "grpc", 1).unwrap(), "grpc", time, 1);
 }

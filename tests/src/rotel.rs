@@ -1,12 +1,13 @@
 //! A real OTLP collector for the tests: `rotel-agent` (PyPI `rotel`) on loopback ports, with its
-//! detailed debug log of every metric it receives parsed back into values. The end-to-end tests
+//! detailed debug log of every metric and log record it receives parsed back into values. The end-to-end tests
 //! use it, and so do the observer crate's own exporter tests (`observer/tests/otlp.rs`, a
 //! dev-dependency). It blocks: an async test calls it from its `block_on` thread of a
 //! multi-thread runtime, so that what it tests keeps running on the workers.
 //!
 //! The log is rotel's text rendering (like the OpenTelemetry Collector's debug exporter); it
 //! shows exponential buckets by their bounds, so the scale and the bucket indices are recovered
-//! from the bounds rather than trusted from our own request.
+//! from the bounds rather than trusted from our own request. Log records are logged in the same
+//! text ([`parse_logs`]); the two parsers each skip the other's sections.
 
 use std::{
     fs,
@@ -115,6 +116,8 @@ impl Rotel {
             .args([
                 "--debug-log",
                 "metrics",
+                "--debug-log",
+                "logs",
                 "--debug-log-verbosity",
                 "detailed",
             ])
@@ -163,7 +166,12 @@ impl Rotel {
         format!("http://127.0.0.1:{}/v1/metrics", self.http_port)
     }
 
-    /// The OTLP/HTTP base URL, to which a client appends `/v1/metrics`.
+    /// The full OTLP/HTTP logs URL.
+    pub fn http_logs_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/logs", self.http_port)
+    }
+
+    /// The OTLP/HTTP base URL, to which a client appends `/v1/metrics` or `/v1/logs`.
     pub fn http_base(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
@@ -177,6 +185,11 @@ impl Rotel {
         parse(&self.log_text())
     }
 
+    /// Every batch of log records received so far.
+    pub fn log_exports(&self) -> Vec<LogExport> {
+        parse_logs(&self.log_text())
+    }
+
     /// Polls the log until `done` holds, failing the test (with the end of the log) after
     /// `timeout`.
     pub fn wait_for(
@@ -185,9 +198,29 @@ impl Rotel {
         timeout: Duration,
         done: impl Fn(&[Export]) -> bool,
     ) -> Vec<Export> {
+        self.poll(what, timeout, parse, done)
+    }
+
+    /// [`Rotel::wait_for`] for log records.
+    pub fn wait_for_logs(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[LogExport]) -> bool,
+    ) -> Vec<LogExport> {
+        self.poll(what, timeout, parse_logs, done)
+    }
+
+    fn poll<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        parse: fn(&str) -> Vec<T>,
+        done: impl Fn(&[T]) -> bool,
+    ) -> Vec<T> {
         let deadline = Instant::now() + timeout;
         loop {
-            let exports = self.exports();
+            let exports = parse(&self.log_text());
             if done(&exports) {
                 return exports;
             }
@@ -376,11 +409,20 @@ pub fn parse(log: &str) -> Vec<Export> {
     let complete = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
     let mut out: Vec<Export> = Vec::new();
     let mut section = Section::None;
+    // Inside a batch of log records, whose lines (Timestamp, attributes) look like a point's.
+    let mut in_logs = false;
     for line in complete.lines() {
         let t = line.trim();
         if t.starts_with("ResourceMetrics #") {
             out.push(Export::default());
             section = Section::None;
+            in_logs = false;
+            continue;
+        }
+        if t.starts_with("ResourceLog #") {
+            in_logs = true;
+        }
+        if in_logs {
             continue;
         }
         let Some(export) = out.last_mut() else {
@@ -460,5 +502,264 @@ fn point_line(p: &mut Point, t: &str) {
             p.buckets
                 .push((lower.parse().unwrap(), upper.parse().unwrap(), count));
         }
+    }
+}
+
+/// One ResourceLogs as rotel logged it.
+#[derive(Debug, Default)]
+pub struct LogExport {
+    /// `key -> Str(v)` / `Int(v)` as logged.
+    pub resource: Vec<(String, String)>,
+    /// `name version`.
+    pub scope: String,
+    /// The records logged in full (up to their `Flags:` line), in order.
+    pub records: Vec<LoggedRecord>,
+}
+
+impl LogExport {
+    /// The logged value of resource attribute `key`: `Str(v)`, `Int(v)`...
+    pub fn resource_attr(&self, key: &str) -> Option<&str> {
+        lookup(&self.resource, key)
+    }
+}
+
+/// One log record as rotel logged it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoggedRecord {
+    pub time: u64,
+    pub observed_time: u64,
+    pub severity_text: String,
+    /// As logged: `SEVERITY_NUMBER_WARN(13)`.
+    pub severity_number: String,
+    /// Absent when the record has none.
+    pub event_name: Option<String>,
+    /// As logged: `Str(text)`, the text possibly spanning lines.
+    pub body: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl LoggedRecord {
+    /// The logged value of attribute `key`: `Str(v)`, `Int(v)`...
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        lookup(&self.attributes, key)
+    }
+}
+
+/// Parses rotel's detailed logs log, skipping metrics. Only complete records are returned: a
+/// record is complete at its `Flags:` line, the last rotel writes for it.
+///
+/// ```text
+/// ResourceLog #0
+/// Resource attributes:
+///      -> service.name: Str(svc)
+/// ScopeLogs #0
+/// InstrumentationScope observer 0.1.0
+/// LogRecord #0
+/// ObservedTimestamp: 1700000000000000001
+/// Timestamp: 1700000000000000000
+/// SeverityText: WARN
+/// SeverityNumber: SEVERITY_NUMBER_WARN(13)
+/// EventName: observer.rule.decision
+/// Body: Str(line one
+/// line two)
+/// Attributes:
+///      -> rule: Str(r1)
+///     Trace ID       :
+///     Span ID        :
+/// Flags: 0
+/// ```
+pub fn parse_logs(log: &str) -> Vec<LogExport> {
+    enum Section {
+        None,
+        Resource,
+        Body,
+        Attributes,
+    }
+    let complete = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
+    let mut out: Vec<LogExport> = Vec::new();
+    let mut record: Option<LoggedRecord> = None;
+    let mut section = Section::None;
+    // Inside a batch of metrics, until the next batch of logs.
+    let mut in_metrics = false;
+    for line in complete.lines() {
+        let t = line.trim();
+        if t.starts_with("ResourceMetrics #") {
+            in_metrics = true;
+            record = None;
+            continue;
+        }
+        if t.starts_with("ResourceLog #") {
+            in_metrics = false;
+            out.push(LogExport::default());
+            record = None;
+            section = Section::None;
+            continue;
+        }
+        if in_metrics {
+            continue;
+        }
+        let Some(export) = out.last_mut() else {
+            continue;
+        };
+        if let Section::Body = section {
+            // The body runs until the next field; it may span lines.
+            if t != "Attributes:" && !t.starts_with("Trace ID") {
+                if let Some(r) = record.as_mut() {
+                    r.body.push('\n');
+                    r.body.push_str(line);
+                }
+                continue;
+            }
+        }
+        if t == "Resource attributes:" {
+            section = Section::Resource;
+        } else if let Some(scope) = t.strip_prefix("InstrumentationScope ") {
+            export.scope = scope.to_owned();
+            section = Section::None;
+        } else if t.starts_with("LogRecord #") {
+            record = Some(LoggedRecord::default());
+            section = Section::None;
+        } else if t == "Attributes:" {
+            section = Section::Attributes;
+        } else if let Some(kv) = t.strip_prefix("-> ") {
+            let (k, v) = kv
+                .split_once(": ")
+                .unwrap_or((kv.trim_end_matches(':'), ""));
+            let kv = (k.to_owned(), v.to_owned());
+            match (&section, record.as_mut()) {
+                (Section::Resource, _) => export.resource.push(kv),
+                (Section::Attributes, Some(r)) => r.attributes.push(kv),
+                _ => {}
+            }
+        } else if let Some(r) = record.as_mut() {
+            section = Section::None;
+            if let Some(v) = t.strip_prefix("ObservedTimestamp: ") {
+                r.observed_time = v.parse().unwrap();
+            } else if let Some(v) = t.strip_prefix("Timestamp: ") {
+                r.time = v.parse().unwrap();
+            } else if let Some(v) = t.strip_prefix("SeverityText: ") {
+                r.severity_text = v.to_owned();
+            } else if let Some(v) = t.strip_prefix("SeverityNumber: ") {
+                r.severity_number = v.to_owned();
+            } else if let Some(v) = t.strip_prefix("EventName: ") {
+                r.event_name = Some(v.to_owned());
+            } else if let Some(v) = line.trim_start().strip_prefix("Body: ") {
+                r.body = v.to_owned();
+                section = Section::Body;
+            } else if t.starts_with("Flags:") {
+                export.records.extend(record.take());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rotel 0.x's output for one metric batch between two log batches (captured by hand; the
+    /// second body spans two lines).
+    const LOG: &str = "\
+ResourceLog #0
+Resource SchemaURL: 
+Resource attributes:
+     -> service.name: Str(svc)
+     -> n: Int(7)
+ScopeLogs #0
+ScopeLogs SchemaURL: 
+InstrumentationScope observer 0.1.0
+LogRecord #0
+ObservedTimestamp: 1700000000000000001
+Timestamp: 1700000000000000000
+SeverityText: WARN
+SeverityNumber: SEVERITY_NUMBER_WARN(13)
+EventName: observer.rule.decision
+Body: Str(line one
+line two: x)
+Attributes:
+     -> rule: Str(r1)
+     -> value: Int(42)
+    Trace ID       : 
+    Span ID        : 
+Flags: 0
+LogRecord #1
+ObservedTimestamp: 0
+Timestamp: 1700000000000000002
+SeverityText: INFO
+SeverityNumber: SEVERITY_NUMBER_INFO(9)
+Body: Str()
+    Trace ID       : 
+    Span ID        : 
+Flags: 0
+ResourceMetrics #0
+Resource attributes:
+     -> service.name: Str(metrics)
+ScopeMetrics #0
+InstrumentationScope observer 0.1.0
+Metric #0
+Descriptor:
+     -> Name: observer.collection.duration
+     -> DataType: Gauge
+NumberDataPoints #0
+Timestamp: 5
+Value: 0.25
+ResourceLog #0
+Resource attributes:
+     -> service.name: Str(second)
+ScopeLogs #0
+InstrumentationScope observer 0.1.0
+LogRecord #0
+Timestamp: 3
+SeverityText: ERROR
+";
+
+    #[test]
+    fn logs_and_metrics_are_told_apart() {
+        let logs = parse_logs(LOG);
+        assert_eq!(logs.len(), 2, "{logs:?}");
+        assert_eq!(logs[0].resource_attr("n"), Some("Int(7)"));
+        assert_eq!(logs[0].scope, "observer 0.1.0");
+        assert_eq!(
+            logs[0].records,
+            [
+                LoggedRecord {
+                    time: 1_700_000_000_000_000_000,
+                    observed_time: 1_700_000_000_000_000_001,
+                    severity_text: "WARN".into(),
+                    severity_number: "SEVERITY_NUMBER_WARN(13)".into(),
+                    event_name: Some("observer.rule.decision".into()),
+                    body: "Str(line one\nline two: x)".into(),
+                    attributes: vec![
+                        ("rule".into(), "Str(r1)".into()),
+                        ("value".into(), "Int(42)".into())
+                    ],
+                },
+                LoggedRecord {
+                    time: 1_700_000_000_000_000_002,
+                    observed_time: 0,
+                    severity_text: "INFO".into(),
+                    severity_number: "SEVERITY_NUMBER_INFO(9)".into(),
+                    event_name: None,
+                    body: "Str()".into(),
+                    attributes: Vec::new(),
+                }
+            ]
+        );
+        // The last record is still being written: not returned yet.
+        assert_eq!(logs[1].resource_attr("service.name"), Some("Str(second)"));
+        assert!(logs[1].records.is_empty());
+
+        let metrics = parse(LOG);
+        assert_eq!(metrics.len(), 1, "{metrics:?}");
+        assert_eq!(
+            metrics[0].resource,
+            [("service.name".into(), "Str(metrics)".into())]
+        );
+        let p = &metrics[0]
+            .metric("observer.collection.duration")
+            .unwrap()
+            .points[0];
+        assert_eq!((p.time, p.value.as_deref()), (5, Some("0.25")));
     }
 }

@@ -103,9 +103,10 @@ pub mod names {
 
 /// The description of [`names::EXPORT_BATCHES`], which every sink reports: one text, so the
 /// sinks' series carry the same metadata.
-pub const EXPORT_BATCHES_DESCRIPTION: &str = "Batches of metrics handled by an exporter: accepted \
-     by the collector (success), refused by it (failure), or dropped unsent because the queue \
-     was full or shutdown came first (dropped).";
+pub const EXPORT_BATCHES_DESCRIPTION: &str = "Batches of metrics (of log records for \
+     exporter=otlp_logs) handled by an exporter: accepted by the collector (success), refused by \
+     it (failure), or dropped unsent because the queue was full or shutdown came first \
+     (dropped).";
 
 /// Attribute keys (OpenTelemetry semantic conventions where one exists).
 pub mod keys {

@@ -183,10 +183,12 @@ fn log_records(records: &[Record]) {
 fn otlp_settings(c: &config::OtlpConfig) -> otlp::Settings {
     otlp::Settings {
         endpoint: c.endpoint.clone(),
+        logs_endpoint: c.logs_endpoint.clone(),
         protocol: c.protocol,
         headers: c.headers.clone().into_iter().collect(),
         timeout: c.timeout,
         temporality: c.temporality,
         queue: c.queue,
+        log_queue: otlp::DEFAULT_LOG_QUEUE,
     }
 }

@@ -51,25 +51,35 @@ pub fn encode(
     let metrics = snapshot.metrics.iter().map(|m| ctx.metric(m)).collect();
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(PbResource {
-                attributes: resource
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| key_value(k, v))
-                    .collect(),
-                ..Default::default()
-            }),
+            resource: Some(pb_resource(resource)),
             scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: SCOPE_NAME.to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    ..Default::default()
-                }),
+                scope: Some(scope()),
                 metrics,
                 ..Default::default()
             }],
             ..Default::default()
         }],
+    }
+}
+
+/// The agent's resource, the same in every export (metrics and logs).
+pub(super) fn pb_resource(resource: &Resource) -> PbResource {
+    PbResource {
+        attributes: resource
+            .attributes
+            .iter()
+            .map(|(k, v)| key_value(k, v))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The instrumentation scope of everything the agent exports: `observer` and its version.
+pub(super) fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: SCOPE_NAME.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
     }
 }
 
@@ -251,7 +261,7 @@ fn attributes(a: &Attributes) -> Vec<KeyValue> {
     a.iter().map(|(k, v)| key_value(k, v)).collect()
 }
 
-fn key_value(key: &str, value: &Value) -> KeyValue {
+pub(super) fn key_value(key: &str, value: &Value) -> KeyValue {
     let value = match value {
         Value::Str(s) => any_value::Value::StringValue(s.clone()),
         Value::Int(i) => any_value::Value::IntValue(*i),
@@ -265,7 +275,7 @@ fn key_value(key: &str, value: &Value) -> KeyValue {
 
 /// Nanoseconds since the Unix epoch; a clock set before 1970 reads as 0 rather than failing an
 /// export.
-fn unix_nanos(t: SystemTime) -> u64 {
+pub(super) fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -1,7 +1,8 @@
 //! Sending one export request over gRPC (tonic) or HTTP/protobuf (hyper), and sorting failures
 //! into the ones worth retrying and the ones that are final, as the OTLP specification says.
+//! One client sends one kind of request ([`Export`]: metrics or logs) to one endpoint.
 
-use std::{error::Error as _, time::Duration};
+use std::{error::Error as _, future::Future, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -13,9 +14,14 @@ use hyper_util::{
     client::legacy::{Client as HyperClient, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    metrics_service_client::MetricsServiceClient,
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse, logs_service_client::LogsServiceClient,
+    },
+    metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        metrics_service_client::MetricsServiceClient,
+    },
 };
 use prost::Message;
 use tonic::{
@@ -48,15 +54,65 @@ pub enum SendError {
     Rejected { reason: String },
 }
 
-/// Data points the collector accepted the request but dropped (OTLP partial success).
+/// What the collector dropped of a request it accepted (OTLP partial success).
 pub struct PartialSuccess {
-    pub rejected_data_points: i64,
+    /// Data points or log records, as [`Export::ITEMS`] says.
+    pub rejected: i64,
     pub message: String,
+}
+
+/// An OTLP export request: what differs between the metrics and the logs service.
+pub trait Export: Message + Send + Sized + 'static {
+    type Response: Message + Default;
+    /// What a partial success counts, for messages: "data points", "log records".
+    const ITEMS: &'static str;
+    /// Calls the service's Export method over `channel`.
+    fn grpc(
+        channel: Channel,
+        request: tonic::Request<Self>,
+    ) -> impl Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send;
+    /// The partial success in `response`, if anything was rejected.
+    fn partial(response: Self::Response) -> Option<PartialSuccess>;
+}
+
+impl Export for ExportMetricsServiceRequest {
+    type Response = ExportMetricsServiceResponse;
+    const ITEMS: &'static str = "data points";
+
+    async fn grpc(
+        channel: Channel,
+        request: tonic::Request<Self>,
+    ) -> Result<tonic::Response<Self::Response>, tonic::Status> {
+        MetricsServiceClient::new(channel).export(request).await
+    }
+
+    fn partial(response: Self::Response) -> Option<PartialSuccess> {
+        let p = response.partial_success?;
+        partial(p.rejected_data_points, p.error_message)
+    }
+}
+
+impl Export for ExportLogsServiceRequest {
+    type Response = ExportLogsServiceResponse;
+    const ITEMS: &'static str = "log records";
+
+    async fn grpc(
+        channel: Channel,
+        request: tonic::Request<Self>,
+    ) -> Result<tonic::Response<Self::Response>, tonic::Status> {
+        LogsServiceClient::new(channel).export(request).await
+    }
+
+    fn partial(response: Self::Response) -> Option<PartialSuccess> {
+        let p = response.partial_success?;
+        partial(p.rejected_log_records, p.error_message)
+    }
 }
 
 pub enum Client {
     Grpc {
-        client: MetricsServiceClient<Channel>,
+        // A generated service client per request is only a handle on this shared channel.
+        channel: Channel,
         metadata: MetadataMap,
         timeout: Duration,
     },
@@ -70,12 +126,12 @@ pub enum Client {
 }
 
 impl Client {
-    /// Checks the settings and builds the client; nothing is connected yet, so a collector that
-    /// is down at start is not an error (the first sends are retried).
-    pub fn new(settings: &Settings) -> Result<Self, OtlpError> {
-        let endpoint = &settings.endpoint;
+    /// Checks the settings and builds the client for `endpoint` (the metrics or the logs one);
+    /// nothing is connected yet, so a collector that is down at start is not an error (the
+    /// first sends are retried).
+    pub fn new(settings: &Settings, endpoint: &str) -> Result<Self, OtlpError> {
         let invalid = |reason: String| OtlpError::InvalidEndpoint {
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.to_owned(),
             reason,
         };
         let uri: Uri = endpoint.parse().map_err(|e| invalid(format!("{e}")))?;
@@ -83,7 +139,7 @@ impl Client {
             Some("http") => {}
             Some("https") => {
                 return Err(OtlpError::TlsNotSupported {
-                    endpoint: endpoint.clone(),
+                    endpoint: endpoint.to_owned(),
                 });
             }
             _ => return Err(invalid("the scheme must be http://".into())),
@@ -92,7 +148,7 @@ impl Client {
             return Err(invalid("it names no host".into()));
         }
         let header_error = |name: &str, reason: String| OtlpError::InvalidHeader {
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.to_owned(),
             name: name.to_owned(),
             reason,
         };
@@ -107,14 +163,14 @@ impl Client {
                         .map_err(|e| header_error(name, e.to_string()))?;
                     metadata.append(key, value);
                 }
-                let channel = Endpoint::from_shared(endpoint.clone())
+                let channel = Endpoint::from_shared(endpoint.to_owned())
                     .map_err(|e| invalid(e.to_string()))?
                     .user_agent(USER_AGENT_VALUE)
                     .map_err(|e| invalid(e.to_string()))?
                     .connect_timeout(settings.timeout)
                     .connect_lazy();
                 Ok(Self::Grpc {
-                    client: MetricsServiceClient::new(channel),
+                    channel,
                     metadata,
                     timeout: settings.timeout,
                 })
@@ -142,13 +198,13 @@ impl Client {
     }
 
     /// Sends one request, waiting at most the configured timeout.
-    pub async fn send(
+    pub async fn send<R: Export>(
         &mut self,
-        request: ExportMetricsServiceRequest,
+        request: R,
     ) -> Result<Option<PartialSuccess>, SendError> {
         match self {
             Self::Grpc {
-                client,
+                channel,
                 metadata,
                 timeout,
             } => {
@@ -156,11 +212,11 @@ impl Client {
                 *req.metadata_mut() = metadata.clone();
                 // Tells the collector our deadline too (grpc-timeout), so it can give up early.
                 req.set_timeout(*timeout);
-                let response = tokio::time::timeout(*timeout, client.export(req))
+                let response = tokio::time::timeout(*timeout, R::grpc(channel.clone(), req))
                     .await
                     .map_err(|_| timed_out(*timeout))?
                     .map_err(grpc_error)?;
-                Ok(partial(response.into_inner()))
+                Ok(R::partial(response.into_inner()))
             }
             Self::Http {
                 client,
@@ -197,7 +253,7 @@ impl Client {
                 let (status, headers, body) = tokio::time::timeout(*timeout, exchange)
                     .await
                     .map_err(|_| timed_out(*timeout))??;
-                http_outcome(status, &headers, &body)
+                http_outcome::<R>(status, &headers, &body)
             }
         }
     }
@@ -210,14 +266,9 @@ fn timed_out(timeout: Duration) -> SendError {
     }
 }
 
-fn partial(response: ExportMetricsServiceResponse) -> Option<PartialSuccess> {
-    response
-        .partial_success
-        .filter(|p| p.rejected_data_points != 0 || !p.error_message.is_empty())
-        .map(|p| PartialSuccess {
-            rejected_data_points: p.rejected_data_points,
-            message: p.error_message,
-        })
+/// An empty partial success (nothing rejected, no message) means full success.
+fn partial(rejected: i64, message: String) -> Option<PartialSuccess> {
+    (rejected != 0 || !message.is_empty()).then_some(PartialSuccess { rejected, message })
 }
 
 /// OTLP/gRPC: the codes the specification lists as retryable, plus any failure that happened
@@ -255,7 +306,7 @@ fn grpc_error(status: tonic::Status) -> SendError {
 
 /// OTLP/HTTP: 2xx is success; 429, 502, 503 and 504 are retried (after Retry-After if the
 /// collector sent one); anything else is final.
-fn http_outcome(
+fn http_outcome<R: Export>(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
@@ -263,9 +314,7 @@ fn http_outcome(
     if status.is_success() {
         // An empty body is a full success; an undecodable one is not worth failing a batch
         // the collector said it accepted.
-        return Ok(ExportMetricsServiceResponse::decode(body)
-            .ok()
-            .and_then(partial));
+        return Ok(R::Response::decode(body).ok().and_then(R::partial));
     }
     let reason = format!("HTTP {status}{}", body_excerpt(body));
     match status.as_u16() {
@@ -310,7 +359,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsPartialSuccess, metrics::v1::ExportMetricsPartialSuccess,
+    };
+
     use super::*;
+
+    type Metrics = ExportMetricsServiceRequest;
 
     fn retry_after_of(r: Result<Option<PartialSuccess>, SendError>) -> Option<Option<Duration>> {
         match r {
@@ -322,14 +377,20 @@ mod tests {
     #[test]
     fn http_status_classes() {
         let none = HeaderMap::new();
-        assert!(matches!(http_outcome(StatusCode::OK, &none, b""), Ok(None)));
+        assert!(matches!(
+            http_outcome::<Metrics>(StatusCode::OK, &none, b""),
+            Ok(None)
+        ));
         for s in [429, 502, 503, 504] {
             let s = StatusCode::from_u16(s).unwrap();
-            assert_eq!(retry_after_of(http_outcome(s, &none, b"")), Some(None));
+            assert_eq!(
+                retry_after_of(http_outcome::<Metrics>(s, &none, b"")),
+                Some(None)
+            );
         }
         for s in [400, 401, 404, 413, 500] {
             let s = StatusCode::from_u16(s).unwrap();
-            let r = http_outcome(s, &none, b"bad data\n");
+            let r = http_outcome::<Metrics>(s, &none, b"bad data\n");
             assert!(
                 matches!(&r, Err(SendError::Rejected { reason }) if reason.ends_with(": bad data")),
                 "{s}"
@@ -341,22 +402,21 @@ mod tests {
     fn retry_after_is_honoured_and_capped() {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        let r = http_outcome(StatusCode::SERVICE_UNAVAILABLE, &h, b"");
+        let r = http_outcome::<Metrics>(StatusCode::SERVICE_UNAVAILABLE, &h, b"");
         assert_eq!(retry_after_of(r), Some(Some(Duration::from_secs(7))));
         h.insert(RETRY_AFTER, HeaderValue::from_static("86400"));
-        let r = http_outcome(StatusCode::TOO_MANY_REQUESTS, &h, b"");
+        let r = http_outcome::<Metrics>(StatusCode::TOO_MANY_REQUESTS, &h, b"");
         assert_eq!(retry_after_of(r), Some(Some(MAX_RETRY_AFTER)));
         h.insert(
             RETRY_AFTER,
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
-        let r = http_outcome(StatusCode::TOO_MANY_REQUESTS, &h, b"");
+        let r = http_outcome::<Metrics>(StatusCode::TOO_MANY_REQUESTS, &h, b"");
         assert_eq!(retry_after_of(r), Some(None));
     }
 
     #[test]
     fn partial_success_is_reported() {
-        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess;
         let body = ExportMetricsServiceResponse {
             partial_success: Some(ExportMetricsPartialSuccess {
                 rejected_data_points: 3,
@@ -364,20 +424,33 @@ mod tests {
             }),
         }
         .encode_to_vec();
-        let p = http_outcome(StatusCode::OK, &HeaderMap::new(), &body)
+        let p = http_outcome::<Metrics>(StatusCode::OK, &HeaderMap::new(), &body)
             .ok()
             .flatten()
             .expect("partial success");
-        assert_eq!((p.rejected_data_points, p.message.as_str()), (3, "too old"));
+        assert_eq!((p.rejected, p.message.as_str()), (3, "too old"));
         // An empty partial_success message means full success.
         let body = ExportMetricsServiceResponse {
             partial_success: Some(ExportMetricsPartialSuccess::default()),
         }
         .encode_to_vec();
         assert!(matches!(
-            http_outcome(StatusCode::OK, &HeaderMap::new(), &body),
+            http_outcome::<Metrics>(StatusCode::OK, &HeaderMap::new(), &body),
             Ok(None)
         ));
+        // The logs service counts rejected log records in a field of its own.
+        let body = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 2,
+                error_message: "body too large".into(),
+            }),
+        }
+        .encode_to_vec();
+        let p = http_outcome::<ExportLogsServiceRequest>(StatusCode::OK, &HeaderMap::new(), &body)
+            .ok()
+            .flatten()
+            .expect("partial success");
+        assert_eq!((p.rejected, p.message.as_str()), (2, "body too large"));
     }
 
     #[test]
