@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use observer_tests::{netns::NetNs, observer, require_root, unique_name};
+use observer_tests::{netns::NetNs, observer, require_root, rotel, unique_name};
 use serde_json::Value;
 
 /// The load's ports: the first connection uses the first; more connections, the next ones.
@@ -482,4 +482,86 @@ fn enforce_is_refused_from_a_config_others_can_write() {
         err.contains("writable by everyone") && err.contains("chmod go-w"),
         "{err}"
     );
+}
+
+/// The audit records reach the collector as OTLP log records. The agent runs on the host here
+/// (rotel listens on the host's loopback), in dry-run, so nothing is changed; the retransmits
+/// still come from the namespace (the tracepoint sees every namespace).
+#[test]
+fn decisions_are_exported_as_otlp_log_records() {
+    require_root!();
+    let bin = rotel::find_binary().unwrap_or_else(|e| panic!("{e}"));
+    let lab = Lab::new(5);
+    let collector = rotel::Rotel::start(&bin, &lab.dir, "rotel", rotel::free_ports());
+    let config = lab.config("mode = \"dry-run\"\n");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replace(
+            "[tuning]",
+            &format!(
+                "[otlp]\nendpoint = \"{}\"\n\n[tuning]",
+                collector.grpc_endpoint()
+            ),
+        ),
+    )
+    .unwrap();
+    let log = fs::File::create(lab.dir.join("agent.log.host")).unwrap();
+    let child = observer::command()
+        .args(["-v", "run", "--config"])
+        .arg(&config)
+        // Host loopback: keep clear of a Prometheus another test or service may run.
+        .args(["--prometheus-listen", "127.0.0.1:0"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start observer run");
+    let mut agent = Agent {
+        child: Some(child),
+        log: lab.dir.join("agent.log.host"),
+    };
+    let load = Load::start(&lab.ns);
+    lab.wait_for(&mut agent, "dry_run", None, 0);
+    let exports = collector.wait_for_logs("the dry-run decision", Duration::from_secs(20), |e| {
+        e.iter()
+            .flat_map(|e| &e.records)
+            .any(|r| r.attr("observer.outcome") == Some("Str(dry_run)"))
+    });
+    let export = exports
+        .iter()
+        .find(|e| {
+            e.records
+                .iter()
+                .any(|r| r.attr("observer.outcome") == Some("Str(dry_run)"))
+        })
+        .unwrap();
+    assert_eq!(export.resource_attr("service.name"), Some("Str(observer)"));
+    let r = export
+        .records
+        .iter()
+        .find(|r| r.attr("observer.outcome") == Some("Str(dry_run)"))
+        .unwrap();
+    let journal = lab.journal();
+    let j = journal.iter().find(|j| j["outcome"] == "dry_run").unwrap();
+    assert_eq!(r.event_name.as_deref(), Some("observer.tuning.decision"));
+    assert_eq!(r.severity_text, "INFO");
+    let id = format!("Str({})", j["id"].as_str().unwrap());
+    assert_eq!(r.attr("observer.decision.id"), Some(id.as_str()));
+    assert_eq!(r.attr("observer.rule"), Some("Str(retransmits)"));
+    assert_eq!(
+        r.attr("observer.knob"),
+        Some("Str(sysctl net.core.somaxconn)")
+    );
+    assert_eq!(
+        r.attr("observer.after"),
+        Some(format!("Str({TUNED})").as_str())
+    );
+    assert!(
+        r.body.contains("rule retransmits fire host: dry_run"),
+        "{}",
+        r.body
+    );
+    drop(load);
+    let status = agent.signal(libc::SIGTERM);
+    assert!(status.success(), "{status}");
 }

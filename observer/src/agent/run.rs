@@ -3,13 +3,18 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Sink, collect::Collector, metrics::Snapshot, otlp, prometheus, resource};
+use super::{
+    Sink,
+    collect::Collector,
+    metrics::{Snapshot, Value},
+    otlp, prometheus, resource,
+};
 use crate::{
     check,
     config::{self, Config},
@@ -33,11 +38,12 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
     check::privileges()?;
     // Before loading anything: the journal and the state must be usable, and what a previous
     // run left changed is put back first.
+    let mut recovered = Vec::new();
     let engine = if tuning.rules.is_empty() {
         None
     } else {
         let mut engine = Engine::new(tuning)?;
-        log_records(&engine.recover());
+        recovered = engine.recover();
         tracing::info!(rules = engine.rules().len(), "rules loaded");
         Some(engine)
     };
@@ -59,13 +65,14 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, loaded, engine))
+    runtime.block_on(serve(config, loaded, engine, recovered))
 }
 
 async fn serve(
     config: Config,
     mut loaded: Loaded,
     mut engine: Option<Engine>,
+    recovered: Vec<Record>,
 ) -> anyhow::Result<()> {
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let exporter = if config.otlp.enabled {
@@ -95,6 +102,8 @@ async fn serve(
         sinks.push(Arc::new(server));
     }
 
+    // What the start-up restored, now that it can be exported.
+    report(recovered, exporter.as_deref());
     let mut collector = Collector::new(&loaded, config.agent.top)?;
     let mut tick = tokio::time::interval(config.agent.interval);
     // A late collection is not made up for with a burst: the next one simply covers more time.
@@ -110,7 +119,7 @@ async fn serve(
                 if let Some(snapshot) = collect(&mut collector, &mut loaded, &sinks)
                     && let Some(engine) = &mut engine
                 {
-                    log_records(&engine.evaluate(&snapshot, Instant::now()));
+                    report(engine.evaluate(&snapshot, Instant::now()), exporter.as_deref());
                 }
             }
             _ = term.recv() => break,
@@ -124,7 +133,7 @@ async fn serve(
     collect(&mut collector, &mut loaded, &sinks);
     if let Some(engine) = &mut engine {
         // Every change is put back before the final flush, so the records of that go out too.
-        log_records(&engine.shutdown(EXEC_DEADLINE));
+        report(engine.shutdown(EXEC_DEADLINE), exporter.as_deref());
     }
     if let Some(exporter) = exporter
         && let Err(e) = exporter.shutdown(FLUSH_DEADLINE).await
@@ -158,9 +167,12 @@ fn collect(
     }
 }
 
-/// Each decision as one log line (the journal holds the full record).
-fn log_records(records: &[Record]) {
-    for r in records {
+/// Each decision (already in the journal) as one log line and as an OTLP log record.
+fn report(records: Vec<Record>, exporter: Option<&otlp::Exporter>) {
+    if records.is_empty() {
+        return;
+    }
+    for r in &records {
         let outcome = r.outcome.map_or("", Outcome::name);
         let change = match (&r.before, &r.after) {
             (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
@@ -177,6 +189,81 @@ fn log_records(records: &[Record]) {
         } else {
             tracing::info!(id = %r.id, "{line}");
         }
+    }
+    if let Some(exporter) = exporter {
+        exporter.offer_logs(records.iter().map(decision_log).collect());
+    }
+}
+
+/// The OTLP event name of the rules' decisions.
+pub const DECISION_EVENT: &str = "observer.tuning.decision";
+
+/// An audit record as an OTLP log record: the same fields as in the journal, as attributes.
+fn decision_log(r: &Record) -> otlp::LogRecord {
+    let outcome = r.outcome.map_or("", Outcome::name);
+    let mut attributes: Vec<(String, Value)> = vec![
+        ("observer.decision.id".into(), r.id.clone().into()),
+        ("observer.rule".into(), r.rule.clone().into()),
+        ("observer.mode".into(), r.mode.clone().into()),
+        ("observer.event".into(), r.event.clone().into()),
+        ("observer.outcome".into(), outcome.into()),
+    ];
+    let texts = [
+        ("observer.condition", &r.condition),
+        ("observer.target", &r.target),
+        ("observer.action", &r.action),
+        ("observer.knob", &r.knob),
+        ("observer.unit", &r.unit),
+    ];
+    for (key, value) in texts {
+        if !value.is_empty() {
+            attributes.push((key.into(), value.clone().into()));
+        }
+    }
+    for (key, value) in [("observer.before", &r.before), ("observer.after", &r.after)] {
+        if let Some(v) = value {
+            attributes.push((key.into(), v.clone().into()));
+        }
+    }
+    // Numbers as text: the attribute model here has no floats, and the journal keeps them exact.
+    for (key, value) in [
+        ("observer.observed", r.observed),
+        ("observer.threshold", r.threshold),
+        ("observer.window_seconds", r.window_seconds),
+    ] {
+        if let Some(v) = value {
+            attributes.push((key.into(), v.to_string().into()));
+        }
+    }
+    if let Some(e) = &r.experiment {
+        attributes.push(("observer.experiment".into(), e.to_string().into()));
+    }
+    let body = format!(
+        "rule {} {} {}: {outcome}{}{}",
+        r.rule,
+        r.event,
+        r.target,
+        if r.knob.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", r.knob)
+        },
+        if r.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.message)
+        }
+    );
+    otlp::LogRecord {
+        time: SystemTime::now(),
+        severity: if r.outcome.is_some_and(Outcome::is_problem) {
+            otlp::Severity::Warn
+        } else {
+            otlp::Severity::Info
+        },
+        event_name: DECISION_EVENT,
+        body,
+        attributes,
     }
 }
 
