@@ -7,11 +7,29 @@
 //! back. Knobs are serializable because the engine persists each original value *before* changing
 //! it, so a restart after a crash can restore it.
 
-use std::{ops::Range, path::PathBuf, time::Duration};
+pub mod cgroup;
+pub mod cpu_governor;
+mod cpulist;
+pub mod exec;
+pub mod io_scheduler;
+pub mod log;
+pub mod process;
+pub mod sysctl;
 
-use serde::{Deserialize, Serialize};
+use std::{
+    fmt,
+    io::Write as _,
+    ops::Range,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize, de};
+use toml::Spanned;
 
 use crate::signals::Signal;
+
+pub use cpulist::CpuList;
 
 /// The breakdown a rule watches, so each target (a cgroup, a process, a disk...) is judged on
 /// its own and the action knows whom to act on.
@@ -31,14 +49,27 @@ pub enum Per {
 pub enum Target {
     Host,
     /// A cgroup v2 id (its directory's inode) and its path under the cgroup2 mount, as `/a/b`.
-    Cgroup { id: u64, path: String },
+    Cgroup {
+        id: u64,
+        path: String,
+    },
     /// A process (thread group) and the cgroup it ran in.
-    Process { pid: u32, name: String, cgroup_path: String },
+    Process {
+        pid: u32,
+        name: String,
+        cgroup_path: String,
+    },
     /// A block device by kernel name (`sda`, `nvme0n1`, `loop3`).
-    Disk { name: String },
+    Disk {
+        name: String,
+    },
     /// A TCP peer address as exported (`10.0.0.1`, `::1`).
-    Remote { address: String },
-    LockClass { class: String },
+    Remote {
+        address: String,
+    },
+    LockClass {
+        class: String,
+    },
 }
 
 /// A breached rule, as handed to [`Action::plan`] and described to `exec` commands.
@@ -111,6 +142,10 @@ pub trait Action: Send + Sync + std::fmt::Debug {
 pub enum ActionError {
     #[error("{0}")]
     Unavailable(String),
+    /// The target is gone: the process exited (or its pid now belongs to another process), the
+    /// cgroup or the device was removed. There is nothing to change, nor to put back.
+    #[error("{0}")]
+    Gone(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -126,4 +161,371 @@ pub struct Invalid {
     pub span: Range<usize>,
     pub key: &'static str,
     pub message: String,
+}
+
+impl Knob {
+    /// The current value, in the same text form [`Action::plan`] produces, so the engine can
+    /// compare what it reads with what it set (whitespace runs are one space; see each kind for
+    /// what else is normalised).
+    pub fn read(&self) -> Result<String, ActionError> {
+        match self {
+            Self::Sysctl { key } => sysctl::read(key),
+            Self::IoScheduler { device } => io_scheduler::read(device),
+            Self::CpuGovernor { cpu } => cpu_governor::read(*cpu),
+            Self::CgroupFile { path, file } => cgroup::read(path, file),
+            Self::Nice { pid, start_time } => process::read_nice(*pid, *start_time),
+            Self::Affinity { pid, start_time } => process::read_affinity(*pid, *start_time),
+        }
+    }
+
+    /// Sets the knob to `value`: a value from [`Action::plan`] or one [`Knob::read`] returned
+    /// (to put an original back).
+    pub fn write(&self, value: &str) -> Result<(), ActionError> {
+        match self {
+            Self::Sysctl { key } => sysctl::write(key, value),
+            Self::IoScheduler { device } => io_scheduler::write(device, value),
+            Self::CpuGovernor { cpu } => cpu_governor::write(*cpu, value),
+            Self::CgroupFile { path, file } => cgroup::write(path, file, value),
+            Self::Nice { pid, start_time } => process::write_nice(*pid, *start_time, value),
+            Self::Affinity { pid, start_time } => process::write_affinity(*pid, *start_time, value),
+        }
+    }
+}
+
+impl fmt::Display for Knob {
+    /// `sysctl net.core.somaxconn`, `io_scheduler loop3`, `cpu_governor cpu0`,
+    /// `cgroup /sys/fs/cgroup/x cpu.weight`, `nice pid 123`, `affinity pid 123`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sysctl { key } => write!(f, "sysctl {key}"),
+            Self::IoScheduler { device } => write!(f, "io_scheduler {device}"),
+            Self::CpuGovernor { cpu } => write!(f, "cpu_governor cpu{cpu}"),
+            Self::CgroupFile { path, file } => write!(f, "cgroup {} {file}", path.display()),
+            Self::Nice { pid, .. } => write!(f, "nice pid {pid}"),
+            Self::Affinity { pid, .. } => write!(f, "affinity pid {pid}"),
+        }
+    }
+}
+
+/// Whitespace runs (spaces, tabs, newlines) as one space, without leading or trailing
+/// whitespace: the kernel separates `tcp_rmem`'s numbers with tabs and ends files with a newline.
+pub fn normalise(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Reads a kernel file (procfs, sysfs, cgroupfs); `what` names it in the error.
+fn read_file(path: &Path, what: &str) -> Result<String, ActionError> {
+    std::fs::read_to_string(path).map_err(|source| ActionError::Io {
+        what: format!("read {what} ({})", path.display()),
+        source,
+    })
+}
+
+/// Writes `value` to an existing kernel file in one write(2), as procfs and sysfs expect (a
+/// value split over two writes is two values). Never creates the file.
+fn write_file(path: &Path, value: &str, what: &str) -> Result<(), ActionError> {
+    let io = |source| ActionError::Io {
+        what: format!("write {value:?} to {what} ({})", path.display()),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let written = file.write(value.as_bytes()).map_err(io)?;
+    if written != value.len() {
+        return Err(io(std::io::Error::other(format!(
+            "the kernel took {written} of {} bytes",
+            value.len()
+        ))));
+    }
+    Ok(())
+}
+
+/// The kinds of action, as written in `type`.
+pub const KINDS: [&str; 8] = [
+    "sysctl",
+    "io_scheduler",
+    "cpu_governor",
+    "cgroup",
+    "nice",
+    "affinity",
+    "exec",
+    "log",
+];
+
+/// The fields each kind takes besides `type`, the first ones required (see [`build`]).
+fn fields_of(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "sysctl" => &["key", "value"],
+        "io_scheduler" => &["scheduler", "device"],
+        "cpu_governor" => &["governor", "cpus"],
+        "cgroup" => &["file", "value", "path"],
+        "nice" => &["value"],
+        "affinity" => &["cpus"],
+        "exec" => &["command", "timeout"],
+        _ => &[],
+    }
+}
+
+/// One action as written in a rule's `actions` array. Every field of every kind is here (which
+/// kind takes which is checked by [`build`], with a message naming the kind a stray field
+/// belongs to): a serde tagged enum would lose the spans, which `toml::Spanned` cannot keep
+/// through serde's buffering of tagged enums.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAction {
+    /// The kind: one of [`KINDS`].
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// `sysctl`: the key, as `sysctl` names it (`net.core.somaxconn`).
+    pub key: Option<Spanned<String>>,
+    /// `sysctl`, `cgroup`: the value to set; `nice`: the nice value.
+    pub value: Option<Spanned<Scalar>>,
+    /// `io_scheduler`: the scheduler (`none`, `mq-deadline`, `kyber`, `bfq`).
+    pub scheduler: Option<Spanned<String>>,
+    /// `io_scheduler`: the device's kernel name (`sda`); default: the offending disk.
+    pub device: Option<Spanned<String>>,
+    /// `cpu_governor`: the governor (`performance`, `schedutil`...).
+    pub governor: Option<Spanned<String>>,
+    /// `cpu_governor`: which CPUs (default: all online); `affinity`: the CPUs to allow.
+    pub cpus: Option<Spanned<Scalar>>,
+    /// `cgroup`: the interface file (`cpu.weight`, `cpu.weight.nice`, `io.weight`, `cpu.max`).
+    pub file: Option<Spanned<String>>,
+    /// `cgroup`: a cgroup under the cgroup2 mount (`system.slice/db.service`); default: the
+    /// offending one.
+    pub path: Option<Spanned<String>>,
+    /// `exec`: the program (an absolute path) and its arguments.
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `exec`: how long the command may run: seconds or `"500ms"`, `"10s"`, `"2m"`.
+    pub timeout: Option<Spanned<Scalar>>,
+}
+
+impl FileAction {
+    /// The fields present (besides `type`), with the span of their value.
+    fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        let mut present = Vec::new();
+        let mut add = |name, span: Option<Range<usize>>| {
+            if let Some(span) = span {
+                present.push((name, span));
+            }
+        };
+        add("key", self.key.as_ref().map(Spanned::span));
+        add("value", self.value.as_ref().map(Spanned::span));
+        add("scheduler", self.scheduler.as_ref().map(Spanned::span));
+        add("device", self.device.as_ref().map(Spanned::span));
+        add("governor", self.governor.as_ref().map(Spanned::span));
+        add("cpus", self.cpus.as_ref().map(Spanned::span));
+        add("file", self.file.as_ref().map(Spanned::span));
+        add("path", self.path.as_ref().map(Spanned::span));
+        add("command", self.command.as_ref().map(Spanned::span));
+        add("timeout", self.timeout.as_ref().map(Spanned::span));
+        present
+    }
+}
+
+/// A value written either as a string or as an integer (`value = 4096` or `value = "4096"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scalar {
+    Text(String),
+    Integer(i64),
+}
+
+impl Scalar {
+    /// The value as text: the string, or the integer in decimal.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Text(s) => s.clone(),
+            Self::Integer(n) => n.to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(s.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Integer(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar, E> {
+                i64::try_from(n)
+                    .map(Scalar::Integer)
+                    .map_err(|_| E::custom(format!("{n} is too large")))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Invalid {
+    fn new(span: Range<usize>, key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            span,
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// The name of `per` as the config writes it.
+fn per_name(per: Per) -> &'static str {
+    match per {
+        Per::Host => "host",
+        Per::Cgroup => "cgroup",
+        Per::Process => "process",
+        Per::Disk => "disk",
+        Per::Remote => "remote",
+        Per::LockClass => "lock_class",
+    }
+}
+
+/// A field a kind requires: its value, or an error at the action (`at`) naming it.
+fn required<'a, T>(
+    field: &'a Option<Spanned<T>>,
+    name: &'static str,
+    kind: &str,
+    at: &Range<usize>,
+    example: &str,
+) -> Result<&'a Spanned<T>, Invalid> {
+    field.as_ref().ok_or_else(|| {
+        Invalid::new(
+            at.clone(),
+            name,
+            format!("a {kind} action needs `{name}`, e.g. {example}"),
+        )
+    })
+}
+
+/// Validates one configured action for a rule whose breakdown is `per`, and builds it.
+///
+/// Checks, each with an error at the offending value: the `type` is known, the kind's required
+/// fields are there and no field of another kind is, every value parses and is within its
+/// bounds, and the kind can act on what the rule watches (`nice` and `affinity` need
+/// `per = "process"`, `cgroup` a per-cgroup or per-process rule or a `path`, `io_scheduler` a
+/// `device` or `per = "disk"`).
+pub fn build(raw: &Spanned<FileAction>, per: Per) -> Result<Box<dyn Action>, Invalid> {
+    let at = raw.span();
+    let action = raw.get_ref();
+    let kinds = KINDS.join(", ");
+    let Some(kind) = &action.kind else {
+        return Err(Invalid::new(
+            at,
+            "type",
+            format!("an action needs a `type`, one of: {kinds} (e.g. {{ type = \"log\" }})"),
+        ));
+    };
+    let name = kind.get_ref().as_str();
+    if !KINDS.contains(&name) {
+        return Err(Invalid::new(
+            kind.span(),
+            "type",
+            format!("unknown action type {name:?}; the types are: {kinds}"),
+        ));
+    }
+    let takes = fields_of(name);
+    for (field, span) in action.present() {
+        if takes.contains(&field) {
+            continue;
+        }
+        let owners: Vec<_> = KINDS
+            .iter()
+            .filter(|k| fields_of(k).contains(&field))
+            .copied()
+            .collect();
+        let fields = if takes.is_empty() {
+            "no other field".to_owned()
+        } else {
+            format!("only: {}", takes.join(", "))
+        };
+        return Err(Invalid::new(
+            span,
+            field,
+            format!(
+                "`{field}` is a field of {} actions, not of {name} actions; a {name} action \
+                 takes {fields}",
+                owners.join(" and ")
+            ),
+        ));
+    }
+    let needs_per = |wanted: &[Per], what: &str| -> Result<(), Invalid> {
+        if wanted.contains(&per) {
+            return Ok(());
+        }
+        let wanted: Vec<_> = wanted
+            .iter()
+            .map(|p| format!("per = \"{}\"", per_name(*p)))
+            .collect();
+        Err(Invalid::new(
+            kind.span(),
+            "type",
+            format!(
+                "a {name} action acts on {what}, so its rule needs {} (this rule has per = \"{}\")",
+                wanted.join(" or "),
+                per_name(per)
+            ),
+        ))
+    };
+    Ok(match name {
+        "sysctl" => Box::new(sysctl::Sysctl::build(action, &at)?),
+        "io_scheduler" => {
+            let built = io_scheduler::IoScheduler::build(action, &at)?;
+            if action.device.is_none() && per != Per::Disk {
+                return Err(Invalid::new(
+                    at,
+                    "device",
+                    format!(
+                        "an io_scheduler action needs a `device` (e.g. device = \"sda\") unless \
+                         its rule has per = \"disk\", where it acts on the offending disk (this \
+                         rule has per = \"{}\")",
+                        per_name(per)
+                    ),
+                ));
+            }
+            Box::new(built)
+        }
+        "cpu_governor" => Box::new(cpu_governor::CpuGovernor::build(action, &at)?),
+        "cgroup" => {
+            let built = cgroup::CgroupAction::build(action, &at)?;
+            if action.path.is_none() && !matches!(per, Per::Cgroup | Per::Process) {
+                return Err(Invalid::new(
+                    at,
+                    "path",
+                    format!(
+                        "a cgroup action acts on the offending cgroup, so its rule needs \
+                         per = \"cgroup\" or per = \"process\", or the action a `path` (e.g. \
+                         path = \"system.slice/db.service\") (this rule has per = \"{}\")",
+                        per_name(per)
+                    ),
+                ));
+            }
+            Box::new(built)
+        }
+        "nice" => {
+            needs_per(&[Per::Process], "the offending process")?;
+            Box::new(process::Nice::build(action, &at)?)
+        }
+        "affinity" => {
+            needs_per(&[Per::Process], "the offending process")?;
+            Box::new(process::Affinity::build(action, &at)?)
+        }
+        "exec" => Box::new(exec::Exec::build(action, &at)?),
+        "log" => Box::new(log::Log),
+        _ => unreachable!("checked against KINDS above"),
+    })
 }
