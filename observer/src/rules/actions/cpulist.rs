@@ -8,9 +8,9 @@ use super::ActionError;
 /// The largest CPU number accepted: `cpu_set_t` (what sched_setaffinity takes here) holds 1024.
 pub const MAX_CPU: u32 = 1023;
 
-/// A non-empty set of CPU numbers. Displays in the kernel's canonical form: ascending, runs of
-/// three or more as ranges (`0-2,5,7-9`), which is also how [`CpuList::parse`] of any equivalent
-/// list displays, so configured and read-back lists compare equal.
+/// A non-empty set of CPU numbers. Displays in the kernel's form (bitmap_list_string):
+/// ascending, every run of consecutive CPUs as a range (`0-2,5,7-8`), so any two equivalent
+/// lists display the same, and as the kernel shows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuList(BTreeSet<u32>);
 
@@ -95,10 +95,10 @@ impl fmt::Display for CpuList {
                 f.write_str(",")?;
             }
             first_item = false;
-            match end - start {
-                0 => write!(f, "{start}")?,
-                1 => write!(f, "{start},{end}")?,
-                _ => write!(f, "{start}-{end}")?,
+            if end == start {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{end}")?;
             }
         }
         Ok(())
@@ -115,9 +115,10 @@ mod tests {
             ("0", "0"),
             ("0-3,8", "0-3,8"),
             ("3,2,1,0", "0-3"),
-            ("0,1", "0,1"),
-            (" 0 - 1 , 5 ", "0,1,5"),
-            ("0-2,1-4,9-10", "0-4,9,10"),
+            ("0,1", "0-1"),
+            (" 0 - 1 , 5 ", "0-1,5"),
+            ("0-2,1-4,9-10", "0-4,9-10"),
+            ("7,5", "5,7"),
         ] {
             assert_eq!(CpuList::parse(text).unwrap().to_string(), shown, "{text:?}");
         }

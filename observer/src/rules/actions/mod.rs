@@ -395,6 +395,15 @@ fn per_name(per: Per) -> &'static str {
     }
 }
 
+/// "a" or "an", for a message about a `kind` action.
+fn a(kind: &str) -> &'static str {
+    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 /// A field a kind requires: its value, or an error at the action (`at`) naming it.
 fn required<'a, T>(
     field: &'a Option<Spanned<T>>,
@@ -407,7 +416,7 @@ fn required<'a, T>(
         Invalid::new(
             at.clone(),
             name,
-            format!("a {kind} action needs `{name}`, e.g. {example}"),
+            format!("{} {kind} action needs `{name}`, e.g. {example}", a(kind)),
         )
     })
 }
@@ -457,9 +466,10 @@ pub fn build(raw: &Spanned<FileAction>, per: Per) -> Result<Box<dyn Action>, Inv
             span,
             field,
             format!(
-                "`{field}` is a field of {} actions, not of {name} actions; a {name} action \
+                "`{field}` is a field of {} actions, not of {name} actions; {} {name} action \
                  takes {fields}",
-                owners.join(" and ")
+                owners.join(" and "),
+                a(name)
             ),
         ));
     }
@@ -475,7 +485,8 @@ pub fn build(raw: &Spanned<FileAction>, per: Per) -> Result<Box<dyn Action>, Inv
             kind.span(),
             "type",
             format!(
-                "a {name} action acts on {what}, so its rule needs {} (this rule has per = \"{}\")",
+                "{} {name} action acts on {what}, so its rule needs {} (this rule has per = \"{}\")",
+                a(name),
                 wanted.join(" or "),
                 per_name(per)
             ),
@@ -528,4 +539,396 @@ pub fn build(raw: &Spanned<FileAction>, per: Per) -> Result<Box<dyn Action>, Inv
         "log" => Box::new(log::Log),
         _ => unreachable!("checked against KINDS above"),
     })
+}
+
+/// What the modules' tests share: actions parsed from TOML snippets, and breaches.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use toml::Spanned;
+
+    use super::{Action, Breach, FileAction, Per, Target, build};
+    use crate::signals::Signal;
+
+    #[derive(serde::Deserialize)]
+    struct One {
+        action: Spanned<FileAction>,
+    }
+
+    /// Builds `action = <snippet>` for a rule with `per`.
+    pub fn built(snippet: &str, per: Per) -> Box<dyn Action> {
+        let text = format!("action = {snippet}");
+        let one: One = toml::from_str(&text).unwrap_or_else(|e| panic!("{snippet}: {e}"));
+        build(&one.action, per).unwrap_or_else(|e| panic!("{snippet}: {e}"))
+    }
+
+    /// The error of building `action = <snippet>`: the field, the message, and the text its
+    /// span covers.
+    pub fn invalid(snippet: &str, per: Per) -> (&'static str, String, String) {
+        let text = format!("action = {snippet}");
+        let one: One = toml::from_str(&text).unwrap_or_else(|e| panic!("{snippet}: {e}"));
+        match build(&one.action, per) {
+            Ok(action) => panic!("{snippet} was accepted: {}", action.describe()),
+            Err(e) => (e.key, e.message, text[e.span].to_owned()),
+        }
+    }
+
+    /// A breach of rule "test" about `target`.
+    pub fn breach(target: Target) -> Breach {
+        Breach {
+            rule: "test".to_owned(),
+            signal: Signal::Tcp,
+            statistic: "rate".to_owned(),
+            observed: 75.5,
+            threshold: 50.0,
+            unit: "1/s",
+            window: Duration::from_secs(30),
+            target,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{breach, built, invalid};
+    use super::*;
+
+    #[test]
+    fn every_kind_builds_and_describes_itself() {
+        for (snippet, per, kind, described) in [
+            (
+                r#"{ type = "sysctl", key = "net.core.somaxconn", value = 4096 }"#,
+                Per::Host,
+                "sysctl",
+                "sysctl net.core.somaxconn=4096",
+            ),
+            (
+                r#"{ type = "io_scheduler", scheduler = "bfq" }"#,
+                Per::Disk,
+                "io_scheduler",
+                "io_scheduler bfq on the offending disk",
+            ),
+            (
+                r#"{ type = "io_scheduler", scheduler = "none", device = "vda" }"#,
+                Per::Host,
+                "io_scheduler",
+                "io_scheduler none on vda",
+            ),
+            (
+                r#"{ type = "cpu_governor", governor = "performance" }"#,
+                Per::Host,
+                "cpu_governor",
+                "cpu_governor performance on every online CPU",
+            ),
+            (
+                r#"{ type = "cpu_governor", governor = "performance", cpus = 0 }"#,
+                Per::Host,
+                "cpu_governor",
+                "cpu_governor performance on CPUs 0",
+            ),
+            (
+                r#"{ type = "cgroup", file = "cpu.weight", value = 50 }"#,
+                Per::Cgroup,
+                "cgroup",
+                "cgroup cpu.weight=50 of the offending cgroup",
+            ),
+            (
+                r#"{ type = "cgroup", file = "cpu.max", value = "50000 100000", path = "/a/b/" }"#,
+                Per::Host,
+                "cgroup",
+                "cgroup cpu.max=50000 100000 of /a/b",
+            ),
+            (
+                r#"{ type = "nice", value = 10 }"#,
+                Per::Process,
+                "nice",
+                "nice 10 for the offending process",
+            ),
+            (
+                r#"{ type = "affinity", cpus = "0" }"#,
+                Per::Process,
+                "affinity",
+                "affinity 0 for the offending process",
+            ),
+            (
+                r#"{ type = "exec", command = ["/bin/true", "x"], timeout = "2s" }"#,
+                Per::Host,
+                "exec",
+                r#"exec ["/bin/true", "x"] (timeout 2s)"#,
+            ),
+            (r#"{ type = "log" }"#, Per::Remote, "log", "log"),
+        ] {
+            let action = built(snippet, per);
+            assert_eq!(action.kind(), kind, "{snippet}");
+            assert_eq!(action.describe(), described, "{snippet}");
+        }
+    }
+
+    #[test]
+    fn kinds_and_fields_are_checked_with_the_fix_in_the_message() {
+        let types = "sysctl, io_scheduler, cpu_governor, cgroup, nice, affinity, exec, log";
+        for (snippet, per, key, message, at) in [
+            (
+                r#"{ value = 1 }"#.to_owned(),
+                Per::Host,
+                "type",
+                format!("an action needs a `type`, one of: {types} (e.g. {{ type = \"log\" }})"),
+                "{ value = 1 }",
+            ),
+            (
+                r#"{ type = "reboot" }"#.to_owned(),
+                Per::Host,
+                "type",
+                format!("unknown action type \"reboot\"; the types are: {types}"),
+                "\"reboot\"",
+            ),
+            (
+                r#"{ type = "log", key = "vm.swappiness" }"#.to_owned(),
+                Per::Host,
+                "key",
+                "`key` is a field of sysctl actions, not of log actions; a log action takes no \
+                 other field"
+                    .to_owned(),
+                "\"vm.swappiness\"",
+            ),
+            (
+                r#"{ type = "nice", value = 5, cpus = "0" }"#.to_owned(),
+                Per::Process,
+                "cpus",
+                "`cpus` is a field of cpu_governor and affinity actions, not of nice actions; a \
+                 nice action takes only: value"
+                    .to_owned(),
+                "\"0\"",
+            ),
+            (
+                r#"{ type = "sysctl", key = "vm.swappiness", device = "sda" }"#.to_owned(),
+                Per::Host,
+                "device",
+                "`device` is a field of io_scheduler actions, not of sysctl actions; a sysctl \
+                 action takes only: key, value"
+                    .to_owned(),
+                "\"sda\"",
+            ),
+            (
+                r#"{ type = "nice", value = 5 }"#.to_owned(),
+                Per::Cgroup,
+                "type",
+                "a nice action acts on the offending process, so its rule needs per = \
+                 \"process\" (this rule has per = \"cgroup\")"
+                    .to_owned(),
+                "\"nice\"",
+            ),
+            (
+                r#"{ type = "affinity", cpus = "0" }"#.to_owned(),
+                Per::Host,
+                "type",
+                "an affinity action acts on the offending process, so its rule needs per = \
+                 \"process\" (this rule has per = \"host\")"
+                    .to_owned(),
+                "\"affinity\"",
+            ),
+            (
+                r#"{ type = "io_scheduler", scheduler = "bfq" }"#.to_owned(),
+                Per::Cgroup,
+                "device",
+                "an io_scheduler action needs a `device` (e.g. device = \"sda\") unless its \
+                 rule has per = \"disk\", where it acts on the offending disk (this rule has \
+                 per = \"cgroup\")"
+                    .to_owned(),
+                r#"{ type = "io_scheduler", scheduler = "bfq" }"#,
+            ),
+            (
+                r#"{ type = "cgroup", file = "cpu.weight", value = 50 }"#.to_owned(),
+                Per::Disk,
+                "path",
+                "a cgroup action acts on the offending cgroup, so its rule needs per = \
+                 \"cgroup\" or per = \"process\", or the action a `path` (e.g. path = \
+                 \"system.slice/db.service\") (this rule has per = \"disk\")"
+                    .to_owned(),
+                r#"{ type = "cgroup", file = "cpu.weight", value = 50 }"#,
+            ),
+        ] {
+            assert_eq!(
+                invalid(&snippet, per),
+                (key, message, at.to_owned()),
+                "{snippet}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_value_types_fail_to_parse() {
+        #[derive(Debug, serde::Deserialize)]
+        #[expect(dead_code, reason = "only whether it parses matters")]
+        struct One {
+            action: Spanned<FileAction>,
+        }
+        let err = toml::from_str::<One>(r#"action = { type = "log", bogus = 1 }"#).unwrap_err();
+        assert!(err.message().contains("unknown field `bogus`"), "{err}");
+        let err = toml::from_str::<One>(r#"action = { type = "nice", value = 1.5 }"#).unwrap_err();
+        assert!(err.message().contains("a string or an integer"), "{err}");
+    }
+
+    #[test]
+    fn actions_parse_from_inline_tables_and_from_array_of_tables() {
+        #[derive(serde::Deserialize)]
+        struct Rule {
+            actions: Vec<Spanned<FileAction>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct File {
+            rules: Vec<Rule>,
+        }
+        let text = r#"
+[[rules]]
+actions = [
+  { type = "sysctl", key = "net.core.somaxconn", value = "4096" },
+  { type = "log" },
+]
+
+[[rules]]
+[[rules.actions]]
+type = "sysctl"
+key = "net.core.somaxconn"
+value = "8192"
+"#;
+        let file: File = toml::from_str(text).unwrap();
+        let described: Vec<Vec<String>> = file
+            .rules
+            .iter()
+            .map(|r| {
+                r.actions
+                    .iter()
+                    .map(|a| build(a, Per::Host).unwrap().describe())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            described,
+            [
+                vec!["sysctl net.core.somaxconn=4096", "log"],
+                vec!["sysctl net.core.somaxconn=8192"]
+            ]
+        );
+        // The span of a field in a [[rules.actions]] table points at its value.
+        let value = file.rules[1].actions[0].get_ref().value.as_ref().unwrap();
+        assert_eq!(&text[value.span()], "\"8192\"");
+    }
+
+    #[test]
+    fn knobs_display_and_keep_their_serialized_form() {
+        let knobs = [
+            (
+                Knob::Sysctl {
+                    key: "net.core.somaxconn".into(),
+                },
+                "sysctl net.core.somaxconn",
+                r#"{"kind":"sysctl","key":"net.core.somaxconn"}"#,
+            ),
+            (
+                Knob::IoScheduler {
+                    device: "loop3".into(),
+                },
+                "io_scheduler loop3",
+                r#"{"kind":"io_scheduler","device":"loop3"}"#,
+            ),
+            (
+                Knob::CpuGovernor { cpu: 1 },
+                "cpu_governor cpu1",
+                r#"{"kind":"cpu_governor","cpu":1}"#,
+            ),
+            (
+                Knob::CgroupFile {
+                    path: "/sys/fs/cgroup/x".into(),
+                    file: "cpu.weight".into(),
+                },
+                "cgroup /sys/fs/cgroup/x cpu.weight",
+                r#"{"kind":"cgroup_file","path":"/sys/fs/cgroup/x","file":"cpu.weight"}"#,
+            ),
+            (
+                Knob::Nice {
+                    pid: 123,
+                    start_time: 9,
+                },
+                "nice pid 123",
+                r#"{"kind":"nice","pid":123,"start_time":9}"#,
+            ),
+            (
+                Knob::Affinity {
+                    pid: 123,
+                    start_time: 9,
+                },
+                "affinity pid 123",
+                r#"{"kind":"affinity","pid":123,"start_time":9}"#,
+            ),
+        ];
+        for (knob, shown, json) in knobs {
+            assert_eq!(knob.to_string(), shown);
+            assert_eq!(serde_json::to_string(&knob).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Knob>(json).unwrap(), knob);
+        }
+    }
+
+    #[test]
+    fn normalise_collapses_whitespace() {
+        assert_eq!(normalise("4096\t87380\t16777216\n"), "4096 87380 16777216");
+        assert_eq!(normalise("  default   100 \n"), "default 100");
+        assert_eq!(normalise("\n"), "");
+    }
+
+    #[test]
+    fn log_plans_a_log_step() {
+        let log = built(r#"{ type = "log" }"#, Per::Host);
+        assert_eq!(log.plan(&breach(Target::Host)).unwrap(), [Step::Log]);
+    }
+
+    /// Every example in examples/rules parses, and each of its actions builds for its rule.
+    #[test]
+    fn the_examples_build() {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[expect(dead_code, reason = "the engine's fields, only checked to parse here")]
+        struct Rule {
+            name: String,
+            signal: String,
+            statistic: String,
+            above: f64,
+            #[serde(rename = "for")]
+            for_: String,
+            per: Option<String>,
+            actions: Vec<Spanned<FileAction>>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            rules: Vec<Rule>,
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules");
+        let mut kinds = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file: File =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for rule in file.rules {
+                let per = match rule.per.as_deref() {
+                    None | Some("host") => Per::Host,
+                    Some("cgroup") => Per::Cgroup,
+                    Some("process") => Per::Process,
+                    Some("disk") => Per::Disk,
+                    Some(other) => panic!("{}: per = {other:?}", path.display()),
+                };
+                for action in &rule.actions {
+                    let built = build(action, per)
+                        .unwrap_or_else(|e| panic!("{} {}: {e}", path.display(), rule.name));
+                    kinds.insert(built.kind());
+                }
+            }
+        }
+        assert_eq!(kinds, KINDS.into_iter().collect());
+    }
 }
