@@ -335,3 +335,284 @@ impl Action for Sysctl {
         }])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use observer_tests::netns::NetNs;
+
+    use super::super::testing::{breach, built, invalid};
+    use super::super::{Per, Target};
+    use super::*;
+
+    fn sysctl(key: &str, value: &str) -> String {
+        format!(r#"{{ type = "sysctl", key = "{key}", value = {value} }}"#)
+    }
+
+    #[test]
+    fn values_are_normalised_to_the_kernel_s_form() {
+        for (key, value, planned) in [
+            ("net.core.somaxconn", "4096", "4096"),
+            ("net.core.somaxconn", "\" 4096 \"", "4096"),
+            ("net.core.somaxconn", "\"+4096\"", "4096"),
+            (
+                "net.ipv4.tcp_rmem",
+                "\"4096  87380\\t16777216\"",
+                "4096 87380 16777216",
+            ),
+            (
+                "net.ipv4.ip_local_port_range",
+                "\"1024 65535\"",
+                "1024 65535",
+            ),
+            ("net.ipv4.tcp_congestion_control", "\"reno\"", "reno"),
+            ("vm.swappiness", "0", "0"),
+        ] {
+            let action = built(&sysctl(key, value), Per::Host);
+            assert_eq!(action.describe(), format!("sysctl {key}={planned}"));
+        }
+    }
+
+    #[test]
+    fn keys_and_values_are_checked() {
+        let allowed = allowed_keys().join(", ");
+        for (key, value, field, message, at) in [
+            (
+                "kernel.panic",
+                "1",
+                "key",
+                format!(
+                    "sysctl \"kernel.panic\" is not on the allowlist; the allowed keys are: {allowed}"
+                ),
+                "\"kernel.panic\"",
+            ),
+            (
+                "net.core.somaxconn",
+                "\"lots\"",
+                "value",
+                "\"lots\" is not an integer (net.core.somaxconn takes integers)".to_owned(),
+                "\"lots\"",
+            ),
+            (
+                "net.core.somaxconn",
+                "100000",
+                "value",
+                "100000 is out of bounds for net.core.somaxconn: use a value from 128 to 65535"
+                    .to_owned(),
+                "100000",
+            ),
+            (
+                "vm.swappiness",
+                "-1",
+                "value",
+                "-1 is out of bounds for vm.swappiness: use a value from 0 to 200".to_owned(),
+                "-1",
+            ),
+            (
+                "net.ipv4.tcp_rmem",
+                "\"4096 87380\"",
+                "value",
+                "net.ipv4.tcp_rmem takes three sizes in bytes, \"min default max\", e.g. \
+                 \"4096 87380 16777216\""
+                    .to_owned(),
+                "\"4096 87380\"",
+            ),
+            (
+                "net.ipv4.tcp_wmem",
+                "\"4096 65536 1073741824\"",
+                "value",
+                "1073741824 is out of bounds for net.ipv4.tcp_wmem: each size must be from 4096 \
+                 to 268435456 (256 MiB)"
+                    .to_owned(),
+                "\"4096 65536 1073741824\"",
+            ),
+            (
+                "net.ipv4.tcp_rmem",
+                "\"8192 4096 16777216\"",
+                "value",
+                "net.ipv4.tcp_rmem must be in order, min <= default <= max; got 8192 4096 \
+                 16777216"
+                    .to_owned(),
+                "\"8192 4096 16777216\"",
+            ),
+            (
+                "net.ipv4.tcp_rmem",
+                "\"4096 x 16777216\"",
+                "value",
+                "\"x\" is not an integer (net.ipv4.tcp_rmem takes integers)".to_owned(),
+                "\"4096 x 16777216\"",
+            ),
+            (
+                "net.ipv4.ip_local_port_range",
+                "\"1024\"",
+                "value",
+                "net.ipv4.ip_local_port_range takes two ports, \"low high\", e.g. \"1024 65535\""
+                    .to_owned(),
+                "\"1024\"",
+            ),
+            (
+                "net.ipv4.ip_local_port_range",
+                "\"80 8080\"",
+                "value",
+                "80 8080 is not a port range net.ipv4.ip_local_port_range accepts here: it \
+                 needs 1024 <= low < high <= 65535"
+                    .to_owned(),
+                "\"80 8080\"",
+            ),
+            (
+                "net.ipv4.tcp_congestion_control",
+                "\"BBR; reboot\"",
+                "value",
+                "\"BBR; reboot\" is not a name net.ipv4.tcp_congestion_control accepts: use a \
+                 congestion control algorithm such as \"bbr\" or \"cubic\""
+                    .to_owned(),
+                "\"BBR; reboot\"",
+            ),
+            (
+                "net.core.default_qdisc",
+                "\"\"",
+                "value",
+                "\"\" is not a name net.core.default_qdisc accepts: use a queueing discipline \
+                 such as \"fq\""
+                    .to_owned(),
+                "\"\"",
+            ),
+        ] {
+            assert_eq!(
+                invalid(&sysctl(key, value), Per::Host),
+                (field, message, at.to_owned()),
+                "{key} = {value}"
+            );
+        }
+        let missing = r#"{ type = "sysctl", key = "vm.swappiness" }"#;
+        assert_eq!(
+            invalid(missing, Per::Host),
+            (
+                "value",
+                "a sysctl action needs `value`, e.g. { type = \"sysctl\", key = \
+                 \"net.core.somaxconn\", value = \"4096\" }"
+                    .to_owned(),
+                missing.to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn every_allowed_key_has_a_path_under_proc_sys() {
+        assert_eq!(
+            path("net.ipv4.tcp_rmem"),
+            PathBuf::from("/proc/sys/net/ipv4/tcp_rmem")
+        );
+        // Every key but conntrack's (a module) exists on any Linux with IPv4.
+        for spec in ALLOWED.iter().filter(|s| s.missing.is_none()) {
+            assert!(path(spec.key).exists(), "{}", spec.key);
+        }
+    }
+
+    #[test]
+    fn an_unavailable_congestion_control_is_refused_with_the_modprobe_to_run() {
+        let action = built(
+            &sysctl("net.ipv4.tcp_congestion_control", "\"nosuchcc\""),
+            Per::Host,
+        );
+        let available = read("net.ipv4.tcp_available_congestion_control").unwrap();
+        let err = action.plan(&breach(Target::Host)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "TCP congestion control \"nosuchcc\" is not available on this machine \
+                 (available: {available}); load its module with `modprobe tcp_nosuchcc`, or \
+                 choose an available one"
+            )
+        );
+    }
+
+    #[test]
+    fn a_missing_key_names_the_module_to_load() {
+        let key = "net.netfilter.nf_conntrack_max";
+        let action = built(&sysctl(key, "1048576"), Per::Host);
+        let planned = action.plan(&breach(Target::Host));
+        if path(key).exists() {
+            // nf_conntrack is loaded here: the plan is the change.
+            assert_eq!(
+                planned.unwrap(),
+                [Step::Set {
+                    knob: Knob::Sysctl { key: key.into() },
+                    value: "1048576".into()
+                }]
+            );
+        } else {
+            assert_eq!(
+                planned.unwrap_err().to_string(),
+                "this kernel has no sysctl net.netfilter.nf_conntrack_max \
+                 (/proc/sys/net/netfilter/nf_conntrack_max does not exist): it exists only \
+                 while the nf_conntrack module is loaded (modprobe nf_conntrack)"
+            );
+        }
+    }
+
+    /// Plans, sets, reads back and restores per-namespace sysctls inside a network namespace
+    /// the test creates, and checks the host's values did not move.
+    #[test]
+    fn net_sysctls_round_trip_in_a_network_namespace() {
+        observer_tests::require_root!();
+        let cc = {
+            let available = read("net.ipv4.tcp_available_congestion_control").unwrap();
+            if available.split(' ').any(|c| c == "bbr") {
+                "bbr"
+            } else {
+                "reno"
+            }
+        };
+        let changes = [
+            ("net.core.somaxconn", "\"4321\"", "4321"),
+            (
+                "net.ipv4.tcp_rmem",
+                "\"4096 87380 16777216\"",
+                "4096 87380 16777216",
+            ),
+            (
+                "net.ipv4.tcp_wmem",
+                "\"8192\t65536 8388608\"",
+                "8192 65536 8388608",
+            ),
+            (
+                "net.ipv4.ip_local_port_range",
+                "\"20001 40000\"",
+                "20001 40000",
+            ),
+            ("net.ipv4.tcp_tw_reuse", "0", "0"),
+            ("net.ipv4.tcp_max_syn_backlog", "333", "333"),
+            ("net.ipv4.tcp_congestion_control", &format!("\"{cc}\""), cc),
+        ];
+        let host_before: Vec<String> = changes.iter().map(|(k, ..)| read(k).unwrap()).collect();
+        let ns = NetNs::create().expect("create a network namespace");
+        let steps = ns
+            .run(|| {
+                let mut done = Vec::new();
+                for (key, value, planned) in changes {
+                    let action = built(&sysctl(key, value), Per::Host);
+                    let steps = action.plan(&breach(Target::Host)).unwrap();
+                    let [Step::Set { knob, value }] = &steps[..] else {
+                        panic!("{key}: {steps:?}");
+                    };
+                    assert_eq!(knob, &Knob::Sysctl { key: key.into() });
+                    assert_eq!(value, planned);
+                    let original = knob.read().unwrap();
+                    knob.write(value).unwrap();
+                    assert_eq!(&knob.read().unwrap(), value, "{key} read back");
+                    // A rollback writes back what was read.
+                    knob.write(&original).unwrap();
+                    assert_eq!(knob.read().unwrap(), original, "{key} restored");
+                    // Leave the change in place, to check below that it stayed in the namespace.
+                    knob.write(value).unwrap();
+                    done.push(knob.read().unwrap());
+                }
+                done
+            })
+            .unwrap();
+        let host_after: Vec<String> = changes.iter().map(|(k, ..)| read(k).unwrap()).collect();
+        assert_eq!(host_after, host_before, "the host's sysctls did not change");
+        let planned: Vec<&str> = changes.iter().map(|(.., p)| *p).collect();
+        assert_eq!(steps, planned);
+    }
+}
