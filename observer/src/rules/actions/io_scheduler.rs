@@ -125,6 +125,23 @@ pub fn resolve(name: &str) -> Result<String, ActionError> {
     Ok(name)
 }
 
+/// Fails unless `device` offers `scheduler`, naming the ones it offers and the module to load.
+fn check_offered(device: &str, offered: &[String], scheduler: &str) -> Result<(), ActionError> {
+    if offered.iter().any(|o| o == scheduler) {
+        return Ok(());
+    }
+    let module = SCHEDULERS
+        .iter()
+        .find(|(s, _)| *s == scheduler)
+        .and_then(|(_, m)| *m)
+        .map(|m| format!("; load it with `modprobe {m}`"))
+        .unwrap_or_default();
+    Err(ActionError::Unavailable(format!(
+        "{device} does not offer the I/O scheduler {scheduler:?} (it offers: {}){module}",
+        offered.join(", ")
+    )))
+}
+
 /// Sets the I/O scheduler of a device.
 #[derive(Debug)]
 pub struct IoScheduler {
@@ -184,22 +201,148 @@ impl Action for IoScheduler {
         };
         let device = resolve(&named)?;
         let (offered, _) = parse(&read_scheduler(&device)?);
-        if !offered.contains(&self.scheduler) {
-            let module = SCHEDULERS
-                .iter()
-                .find(|(s, _)| *s == self.scheduler)
-                .and_then(|(_, m)| *m)
-                .map(|m| format!("; load it with `modprobe {m}`"))
-                .unwrap_or_default();
-            return Err(ActionError::Unavailable(format!(
-                "{device} does not offer the I/O scheduler {:?} (it offers: {}){module}",
-                self.scheduler,
-                offered.join(", ")
-            )));
-        }
+        check_offered(&device, &offered, &self.scheduler)?;
         Ok(vec![Step::Set {
             knob: Knob::IoScheduler { device },
             value: self.scheduler.clone(),
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_tests::blockdev::LoopDevice;
+
+    use super::super::testing::{breach, built, invalid};
+    use super::super::{Per, Target};
+    use super::*;
+
+    #[test]
+    fn the_kernel_s_list_gives_the_offered_and_the_active_scheduler() {
+        let (offered, active) = parse("none [mq-deadline] kyber bfq \n");
+        assert_eq!(offered, ["none", "mq-deadline", "kyber", "bfq"]);
+        assert_eq!(active.as_deref(), Some("mq-deadline"));
+        assert_eq!(parse("[none] \n").1.as_deref(), Some("none"));
+        assert_eq!(parse("none bfq").1, None);
+    }
+
+    #[test]
+    fn a_scheduler_the_device_does_not_offer_is_refused_with_the_module_to_load() {
+        let offered = ["none".to_owned(), "mq-deadline".to_owned()];
+        assert!(check_offered("sda", &offered, "none").is_ok());
+        assert_eq!(
+            check_offered("sda", &offered, "bfq")
+                .unwrap_err()
+                .to_string(),
+            "sda does not offer the I/O scheduler \"bfq\" (it offers: none, mq-deadline); load \
+             it with `modprobe bfq`"
+        );
+        assert_eq!(
+            check_offered("sda", &offered[1..], "none")
+                .unwrap_err()
+                .to_string(),
+            "sda does not offer the I/O scheduler \"none\" (it offers: mq-deadline)"
+        );
+    }
+
+    #[test]
+    fn schedulers_and_devices_are_checked() {
+        for (snippet, field, message, at) in [
+            (
+                r#"{ type = "io_scheduler", scheduler = "cfq", device = "sda" }"#,
+                "scheduler",
+                "unknown I/O scheduler \"cfq\"; the schedulers are: none, mq-deadline, kyber, bfq",
+                "\"cfq\"",
+            ),
+            (
+                r#"{ type = "io_scheduler", scheduler = "bfq", device = "/dev/sda" }"#,
+                "device",
+                "write the kernel name of the device, without /dev/: device = \"sda\"",
+                "\"/dev/sda\"",
+            ),
+            (
+                r#"{ type = "io_scheduler", scheduler = "bfq", device = "../sda" }"#,
+                "device",
+                "\"../sda\" is not a block device name; use its kernel name, as listed in \
+                 /sys/block (e.g. \"sda\", \"nvme0n1\")",
+                "\"../sda\"",
+            ),
+            (
+                r#"{ type = "io_scheduler", device = "sda" }"#,
+                "scheduler",
+                "an io_scheduler action needs `scheduler`, e.g. { type = \"io_scheduler\", \
+                 scheduler = \"mq-deadline\", device = \"sda\" }",
+                r#"{ type = "io_scheduler", device = "sda" }"#,
+            ),
+        ] {
+            assert_eq!(
+                invalid(snippet, Per::Host),
+                (field, message.to_owned(), at.to_owned()),
+                "{snippet}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_device_is_gone() {
+        let action = built(
+            r#"{ type = "io_scheduler", scheduler = "none", device = "nosuchdisk0" }"#,
+            Per::Host,
+        );
+        let err = action.plan(&breach(Target::Host)).unwrap_err();
+        assert!(matches!(err, ActionError::Gone(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "there is no block device nosuchdisk0 (/sys/block/nosuchdisk0/queue/scheduler does \
+             not exist)"
+        );
+    }
+
+    /// On a loop device the test creates: a per-disk rule plans the offending disk (named by
+    /// kernel name or by major:minor), and the knob sets, reads back and restores.
+    #[test]
+    fn the_scheduler_of_a_loop_device_round_trips() {
+        observer_tests::require_root!();
+        let dev = LoopDevice::create(16).expect("create a loop device");
+        let (offered, active) = dev.schedulers().unwrap();
+        let Some(other) = offered.iter().find(|s| **s != active) else {
+            observer_tests::skip_or_fail!("{} offers only {active}", dev.name);
+        };
+        let action = built(
+            &format!(r#"{{ type = "io_scheduler", scheduler = "{other}" }}"#),
+            Per::Disk,
+        );
+        for name in [dev.name.clone(), dev.disk()] {
+            let steps = action
+                .plan(&breach(Target::Disk { name: name.clone() }))
+                .unwrap();
+            assert_eq!(
+                steps,
+                [Step::Set {
+                    knob: Knob::IoScheduler {
+                        device: dev.name.clone()
+                    },
+                    value: other.clone()
+                }],
+                "{name}"
+            );
+        }
+        let knob = Knob::IoScheduler {
+            device: dev.name.clone(),
+        };
+        assert_eq!(knob.read().unwrap(), active);
+        knob.write(other).unwrap();
+        assert_eq!(&knob.read().unwrap(), other);
+        assert_eq!(&dev.schedulers().unwrap().1, other, "the kernel's own view");
+        knob.write(&active).unwrap();
+        assert_eq!(knob.read().unwrap(), active);
+        let err = knob.write("nosuchsched").unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "write \"nosuchsched\" to the I/O scheduler of {} (/sys/block/{}/queue/scheduler): ",
+                dev.name, dev.name
+            )),
+            "{err}"
+        );
     }
 }
