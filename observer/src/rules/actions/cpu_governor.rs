@@ -144,3 +144,121 @@ impl Action for CpuGovernor {
         Ok(steps)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{breach, built, invalid};
+    use super::super::{Per, Target};
+    use super::*;
+
+    #[test]
+    fn governors_and_cpus_are_checked() {
+        let online = CpuList::online().unwrap();
+        for (snippet, field, message, at) in [
+            (
+                r#"{ type = "cpu_governor", governor = "turbo" }"#.to_owned(),
+                "governor",
+                "unknown CPU governor \"turbo\"; the governors are: performance, powersave, \
+                 schedutil, ondemand, conservative, userspace"
+                    .to_owned(),
+                "\"turbo\"",
+            ),
+            (
+                r#"{ type = "cpu_governor", governor = "performance", cpus = "0-1023" }"#
+                    .to_owned(),
+                "cpus",
+                format!(
+                    "CPU {} of 0-1023 is not online (online CPUs: {online})",
+                    CpuList::parse("0-1023")
+                        .unwrap()
+                        .missing_from(&online)
+                        .unwrap()
+                ),
+                "\"0-1023\"",
+            ),
+            (
+                r#"{ type = "cpu_governor", governor = "performance", cpus = "all" }"#.to_owned(),
+                "cpus",
+                "\"all\" in \"all\" is not a CPU number; write CPUs as a list such as \"0-3,8\""
+                    .to_owned(),
+                "\"all\"",
+            ),
+            (
+                r#"{ type = "cpu_governor", cpus = 0 }"#.to_owned(),
+                "governor",
+                "a cpu_governor action needs `governor`, e.g. { type = \"cpu_governor\", \
+                 governor = \"performance\" }"
+                    .to_owned(),
+                r#"{ type = "cpu_governor", cpus = 0 }"#,
+            ),
+        ] {
+            assert_eq!(
+                invalid(&snippet, Per::Host),
+                (field, message, at.to_owned()),
+                "{snippet}"
+            );
+        }
+    }
+
+    /// Without cpufreq (this test machine is a VM), planning says the action cannot work here;
+    /// with it, the governor of each CPU round-trips.
+    #[test]
+    fn the_governor_round_trips_or_the_missing_cpufreq_is_explained() {
+        let online = CpuList::online().unwrap();
+        let first = online.iter().next().unwrap();
+        let action = built(
+            r#"{ type = "cpu_governor", governor = "performance" }"#,
+            Per::Host,
+        );
+        if !cpufreq(first).exists() {
+            let err = action.plan(&breach(Target::Host)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "this machine exposes no cpufreq (/sys/devices/system/cpu/cpu{first}/cpufreq \
+                     does not exist): it has no CPU frequency scaling driver, as is usual in a \
+                     virtual machine, where the hypervisor controls the CPU frequency; the \
+                     cpu_governor action cannot work here, remove it from the rule"
+                )
+            );
+            let err = Knob::CpuGovernor { cpu: first }.read().unwrap_err();
+            assert!(err.to_string().starts_with(&format!(
+                "read the governor of cpu{first} \
+                 (/sys/devices/system/cpu/cpu{first}/cpufreq/scaling_governor): "
+            )));
+            return;
+        }
+        observer_tests::require_root!();
+        let knob = Knob::CpuGovernor { cpu: first };
+        let original = knob.read().unwrap();
+        let available =
+            std::fs::read_to_string(cpufreq(first).join("scaling_available_governors")).unwrap();
+        let Some(other) = available.split_whitespace().find(|g| *g != original) else {
+            observer_tests::skip_or_fail!("cpu{first} offers only the governor {original}");
+        };
+        /// Puts the original governor back even if an assertion fails.
+        struct Restore(Knob, String);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let _ = self.0.write(&self.1);
+            }
+        }
+        let _restore = Restore(knob.clone(), original.clone());
+        let action = built(
+            &format!(r#"{{ type = "cpu_governor", governor = "{other}", cpus = {first} }}"#),
+            Per::Host,
+        );
+        let steps = action.plan(&breach(Target::Host)).unwrap();
+        assert_eq!(
+            steps,
+            [Step::Set {
+                knob: knob.clone(),
+                value: other.to_owned()
+            }]
+        );
+        knob.write(other).unwrap();
+        assert_eq!(knob.read().unwrap(), other);
+        knob.write(&original).unwrap();
+        assert_eq!(knob.read().unwrap(), original);
+    }
+}
