@@ -447,3 +447,410 @@ impl Action for CgroupAction {
         }])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{breach, built, invalid};
+    use super::super::{Per, Target};
+    use super::*;
+
+    #[test]
+    fn the_cgroup2_mount_is_found_in_mountinfo() {
+        let text = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            parse_mountinfo(text),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let escaped = "41 31 0:38 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
+        assert_eq!(
+            parse_mountinfo(escaped),
+            Some(PathBuf::from("/mnt/my cgroups"))
+        );
+        assert_eq!(parse_mountinfo(&text[..text.find("41 ").unwrap()]), None);
+        // This machine's.
+        let mount = cgroup2_mount().unwrap();
+        assert!(mount.join("cgroup.controllers").exists(), "{mount:?}");
+    }
+
+    #[test]
+    fn values_are_checked_and_normalised() {
+        let ok = |file: File, value: Scalar| parse_value(file, &value).unwrap();
+        let text = |s: &str| Scalar::Text(s.to_owned());
+        assert_eq!(ok(File::CpuWeight, Scalar::Integer(50)), Value::Number(50));
+        assert_eq!(ok(File::IoWeight, text("default 200")), Value::Number(200));
+        assert_eq!(ok(File::IoWeight, text(" 200 ")), Value::Number(200));
+        assert_eq!(ok(File::CpuWeightNice, text("-5")), Value::Number(-5));
+        assert_eq!(
+            ok(File::CpuMax, text("max")),
+            Value::CpuMax {
+                quota: None,
+                period: None
+            }
+        );
+        assert_eq!(
+            ok(File::CpuMax, text("50000  100000")),
+            Value::CpuMax {
+                quota: Some(50000),
+                period: Some(100000)
+            }
+        );
+        for (file, value, message) in [
+            (
+                File::CpuWeight,
+                text("heavy"),
+                "\"heavy\" is not an integer (cpu.weight takes a weight from 1 to 10000)",
+            ),
+            (
+                File::CpuWeight,
+                Scalar::Integer(0),
+                "0 is out of bounds for cpu.weight: use 1 to 10000",
+            ),
+            (
+                File::IoWeight,
+                text("default 20000"),
+                "20000 is out of bounds for io.weight: use 1 to 10000",
+            ),
+            (
+                File::CpuWeightNice,
+                Scalar::Integer(20),
+                "20 is out of bounds for cpu.weight.nice: use -20 to 19",
+            ),
+            (
+                File::CpuMax,
+                text("1 2 3"),
+                "cpu.max takes \"max\" (no limit) or \"<quota> <period>\" in microseconds, e.g. \
+                 \"50000 100000\" for half a CPU; the period may be left out to keep the \
+                 cgroup's",
+            ),
+            (
+                File::CpuMax,
+                text("500 100000"),
+                "quota 500 is out of bounds for cpu.max: use at least 1000 µs (1 ms) and at \
+                 most 1024 periods (102400000)",
+            ),
+            (
+                File::CpuMax,
+                text("50000 100"),
+                "period 100 is out of bounds for cpu.max: use 1000 to 1000000 (1 ms to 1 s)",
+            ),
+            (
+                File::CpuMax,
+                text("half"),
+                "\"half\": cpu.max takes \"max\" (no limit) or \"<quota> <period>\" in \
+                 microseconds, e.g. \"50000 100000\" for half a CPU; the period may be left out \
+                 to keep the cgroup's",
+            ),
+        ] {
+            assert_eq!(parse_value(file, &value).unwrap_err(), message, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn files_paths_and_the_root_are_checked() {
+        for (snippet, field, message, at) in [
+            (
+                r#"{ type = "cgroup", file = "memory.max", value = "1G" }"#,
+                "file",
+                "the cgroup action cannot set \"memory.max\"; it sets: cpu.weight, \
+                 cpu.weight.nice, io.weight, cpu.max",
+                "\"memory.max\"",
+            ),
+            (
+                r#"{ type = "cgroup", file = "cpu.weight", value = 50, path = "/" }"#,
+                "path",
+                "the cgroup action never acts on the root cgroup; name a cgroup below it, e.g. \
+                 \"system.slice/db.service\"",
+                "\"/\"",
+            ),
+            (
+                r#"{ type = "cgroup", file = "cpu.weight", value = 50, path = "a/../../etc" }"#,
+                "path",
+                "\"a/../../etc\" is not a plain cgroup path (no empty, \".\" or \"..\" parts); \
+                 write it as \"parent/child\"",
+                "\"a/../../etc\"",
+            ),
+            (
+                r#"{ type = "cgroup", file = "cpu.weight", value = 50, path = "/sys/fs/cgroup/a" }"#,
+                "path",
+                "write the cgroup's path relative to the cgroup2 mount, e.g. \
+                 \"system.slice/db.service\", not \"/sys/fs/cgroup/a\"",
+                "\"/sys/fs/cgroup/a\"",
+            ),
+            (
+                r#"{ type = "cgroup", file = "cpu.weight" }"#,
+                "value",
+                "a cgroup action needs `value`, e.g. { type = \"cgroup\", file = \
+                 \"cpu.weight\", value = 50 }",
+                r#"{ type = "cgroup", file = "cpu.weight" }"#,
+            ),
+        ] {
+            assert_eq!(
+                invalid(snippet, Per::Cgroup),
+                (field, message.to_owned(), at.to_owned()),
+                "{snippet}"
+            );
+        }
+        let action = built(
+            r#"{ type = "cgroup", file = "cpu.weight", value = 50 }"#,
+            Per::Cgroup,
+        );
+        let root = Target::Cgroup {
+            id: 1,
+            path: "/".to_owned(),
+        };
+        assert_eq!(
+            action.plan(&breach(root)).unwrap_err().to_string(),
+            "the offending cgroup is the root cgroup, which the cgroup action never changes"
+        );
+        let gone = Target::Process {
+            pid: 1,
+            name: "x".to_owned(),
+            cgroup_path: "/no/such/cgroup/here".to_owned(),
+        };
+        let err = action.plan(&breach(gone)).unwrap_err();
+        assert!(matches!(err, ActionError::Gone(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cgroup {} no longer exists",
+                cgroup2_mount()
+                    .unwrap()
+                    .join("no/such/cgroup/here")
+                    .display()
+            )
+        );
+    }
+
+    /// A directory tree shaped like cgroupfs (cgroup.controllers and cgroup.subtree_control
+    /// files), to check which cgroup.subtree_control the message names.
+    #[test]
+    fn a_disabled_controller_names_the_subtree_control_to_change() {
+        let tmp = std::env::temp_dir().join(observer_tests::unique_name("cgroup-fixture"));
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _remove = Remove(tmp.clone());
+        let put = |rel: &str, controllers: &str, subtree: &str| {
+            let dir = tmp.join(rel);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup.controllers"), controllers).unwrap();
+            std::fs::write(dir.join("cgroup.subtree_control"), subtree).unwrap();
+        };
+        put("", "cpu io memory\n", "cpu memory\n");
+        put("a", "cpu memory\n", "memory\n");
+        put("a/b", "memory\n", "\n");
+        put("a/b/c", "\n", "\n");
+        let message = |rel: &str, file: File| missing_file(&tmp, &tmp.join(rel), file).to_string();
+        let t = tmp.display();
+        assert_eq!(
+            message("a/b", File::CpuWeight),
+            format!(
+                "the cpu controller is not enabled for cgroup {t}/a/b, so it has no cpu.weight: \
+                 enable it with `echo +cpu > {t}/a/cgroup.subtree_control`"
+            )
+        );
+        assert_eq!(
+            message("a/b/c", File::CpuMax),
+            format!(
+                "the cpu controller is not enabled for cgroup {t}/a/b/c, so it has no cpu.max: \
+                 enable it with `echo +cpu > {t}/a/cgroup.subtree_control`, then in each \
+                 cgroup.subtree_control below it down to {t}/a/b"
+            )
+        );
+        assert_eq!(
+            message("a", File::IoWeight),
+            format!(
+                "the io controller is not enabled for cgroup {t}/a, so it has no io.weight: \
+                 enable it with `echo +io > {t}/cgroup.subtree_control`"
+            )
+        );
+        assert_eq!(
+            message("a", File::CpuWeight),
+            format!(
+                "cgroup {t}/a has the cpu controller but no cpu.weight: this kernel was built \
+                 without it"
+            )
+        );
+        put("", "memory\n", "memory\n");
+        let v1 = if v1_hierarchy("cpu").is_some() {
+            ": the cpu controller is bound to a cgroup v1 hierarchy on this machine (legacy or \
+             hybrid cgroup mode), and a controller is in one hierarchy only; the cgroup action \
+             needs it on cgroup v2 (boot with systemd.unified_cgroup_hierarchy=1)"
+        } else {
+            ""
+        };
+        let expected = format!(
+            "the cpu controller, which provides cpu.weight, is not available in the cgroup2 \
+             hierarchy at {t} (see its cgroup.controllers){v1}"
+        );
+        if v1.is_empty() {
+            // On a unified machine the kernel has a cpu controller; only the fixture lacks it.
+            assert!(
+                message("a", File::CpuWeight).starts_with(&expected),
+                "{}",
+                message("a", File::CpuWeight)
+            );
+        } else {
+            assert_eq!(message("a", File::CpuWeight), expected);
+        }
+    }
+
+    /// A cgroup the test creates under the cgroup2 mount, removed on drop.
+    struct TestCgroup {
+        dir: PathBuf,
+        relative: String,
+    }
+
+    impl TestCgroup {
+        fn create() -> Self {
+            let relative = observer_tests::unique_name("observer-test");
+            let dir = cgroup2_mount().unwrap().join(&relative);
+            std::fs::create_dir(&dir).unwrap();
+            Self {
+                dir,
+                relative: format!("/{relative}"),
+            }
+        }
+    }
+
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
+    /// Restores a cgroup.subtree_control line the test changed.
+    struct SubtreeControl {
+        file: PathBuf,
+        undo: Option<String>,
+    }
+
+    impl Drop for SubtreeControl {
+        fn drop(&mut self) {
+            if let Some(undo) = &self.undo {
+                let _ = std::fs::write(&self.file, undo);
+            }
+        }
+    }
+
+    /// cpu.weight and cpu.max of a cgroup the test creates: set, read back and restored where
+    /// the cgroup2 hierarchy has the cpu controller; where it does not (this test VM binds cpu
+    /// to cgroup v1), planning explains why, and the knob's read and write round-trip on a
+    /// cgroup2 file every cgroup has (cgroup.max.descendants).
+    #[test]
+    fn cgroup_files_round_trip_on_a_cgroup_the_test_creates() {
+        observer_tests::require_root!();
+        let mount = cgroup2_mount().unwrap();
+        let root_has_cpu = std::fs::read_to_string(mount.join("cgroup.controllers"))
+            .unwrap()
+            .split_whitespace()
+            .any(|c| c == "cpu");
+        let subtree = mount.join("cgroup.subtree_control");
+        let _enabled = if root_has_cpu
+            && !std::fs::read_to_string(&subtree)
+                .unwrap()
+                .split_whitespace()
+                .any(|c| c == "cpu")
+        {
+            std::fs::write(&subtree, "+cpu").unwrap();
+            SubtreeControl {
+                file: subtree,
+                undo: Some("-cpu".to_owned()),
+            }
+        } else {
+            SubtreeControl {
+                file: subtree,
+                undo: None,
+            }
+        };
+        let cgroup = TestCgroup::create();
+        let target = Target::Cgroup {
+            id: 0,
+            path: cgroup.relative.clone(),
+        };
+        let weight = built(
+            r#"{ type = "cgroup", file = "cpu.weight", value = 250 }"#,
+            Per::Cgroup,
+        );
+        if !root_has_cpu {
+            let err = weight.plan(&breach(target)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                missing_file(&mount, &cgroup.dir, File::CpuWeight).to_string()
+            );
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "the cpu controller, which provides cpu.weight, is not available in the \
+                     cgroup2 hierarchy at {}",
+                    mount.display()
+                )),
+                "{err}"
+            );
+            let knob = Knob::CgroupFile {
+                path: cgroup.dir.clone(),
+                file: "cgroup.max.descendants".to_owned(),
+            };
+            assert_eq!(knob.read().unwrap(), "max");
+            knob.write("7").unwrap();
+            assert_eq!(knob.read().unwrap(), "7");
+            knob.write("max").unwrap();
+            assert_eq!(knob.read().unwrap(), "max");
+            return;
+        }
+        let steps = weight.plan(&breach(target.clone())).unwrap();
+        let knob = Knob::CgroupFile {
+            path: cgroup.dir.clone(),
+            file: "cpu.weight".to_owned(),
+        };
+        assert_eq!(
+            steps,
+            [Step::Set {
+                knob: knob.clone(),
+                value: "250".to_owned()
+            }]
+        );
+        let original = knob.read().unwrap();
+        knob.write("250").unwrap();
+        assert_eq!(knob.read().unwrap(), "250");
+        knob.write(&original).unwrap();
+        assert_eq!(knob.read().unwrap(), original);
+
+        // cpu.max: "max" and a quota alone keep the cgroup's period.
+        let cpu_max = Knob::CgroupFile {
+            path: cgroup.dir.clone(),
+            file: "cpu.max".to_owned(),
+        };
+        let original = cpu_max.read().unwrap();
+        let period = original.split(' ').nth(1).unwrap().to_owned();
+        for (value, planned) in [
+            ("\"20000\"", format!("20000 {period}")),
+            ("\"30000 50000\"", "30000 50000".to_owned()),
+            ("\"max\"", "max 50000".to_owned()),
+        ] {
+            let action = built(
+                &format!(r#"{{ type = "cgroup", file = "cpu.max", value = {value} }}"#),
+                Per::Cgroup,
+            );
+            let steps = action.plan(&breach(target.clone())).unwrap();
+            assert_eq!(
+                steps,
+                [Step::Set {
+                    knob: cpu_max.clone(),
+                    value: planned.clone()
+                }],
+                "{value}"
+            );
+            cpu_max.write(&planned).unwrap();
+            assert_eq!(cpu_max.read().unwrap(), planned, "{value}");
+        }
+        cpu_max.write(&original).unwrap();
+        assert_eq!(cpu_max.read().unwrap(), original);
+    }
+}
