@@ -352,3 +352,329 @@ impl Action for Affinity {
         }])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead, BufReader},
+        process::Stdio,
+        time::Duration,
+    };
+
+    use observer_tests::ChildGuard;
+
+    use super::super::Per;
+    use super::super::testing::{breach, built, invalid};
+    use super::*;
+
+    /// Set in the environment of [`child_with_threads`] when a test runs it as its child.
+    const CHILD_ENV: &str = "OBSERVER_TEST_THREADED_CHILD";
+    const THREADS: usize = 3;
+
+    /// Not a test: the child process of the tests below (a process with several threads, which
+    /// the test binary itself provides), run by [`spawn_threaded`].
+    #[test]
+    #[ignore = "the child process of the nice and affinity tests, which run it themselves"]
+    fn child_with_threads() {
+        use std::io::Write;
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        for _ in 0..THREADS {
+            std::thread::spawn(|| std::thread::sleep(Duration::from_secs(120)));
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready").unwrap();
+        out.flush().unwrap();
+        std::thread::sleep(Duration::from_secs(120));
+    }
+
+    /// Starts [`child_with_threads`]; killed when the guard drops.
+    fn spawn_threaded() -> (ChildGuard, u32) {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "rules::actions::process::tests::child_with_threads",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let guard = ChildGuard::new(child);
+        let pid = guard.id();
+        let ready = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l == "ready");
+        assert!(ready, "the child exited before it was ready");
+        (guard, pid)
+    }
+
+    /// Field `n` (1-based) of /proc/<pid>/task/<tid>/stat, read independently of the code under
+    /// test.
+    fn thread_stat(pid: u32, tid: u32, n: usize) -> String {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 1..];
+        after.split_whitespace().nth(n - 3).unwrap().to_owned()
+    }
+
+    fn nices(pid: u32) -> Vec<String> {
+        threads(pid)
+            .unwrap()
+            .into_iter()
+            .map(|tid| thread_stat(pid, tid, 19))
+            .collect()
+    }
+
+    fn allowed_lists(pid: u32) -> Vec<String> {
+        threads(pid)
+            .unwrap()
+            .into_iter()
+            .map(|tid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    fn process_target(pid: u32) -> Target {
+        Target::Process {
+            pid,
+            name: "child".to_owned(),
+            cgroup_path: "/".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_start_time_is_field_22_even_with_parentheses_in_the_name() {
+        let fields: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
+        let stat = format!("123 (we(ir)d ) name) S {}\n", fields.join(" "));
+        assert_eq!(parse_start_time(&stat), Some(22));
+        assert_eq!(parse_start_time("123 (x) S 4 5"), None);
+        let me = std::process::id();
+        assert!(start_time(me).unwrap() > 0);
+    }
+
+    #[test]
+    fn thread_texts_parse() {
+        assert_eq!(
+            parse_threads("10").unwrap(),
+            ("10".to_owned(), BTreeMap::new())
+        );
+        assert_eq!(
+            parse_threads("0-1 12=0 13=1").unwrap(),
+            (
+                "0-1".to_owned(),
+                BTreeMap::from([(12, "0".to_owned()), (13, "1".to_owned())])
+            )
+        );
+        assert_eq!(parse_threads("").unwrap_err(), "an empty value");
+        assert_eq!(
+            parse_threads("0 x=1").unwrap_err(),
+            "\"x=1\" is not <thread id>=<value>"
+        );
+    }
+
+    #[test]
+    fn nice_and_affinity_values_are_checked() {
+        let online = CpuList::online().unwrap();
+        for (snippet, field, message, at) in [
+            (
+                r#"{ type = "nice", value = 20 }"#.to_owned(),
+                "value",
+                "\"20\" is not a nice value from -20 to 19 (19 is the lowest priority, -20 the \
+                 highest)"
+                    .to_owned(),
+                "20",
+            ),
+            (
+                r#"{ type = "nice", value = "low" }"#.to_owned(),
+                "value",
+                "\"low\" is not a nice value from -20 to 19 (19 is the lowest priority, -20 the \
+                 highest)"
+                    .to_owned(),
+                "\"low\"",
+            ),
+            (
+                r#"{ type = "nice" }"#.to_owned(),
+                "value",
+                "a nice action needs `value`, e.g. { type = \"nice\", value = 10 }".to_owned(),
+                r#"{ type = "nice" }"#,
+            ),
+            (
+                r#"{ type = "affinity", cpus = "1000" }"#.to_owned(),
+                "cpus",
+                format!("CPU 1000 of 1000 is not online (online CPUs: {online})"),
+                "\"1000\"",
+            ),
+            (
+                r#"{ type = "affinity" }"#.to_owned(),
+                "cpus",
+                "an affinity action needs `cpus`, e.g. { type = \"affinity\", cpus = \"0-3\" }"
+                    .to_owned(),
+                r#"{ type = "affinity" }"#,
+            ),
+        ] {
+            assert_eq!(
+                invalid(&snippet, Per::Process),
+                (field, message, at.to_owned()),
+                "{snippet}"
+            );
+        }
+        let nice = built(r#"{ type = "nice", value = 5 }"#, Per::Process);
+        assert_eq!(
+            nice.plan(&breach(Target::Host)).unwrap_err().to_string(),
+            "a nice action acts on the offending process, but this breach is about Host"
+        );
+    }
+
+    /// Nice values of a child process with several threads: planned for the offending process,
+    /// set on every thread (checked in /proc/<pid>/task/*/stat), read back, a thread that
+    /// differs shown and restored, and nothing done once the pid's start time differs.
+    #[test]
+    fn nice_applies_to_every_thread_and_restores_them() {
+        observer_tests::require_root!();
+        let (child, pid) = spawn_threaded();
+        assert!(threads(pid).unwrap().len() > THREADS, "{:?}", threads(pid));
+        let start = start_time(pid).unwrap();
+        let action = built(r#"{ type = "nice", value = 10 }"#, Per::Process);
+        let steps = action.plan(&breach(process_target(pid))).unwrap();
+        let knob = Knob::Nice {
+            pid,
+            start_time: start,
+        };
+        assert_eq!(
+            steps,
+            [Step::Set {
+                knob: knob.clone(),
+                value: "10".to_owned()
+            }]
+        );
+        let original = knob.read().unwrap();
+        // The child inherited one nice value (the test's) on all its threads.
+        assert!(
+            original.parse::<i32>().is_ok_and(|n| n != 10 && n != 3),
+            "{original}"
+        );
+        knob.write("10").unwrap();
+        assert!(nices(pid).iter().all(|n| n == "10"), "{:?}", nices(pid));
+        assert_eq!(knob.read().unwrap(), "10");
+
+        // One thread reniced by someone else shows, and writing the text back restores it.
+        let other = *threads(pid).unwrap().last().unwrap();
+        set_nice(other, &3).unwrap();
+        let mixed = knob.read().unwrap();
+        assert_eq!(mixed, format!("10 {other}=3"));
+        knob.write(&original).unwrap();
+        assert!(
+            nices(pid).iter().all(|n| *n == original),
+            "{:?}",
+            nices(pid)
+        );
+        knob.write(&mixed).unwrap();
+        assert_eq!(knob.read().unwrap(), mixed);
+        assert_eq!(thread_stat(pid, other, 19), "3");
+        knob.write(&original).unwrap();
+        assert_eq!(knob.read().unwrap(), original);
+
+        // Another process under the same pid (a different start time) is never touched.
+        let stranger = Knob::Nice {
+            pid,
+            start_time: start + 1,
+        };
+        let refused = format!(
+            "process {pid} has exited and its pid now belongs to another process (started at \
+             tick {start}, not {}); leaving it alone",
+            start + 1
+        );
+        assert_eq!(stranger.read().unwrap_err().to_string(), refused);
+        let err = stranger.write("19").unwrap_err();
+        assert!(matches!(err, ActionError::Gone(_)), "{err:?}");
+        assert!(
+            nices(pid).iter().all(|n| *n == original),
+            "{:?}",
+            nices(pid)
+        );
+
+        let err = knob.write("99").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "set the nice value of process {pid} to \"99\": \"99\" is not a nice value from \
+                 -20 to 19"
+            )
+        );
+
+        drop(child);
+        let gone = format!("process {pid} has exited");
+        assert_eq!(knob.read().unwrap_err().to_string(), gone);
+        assert_eq!(
+            action
+                .plan(&breach(process_target(pid)))
+                .unwrap_err()
+                .to_string(),
+            gone
+        );
+    }
+
+    /// CPU affinity of a child process with several threads (checked in
+    /// /proc/<pid>/task/*/status), set and restored.
+    #[test]
+    fn affinity_applies_to_every_thread_and_restores_them() {
+        observer_tests::require_root!();
+        let (_child, pid) = spawn_threaded();
+        let start = start_time(pid).unwrap();
+        let online = CpuList::online().unwrap();
+        let first = online.iter().next().unwrap();
+        let action = built(
+            &format!(r#"{{ type = "affinity", cpus = "{first}" }}"#),
+            Per::Process,
+        );
+        let knob = Knob::Affinity {
+            pid,
+            start_time: start,
+        };
+        assert_eq!(
+            action.plan(&breach(process_target(pid))).unwrap(),
+            [Step::Set {
+                knob: knob.clone(),
+                value: first.to_string()
+            }]
+        );
+        let original = knob.read().unwrap();
+        assert_eq!(allowed_lists(pid)[0], original, "the kernel's form");
+        knob.write(&first.to_string()).unwrap();
+        assert!(
+            allowed_lists(pid).iter().all(|l| *l == first.to_string()),
+            "{:?}",
+            allowed_lists(pid)
+        );
+        assert_eq!(knob.read().unwrap(), first.to_string());
+        knob.write(&original).unwrap();
+        assert!(
+            allowed_lists(pid).iter().all(|l| *l == original),
+            "{:?}",
+            allowed_lists(pid)
+        );
+        assert_eq!(knob.read().unwrap(), original);
+        let err = knob.write("0-").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "set the CPU affinity of process {pid} to \"0-\": \"\" in \"0-\" is not a CPU \
+                 number; write CPUs as a list such as \"0-3,8\""
+            )
+        );
+    }
+}
