@@ -359,3 +359,351 @@ impl Action for Exec {
         Ok(vec![Step::Run(self.command.clone())])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::Per;
+    use super::super::testing::{breach, built, invalid};
+    use super::*;
+
+    fn command(argv: &[&str], timeout: Duration) -> Command {
+        Command {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            timeout,
+        }
+    }
+
+    fn process_breach() -> Breach {
+        breach(Target::Process {
+            pid: 4242,
+            name: "db worker".to_owned(),
+            cgroup_path: "/system.slice/db.service".to_owned(),
+        })
+    }
+
+    /// A file in /tmp the test writes, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(contents: &str, mode: u32) -> Self {
+            let path = std::env::temp_dir().join(observer_tests::unique_name("exec-test"));
+            std::fs::write(&path, contents).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            Self(path)
+        }
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn commands_and_timeouts_are_checked() {
+        let plain = TempFile::new("#!/bin/sh\n", 0o644);
+        let not_executable = format!(r#"{{ type = "exec", command = ["{}"] }}"#, plain.path());
+        let p = plain.path();
+        for (snippet, field, message, at) in [
+            (
+                r#"{ type = "exec", command = ["notify-send", "hi"] }"#.to_owned(),
+                "command",
+                "the program \"notify-send\" must be an absolute path (commands never go \
+                 through a shell or a PATH search), e.g. \"/usr/local/bin/notify-send\""
+                    .to_owned(),
+                "\"notify-send\"",
+            ),
+            (
+                r#"{ type = "exec", command = ["/no/such/program"] }"#.to_owned(),
+                "command",
+                "the program /no/such/program cannot be used: No such file or directory (os \
+                 error 2)"
+                    .to_owned(),
+                "\"/no/such/program\"",
+            ),
+            (
+                r#"{ type = "exec", command = ["/usr/bin"] }"#.to_owned(),
+                "command",
+                "the program /usr/bin is not a file".to_owned(),
+                "\"/usr/bin\"",
+            ),
+            (
+                not_executable,
+                "command",
+                format!("the program {p} is not executable (chmod +x {p})"),
+                &format!("\"{p}\""),
+            ),
+            (
+                r#"{ type = "exec", command = [] }"#.to_owned(),
+                "command",
+                "the command is empty; give the program and its arguments, e.g. { type = \
+                 \"exec\", command = [\"/usr/local/bin/notify\", \"--rule\"], timeout = \"10s\" }"
+                    .to_owned(),
+                "[]",
+            ),
+            (
+                r#"{ type = "exec", command = ["/bin/true", "a\u0000b"] }"#.to_owned(),
+                "command",
+                "an argument contains a NUL character, which a command line cannot carry"
+                    .to_owned(),
+                "\"a\\u0000b\"",
+            ),
+            (
+                r#"{ type = "exec", command = ["/bin/true"], timeout = "6m" }"#.to_owned(),
+                "timeout",
+                "the timeout must be more than 0 and at most 300s (5 minutes)".to_owned(),
+                "\"6m\"",
+            ),
+            (
+                r#"{ type = "exec", command = ["/bin/true"], timeout = 0 }"#.to_owned(),
+                "timeout",
+                "the timeout must be more than 0 and at most 300s (5 minutes)".to_owned(),
+                "0",
+            ),
+            (
+                r#"{ type = "exec", command = ["/bin/true"], timeout = -1 }"#.to_owned(),
+                "timeout",
+                "-1 is negative; use a duration such as \"10s\"".to_owned(),
+                "-1",
+            ),
+            (
+                r#"{ type = "exec", command = ["/bin/true"], timeout = "soon" }"#.to_owned(),
+                "timeout",
+                "\"soon\" is not a duration; use a number of seconds or a number with a unit: \
+                 500ms, 10s, 2m"
+                    .to_owned(),
+                "\"soon\"",
+            ),
+            (
+                r#"{ type = "exec", timeout = "1s" }"#.to_owned(),
+                "command",
+                "an exec action needs `command`, e.g. { type = \"exec\", command = \
+                 [\"/usr/local/bin/notify\", \"--rule\"], timeout = \"10s\" }"
+                    .to_owned(),
+                r#"{ type = "exec", timeout = "1s" }"#,
+            ),
+        ] {
+            assert_eq!(
+                invalid(&snippet, Per::Host),
+                (field, message, at.to_owned()),
+                "{snippet}"
+            );
+        }
+        let default = built(r#"{ type = "exec", command = ["/bin/true"] }"#, Per::Host);
+        assert_eq!(
+            default.plan(&breach(Target::Host)).unwrap(),
+            [Step::Run(command(&["/bin/true"], DEFAULT_TIMEOUT))]
+        );
+    }
+
+    /// /usr/bin/env prints exactly PATH and the OBSERVER_* variables: nothing of the test's own
+    /// environment (HOME, USER, CARGO_*...) reaches the command.
+    #[test]
+    fn the_command_gets_the_breach_and_nothing_else_in_its_environment() {
+        let outcome = run(
+            &command(&["/usr/bin/env"], Duration::from_secs(10)),
+            &process_breach(),
+            "audit-7",
+        )
+        .unwrap();
+        assert_eq!(outcome.status, ExecStatus::Exited(0));
+        assert!(outcome.success());
+        let mut got: Vec<&str> = outcome.stdout.lines().collect();
+        got.sort_unstable();
+        let mut expected = vec![
+            format!("PATH={PATH}"),
+            "OBSERVER_AUDIT_ID=audit-7".to_owned(),
+            "OBSERVER_CGROUP_PATH=/system.slice/db.service".to_owned(),
+            "OBSERVER_OBSERVED=75.5".to_owned(),
+            "OBSERVER_PID=4242".to_owned(),
+            "OBSERVER_PROCESS_NAME=db worker".to_owned(),
+            "OBSERVER_RULE=test".to_owned(),
+            "OBSERVER_SIGNAL=tcp".to_owned(),
+            "OBSERVER_STATISTIC=rate".to_owned(),
+            "OBSERVER_TARGET=process".to_owned(),
+            "OBSERVER_THRESHOLD=50".to_owned(),
+            "OBSERVER_UNIT=1/s".to_owned(),
+            "OBSERVER_WINDOW_SECONDS=30".to_owned(),
+        ];
+        expected.sort_unstable();
+        assert_eq!(got, expected);
+        assert_eq!(outcome.stderr, "");
+        // There was something to leak: the test's own environment has other variables.
+        assert!(
+            std::env::vars().any(|(k, _)| k != "PATH" && !k.starts_with("OBSERVER_")),
+            "the test runs with an empty environment"
+        );
+
+        let disk = run(
+            &command(&["/usr/bin/env"], Duration::from_secs(10)),
+            &breach(Target::Disk {
+                name: "loop3".to_owned(),
+            }),
+            "a",
+        )
+        .unwrap();
+        assert!(disk.stdout.lines().any(|l| l == "OBSERVER_DISK=loop3"));
+        assert!(disk.stdout.lines().any(|l| l == "OBSERVER_TARGET=disk"));
+    }
+
+    #[test]
+    fn exit_codes_output_and_truncation_are_reported() {
+        let b = breach(Target::Host);
+        let outcome = run(
+            &command(
+                &["/bin/sh", "-c", "echo out; echo err >&2; exit 3"],
+                Duration::from_secs(10),
+            ),
+            &b,
+            "a",
+        )
+        .unwrap();
+        assert_eq!(outcome.status, ExecStatus::Exited(3));
+        assert!(!outcome.success());
+        assert_eq!(
+            (outcome.stdout.as_str(), outcome.stderr.as_str()),
+            ("out\n", "err\n")
+        );
+        assert!(!outcome.stdout_truncated && !outcome.stderr_truncated);
+
+        let big = run(
+            &command(
+                &["/bin/sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"],
+                Duration::from_secs(10),
+            ),
+            &b,
+            "a",
+        )
+        .unwrap();
+        assert_eq!(big.status, ExecStatus::Exited(0));
+        assert_eq!(big.stdout, "x".repeat(CAPTURE_LIMIT));
+        assert!(big.stdout_truncated);
+
+        let killed = run(
+            &command(&["/bin/sh", "-c", "kill -TERM $$"], Duration::from_secs(10)),
+            &b,
+            "a",
+        )
+        .unwrap();
+        assert_eq!(killed.status, ExecStatus::Signaled(libc::SIGTERM));
+    }
+
+    /// Whether `pid` is still a live process: /proc/<pid> exists and is not a zombie.
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'))
+    }
+
+    fn wait_dead(pid: u32) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if !alive(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn a_command_that_outlives_its_timeout_is_killed_with_its_process_group() {
+        let b = breach(Target::Host);
+        let outcome = run(
+            &command(&["/bin/sleep", "30"], Duration::from_millis(200)),
+            &b,
+            "a",
+        )
+        .unwrap();
+        assert_eq!(outcome.status, ExecStatus::TimedOut);
+        assert!(
+            outcome.duration >= Duration::from_millis(200)
+                && outcome.duration < Duration::from_secs(3),
+            "{:?}",
+            outcome.duration
+        );
+
+        // A shell that started a background sleep and waits: both are killed.
+        let outcome = run(
+            &command(
+                &["/bin/sh", "-c", "/bin/sleep 30 & echo $!; wait"],
+                Duration::from_millis(300),
+            ),
+            &b,
+            "a",
+        )
+        .unwrap();
+        assert_eq!(outcome.status, ExecStatus::TimedOut);
+        let grandchild: u32 = outcome.stdout.trim().parse().unwrap();
+        assert!(wait_dead(grandchild), "the background sleep survived");
+    }
+
+    #[test]
+    fn what_a_command_leaves_running_ends_with_it() {
+        let started = Instant::now();
+        let outcome = run(
+            &command(
+                &["/bin/sh", "-c", "/bin/sleep 30 & echo $!"],
+                Duration::from_secs(10),
+            ),
+            &breach(Target::Host),
+            "a",
+        )
+        .unwrap();
+        assert_eq!(outcome.status, ExecStatus::Exited(0));
+        let left: u32 = outcome.stdout.trim().parse().unwrap();
+        assert!(wait_dead(left), "the background sleep survived");
+        // The sleep held stdout open; killing it closed the pipe, so run did not wait for it.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_program_removed_after_loading_is_refused_before_running() {
+        let script = TempFile::new("#!/bin/sh\necho ran\n", 0o755);
+        let action = built(
+            &format!(r#"{{ type = "exec", command = ["{}"] }}"#, script.path()),
+            Per::Host,
+        );
+        let steps = action.plan(&breach(Target::Host)).unwrap();
+        let [Step::Run(cmd)] = &steps[..] else {
+            panic!("{steps:?}")
+        };
+        // A fork elsewhere in this multi-threaded test binary may briefly hold the script's
+        // write descriptor (until its exec closes it), making exec fail with ETXTBSY.
+        let outcome = (0..50)
+            .find_map(|_| match run(cmd, &breach(Target::Host), "a") {
+                Err(ActionError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::ETXTBSY) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                    None
+                }
+                other => Some(other),
+            })
+            .expect("the script stayed busy")
+            .unwrap();
+        assert_eq!(outcome.stdout, "ran\n");
+        let path = script.path().to_owned();
+        drop(script);
+        let gone =
+            format!("the program {path} cannot be used: No such file or directory (os error 2)");
+        assert_eq!(
+            run(cmd, &breach(Target::Host), "a")
+                .unwrap_err()
+                .to_string(),
+            gone
+        );
+        assert_eq!(
+            action.plan(&breach(Target::Host)).unwrap_err().to_string(),
+            gone
+        );
+    }
+}
