@@ -68,10 +68,12 @@ impl CpuList {
         })
     }
 
+    /// The CPUs, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.0.iter().copied()
     }
 
+    /// Whether `cpu` is in the list.
     pub fn contains(&self, cpu: u32) -> bool {
         self.0.contains(&cpu)
     }

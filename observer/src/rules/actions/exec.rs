@@ -51,10 +51,13 @@ pub struct ExecOutcome {
     pub status: ExecStatus,
     /// The first [`CAPTURE_LIMIT`] bytes of stdout (invalid UTF-8 replaced).
     pub stdout: String,
+    /// The first [`CAPTURE_LIMIT`] bytes of stderr.
     pub stderr: String,
-    /// Whether stdout or stderr had more than was kept.
+    /// Whether stdout had more than was kept.
     pub stdout_truncated: bool,
+    /// Whether stderr had more than was kept.
     pub stderr_truncated: bool,
+    /// From start to exit, or to the kill on timeout.
     pub duration: Duration,
 }
 

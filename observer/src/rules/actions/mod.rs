@@ -327,7 +327,9 @@ impl FileAction {
 /// A value written either as a string or as an integer (`value = 4096` or `value = "4096"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scalar {
+    /// A TOML string.
     Text(String),
+    /// A TOML integer.
     Integer(i64),
 }
 

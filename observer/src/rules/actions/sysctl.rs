@@ -257,6 +257,18 @@ fn check(spec: &Spec, value: &Scalar) -> Result<String, String> {
     }
 }
 
+/// Fails unless `name` is in `available` (the text of tcp_available_congestion_control), with
+/// the module to load: algorithms other than reno and cubic are modules named `tcp_<name>`.
+fn check_congestion_control(name: &str, available: &str) -> Result<(), ActionError> {
+    if available.split_whitespace().any(|a| a == name) {
+        return Ok(());
+    }
+    Err(ActionError::Unavailable(format!(
+        "TCP congestion control {name:?} is not available on this machine (available: \
+         {available}); load its module with `modprobe tcp_{name}`, or choose an available one"
+    )))
+}
+
 /// Sets one allowed sysctl.
 #[derive(Debug)]
 pub struct Sysctl {
@@ -303,14 +315,7 @@ impl Sysctl {
         }
         if let Rule::CongestionControl = spec.rule {
             let available = read("net.ipv4.tcp_available_congestion_control")?;
-            if !available.split(' ').any(|a| a == self.value) {
-                return Err(ActionError::Unavailable(format!(
-                    "TCP congestion control {:?} is not available on this machine (available: \
-                     {available}); load its module with `modprobe tcp_{}`, or choose an \
-                     available one",
-                    self.value, self.value
-                )));
-            }
+            check_congestion_control(&self.value, &available)?;
         }
         Ok(())
     }
@@ -523,6 +528,18 @@ mod tests {
                  (available: {available}); load its module with `modprobe tcp_nosuchcc`, or \
                  choose an available one"
             )
+        );
+    }
+
+    #[test]
+    fn a_missing_bbr_says_to_load_tcp_bbr() {
+        assert!(check_congestion_control("bbr", "reno cubic bbr").is_ok());
+        assert_eq!(
+            check_congestion_control("bbr", "reno cubic")
+                .unwrap_err()
+                .to_string(),
+            "TCP congestion control \"bbr\" is not available on this machine (available: reno \
+             cubic); load its module with `modprobe tcp_bbr`, or choose an available one"
         );
     }
 
