@@ -475,21 +475,18 @@ pub fn build(raw: &Spanned<FileAction>, per: Per) -> Result<Box<dyn Action>, Inv
             ),
         ));
     }
-    let needs_per = |wanted: &[Per], what: &str| -> Result<(), Invalid> {
-        if wanted.contains(&per) {
+    // `nice` and `affinity` act on the offending process.
+    let needs_process = || -> Result<(), Invalid> {
+        if per == Per::Process {
             return Ok(());
         }
-        let wanted: Vec<_> = wanted
-            .iter()
-            .map(|p| format!("per = \"{}\"", per_name(*p)))
-            .collect();
         Err(Invalid::new(
             kind.span(),
             "type",
             format!(
-                "{} {name} action acts on {what}, so its rule needs {} (this rule has per = \"{}\")",
+                "{} {name} action acts on the offending process, so its rule needs per = \
+                 \"process\" (this rule has per = \"{}\")",
                 a(name),
-                wanted.join(" or "),
                 per_name(per)
             ),
         ))
@@ -530,11 +527,11 @@ pub fn build(raw: &Spanned<FileAction>, per: Per) -> Result<Box<dyn Action>, Inv
             Box::new(built)
         }
         "nice" => {
-            needs_per(&[Per::Process], "the offending process")?;
+            needs_process()?;
             Box::new(process::Nice::build(action, &at)?)
         }
         "affinity" => {
-            needs_per(&[Per::Process], "the offending process")?;
+            needs_process()?;
             Box::new(process::Affinity::build(action, &at)?)
         }
         "exec" => Box::new(exec::Exec::build(action, &at)?),
