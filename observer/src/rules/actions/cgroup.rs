@@ -359,7 +359,9 @@ impl CgroupAction {
         })
     }
 
-    fn text(
+    /// The text to write: the kernel's form of the configured value (`current` reads the file,
+    /// for cpu.max's period when none is configured).
+    fn planned(
         &self,
         current: impl FnOnce() -> Result<String, ActionError>,
     ) -> Result<String, ActionError> {
@@ -437,7 +439,7 @@ impl Action for CgroupAction {
         if !dir.join(self.file.name()).exists() {
             return Err(missing_file(&mount, &dir, self.file));
         }
-        let value = self.text(|| read(&dir, self.file.name()))?;
+        let value = self.planned(|| read(&dir, self.file.name()))?;
         Ok(vec![Step::Set {
             knob: Knob::CgroupFile {
                 path: dir,
