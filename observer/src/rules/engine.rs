@@ -146,6 +146,10 @@ impl Engine {
                         m.original
                     );
                 }
+                Err(e @ actions::ActionError::Gone(_)) => {
+                    r.outcome = Some(Outcome::Cleared);
+                    r.message = format!("nothing to restore: {e}");
+                }
                 Err(e) => {
                     r.outcome = Some(Outcome::Failed);
                     r.message = format!("cannot read it to restore {:?}: {e}", m.original);
@@ -692,12 +696,12 @@ impl Engine {
         self.running -= 1;
         match result {
             Ok(o) => {
-                r.outcome = Some(if o.status == Some(0) && !o.timed_out {
+                r.outcome = Some(if o.success() {
                     Outcome::Ran
                 } else {
                     Outcome::Failed
                 });
-                r.message = o.to_string();
+                r.message = exec_message(&o);
             }
             Err(e) => {
                 r.outcome = Some(Outcome::Failed);
@@ -745,6 +749,32 @@ impl Engine {
         }
         out.push(r);
     }
+}
+
+/// How a command ended, and the start of what it printed.
+fn exec_message(o: &actions::exec::ExecOutcome) -> String {
+    use actions::exec::ExecStatus;
+    let mut m = match o.status {
+        ExecStatus::Exited(code) => format!("exited with status {code} after {:.2?}", o.duration),
+        ExecStatus::Signaled(sig) => format!("killed by signal {sig} after {:.2?}", o.duration),
+        ExecStatus::TimedOut => format!(
+            "timed out after {:.2?}; its process group was killed",
+            o.duration
+        ),
+    };
+    for (name, text, cut) in [
+        ("stdout", &o.stdout, o.stdout_truncated),
+        ("stderr", &o.stderr, o.stderr_truncated),
+    ] {
+        if !text.trim().is_empty() {
+            m += &format!(
+                "; {name}: {}{}",
+                text.trim(),
+                if cut { " [...]" } else { "" }
+            );
+        }
+    }
+    m
 }
 
 /// Why changes are being put back, for their records.
