@@ -308,14 +308,17 @@ pub fn actions(records: &[crate::rules::journal::Record]) -> String {
             (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
             _ => String::new(),
         };
+        // The setting changed, or else the action (log, exec).
+        let what = if r.knob.is_empty() {
+            &r.action
+        } else {
+            &r.knob
+        };
         let _ = writeln!(
             out,
-            "{} {} {} [{}] {} {}:{observed} {outcome} {}{change}",
-            r.time, r.id, r.rule, r.mode, r.event, r.target, r.knob
+            "{} {} {} [{}] {} {}:{observed} {outcome} {what}{change}",
+            r.time, r.id, r.rule, r.mode, r.event, r.target
         );
-        if !r.action.is_empty() {
-            let _ = writeln!(out, "    action: {}", r.action);
-        }
         if !r.message.is_empty() {
             let _ = writeln!(out, "    {}", r.message);
         }

@@ -178,9 +178,15 @@ fn report(records: Vec<Record>, exporter: Option<&otlp::Exporter>) {
             (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
             _ => String::new(),
         };
+        // The setting changed says more than the action that asked for it.
+        let what = if r.knob.is_empty() {
+            &r.action
+        } else {
+            &r.knob
+        };
         let line = format!(
-            "rule {} [{}] {} {}: {outcome} {} {}{change} {}",
-            r.rule, r.mode, r.event, r.target, r.action, r.knob, r.message
+            "rule {} [{}] {} {}: {outcome} {what}{change} {}",
+            r.rule, r.mode, r.event, r.target, r.message
         );
         // Fields left empty leave runs of spaces.
         let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -238,16 +244,20 @@ fn decision_log(r: &Record) -> otlp::LogRecord {
     if let Some(e) = &r.experiment {
         attributes.push(("observer.experiment".into(), e.to_string().into()));
     }
+    let what = if r.knob.is_empty() {
+        &r.action
+    } else {
+        &r.knob
+    };
+    let change = match (&r.before, &r.after) {
+        (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
+        _ => String::new(),
+    };
     let body = format!(
-        "rule {} {} {}: {outcome}{}{}",
+        "rule {} {} {}: {outcome} {what}{change}{}",
         r.rule,
         r.event,
         r.target,
-        if r.knob.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", r.knob)
-        },
         if r.message.is_empty() {
             String::new()
         } else {

@@ -60,12 +60,14 @@ struct Track {
     experiment: Option<Pending>,
     /// When the target was last in a snapshot.
     seen: Option<Instant>,
+    /// When the rule last fired for this target: `min_interval` is per target, so one
+    /// offender does not shield the others.
+    last_fired: Option<Instant>,
 }
 
 /// Per-rule rate-limit bookkeeping.
 #[derive(Default)]
 struct RuleLimits {
-    last_fired: Option<Instant>,
     changes: VecDeque<Instant>,
 }
 
@@ -230,6 +232,8 @@ impl Engine {
                 || !t.knobs.is_empty()
                 || t.seen
                     .is_some_and(|s| now.duration_since(s) < rules[*i].window)
+                || t.last_fired
+                    .is_some_and(|f| now.duration_since(f) < rules[*i].min_interval)
         });
         out
     }
@@ -331,7 +335,8 @@ impl Engine {
         {
             self.changes_made.pop_front();
         }
-        let limited = if let Some(last) = limits.last_fired
+        let last_fired = self.tracks.get(key).and_then(|t| t.last_fired);
+        let limited = if let Some(last) = last_fired
             && now.duration_since(last) < rule.min_interval
         {
             Some(format!(
@@ -367,9 +372,9 @@ impl Engine {
             }
             return;
         }
-        limits.last_fired = Some(now);
         limits.changes.push_back(now);
         let track = self.tracks.get_mut(key).expect("fired keys exist");
+        track.last_fired = Some(now);
         track.firing = true;
         track.limited = false;
         track.breach_since = None;

@@ -221,8 +221,9 @@ pub struct Rule {
     /// Fewer events than this in the window: a percentile or mean is not judged.
     pub min_events: u64,
     pub mode: Mode,
-    /// Least time between two firings of this rule.
+    /// Least time between two firings of this rule for one target.
     pub min_interval: Duration,
+    /// Firings of this rule in any hour, all targets together.
     pub max_changes_per_hour: u32,
     pub rollback: Rollback,
     pub experiment: Option<Experiment>,
