@@ -565,3 +565,71 @@ fn decisions_are_exported_as_otlp_log_records() {
     let status = agent.signal(libc::SIGTERM);
     assert!(status.success(), "{status}");
 }
+
+/// An I/O scheduler action on a loop device the test creates: the rule watches the host's
+/// block I/O rate (direct reads on the loop device make it cross the threshold) and names the
+/// device, so no other disk is ever touched. Enforced, then undone when the reads stop.
+#[test]
+fn io_scheduler_of_a_loop_device_is_set_and_restored() {
+    require_root!();
+    let dev = observer_tests::blockdev::LoopDevice::create(64).expect("create a loop device");
+    let (offered, original) = dev.schedulers().unwrap();
+    let Some(other) = offered.iter().find(|s| **s != original).cloned() else {
+        panic!("{} offers only {original}: nothing to switch to", dev.name);
+    };
+    let lab = Lab::new(0);
+    let config = lab.dir.join("observer.toml");
+    fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1s\"\nsignals = [\"blockio\"]\n\n\
+             [tuning]\njournal = \"{d}/actions.jsonl\"\nstate = \"{d}/managed.json\"\n\n\
+             [[rules]]\nname = \"busy-disk\"\nsignal = \"blockio\"\nstatistic = \"rate\"\n\
+             above = 2000\nclear_below = 100\nwindow = \"2s\"\nclear_for = \"2s\"\n\
+             mode = \"enforce\"\n\
+             actions = [{{ type = \"io_scheduler\", device = \"{name}\", scheduler = \"{other}\" }}]\n",
+            d = lab.dir.display(),
+            name = dev.name,
+        ),
+    )
+    .unwrap();
+    let log = fs::File::create(lab.dir.join("agent.log.io")).unwrap();
+    let child = observer::command()
+        .args(["-v", "run", "--config"])
+        .arg(&config)
+        .args(["--prometheus-listen", "127.0.0.1:0"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start observer run");
+    let mut agent = Agent {
+        child: Some(child),
+        log: lab.dir.join("agent.log.io"),
+    };
+    // Direct 4 KiB reads until the change is seen.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = {
+        let stop = stop.clone();
+        let f = dev.open_direct().unwrap();
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                observer_tests::blockdev::direct_reads(&f, 2000, 4096, 32 << 20).unwrap();
+            }
+        })
+    };
+    let journal = lab.wait_for(&mut agent, "applied", None, 0);
+    let r = journal.iter().find(|r| r["outcome"] == "applied").unwrap();
+    assert_eq!(
+        r["knob"],
+        format!("io_scheduler {}", dev.name).as_str(),
+        "{r}"
+    );
+    assert_eq!(r["before"], original.as_str());
+    assert_eq!(r["after"], other.as_str());
+    assert_eq!(dev.schedulers().unwrap().1, other);
+    stop.store(true, Ordering::Relaxed);
+    reads.join().unwrap();
+    lab.wait_for(&mut agent, "rolled_back", Some("clear"), 0);
+    assert_eq!(dev.schedulers().unwrap().1, original);
+    assert!(agent.signal(libc::SIGTERM).success(), "{}", lab.log());
+}
