@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod ebpf;
 pub mod hist;
+pub mod logging;
 pub mod record;
 pub mod render;
 pub mod rules;

@@ -1,4 +1,4 @@
-use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -155,14 +155,7 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal, not in journald or a file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    observer::logging::init(level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
