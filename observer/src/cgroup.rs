@@ -834,18 +834,14 @@ mod tests {
     }
 
     /// (unit, slice, container, pod) of a path.
-    #[expect(
-        clippy::type_complexity,
-        reason = "a tuple keeps the expectations on one line"
-    )]
-    fn parts(
-        path: &str,
-    ) -> (
+    type Parts = (
         Option<String>,
         Option<String>,
         Option<Container>,
         Option<Pod>,
-    ) {
+    );
+
+    fn parts(path: &str) -> Parts {
         let w = w(path);
         assert_eq!(w.path, path);
         (w.systemd_unit, w.systemd_slice, w.container, w.pod)
@@ -1260,7 +1256,10 @@ mod tests {
         }
     }
 
-    fn layouts() -> Vec<(String, Option<Container>, Option<Pod>, Option<&'static str>)> {
+    /// A test cgroup's path under the test directory, and its container, pod and unit.
+    type Layout = (String, Option<Container>, Option<Pod>, Option<&'static str>);
+
+    fn layouts() -> Vec<Layout> {
         vec![
             (
                 format!(

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::{
+    cgroup::Workload,
     hist::{Bucket, Latency, Summary},
     record::Record,
 };
@@ -20,7 +21,7 @@ pub fn text(record: &Record) -> String {
             table(
                 &mut out,
                 "by cgroup",
-                rows.iter().map(|r| (r.cgroup.clone(), &r.summary)),
+                rows.iter().map(|r| (cgroup(&r.workload), &r.summary)),
             );
         }
         if let Some(rows) = &r.by_process {
@@ -135,6 +136,16 @@ pub fn text(record: &Record) -> String {
         let _ = writeln!(out, "\n{signal}: not measured: {why}");
     }
     out
+}
+
+/// A cgroup row's name: its path, after the workload's short name when the path has one.
+fn cgroup(w: &Workload) -> String {
+    let name = w.name();
+    if name == w.path {
+        name
+    } else {
+        format!("{name}  {}", w.path)
+    }
 }
 
 /// A duration in ns with a readable unit.
