@@ -798,13 +798,6 @@ pub fn resolve_all(ids: &[u64]) -> HashMap<u64, Workload> {
         .resolve_all(ids)
 }
 
-/// The workload of one cgroup id, from the shared resolver ([`Workload::unknown`] if none).
-pub fn workload(id: u64) -> Workload {
-    resolve_all(&[id])
-        .remove(&id)
-        .unwrap_or_else(Workload::unknown)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

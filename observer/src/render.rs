@@ -271,6 +271,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cgroup_rows_show_the_workload_before_the_path() {
+        let id = "4f1c2b3a".repeat(8);
+        let docker = Workload::from_path(&format!("/system.slice/docker-{id}.scope"));
+        assert_eq!(
+            cgroup(&docker),
+            format!("docker 4f1c2b3a4f1c  /system.slice/docker-{id}.scope")
+        );
+        assert_eq!(
+            cgroup(&Workload::from_path("/system.slice/nginx.service")),
+            "nginx.service  /system.slice/nginx.service"
+        );
+        // Nothing more to say than the path.
+        assert_eq!(cgroup(&Workload::from_path("/a/b")), "/a/b");
+        assert_eq!(cgroup(&Workload::unknown()), "?");
+    }
+
+    #[test]
     fn units() {
         assert_eq!(ns(850.0), "850ns");
         assert_eq!(ns(12_345.0), "12.3us");

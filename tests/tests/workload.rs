@@ -180,7 +180,8 @@ fn record_json_names_each_cgroups_container_pod_and_unit() {
             "--by",
             "cgroup",
             "--duration",
-            "4s",
+            // Room for a slow attach on a loaded machine: the load runs for what is left.
+            "8s",
             "--top",
             &top.to_string()
         ])
@@ -188,7 +189,7 @@ fn record_json_names_each_cgroups_container_pod_and_unit() {
     );
     let secs = (rec.remaining().as_secs_f64() - 0.7).floor() as u64;
     assert!(
-        secs >= 1,
+        secs >= 2,
         "observer took too long to attach: {:?} left",
         rec.remaining()
     );

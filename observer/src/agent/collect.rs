@@ -23,7 +23,7 @@ use super::metrics::{
     Attributes, Data, GaugePoint, HistogramPoint, Metric, OTHER, Snapshot, SumPoint, keys, names,
 };
 use crate::{
-    cgroup,
+    cgroup::{self, Workload},
     ebpf::Loaded,
     hist::hist_add,
     record::{Deltas, Snapshot as Raw},
@@ -239,13 +239,27 @@ impl Collector {
         let now = SystemTime::now();
         let d = Deltas::between(&cur, &self.prev);
         let since = self.prev_time;
+        // Every cgroup of the interval in one batch: without file handles the resolver walks the
+        // hierarchy at most once a second, so one id at a time would leave all but the first
+        // new cgroup unnamed (and a series keeps the attributes it entered with).
+        let cgroup_ids: Vec<u64> = [
+            d.runqueue.as_ref().map(|d| &d.by_process),
+            d.futex.as_ref().map(|d| &d.by_process),
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m.keys().map(|k| k.cgroup))
+        .collect::<std::collections::BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+        let workloads = cgroup::resolve_all(&cgroup_ids);
 
         if let Some(d) = &d.runqueue {
             let procs = d.by_process.iter().map(|(k, p)| (*k, p.hist));
             let comms: HashMap<ProcessKey, [u8; 16]> =
                 d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
             self.runqueue.update(procs, &d.unattributed, since, |k| {
-                process_attributes(k, &comms)
+                process_attributes(k, &comms, &workloads)
             });
             *self.counters.dropped.entry(Signal::Runqueue).or_default() += d.dropped;
         }
@@ -254,7 +268,7 @@ impl Collector {
             let comms: HashMap<ProcessKey, [u8; 16]> =
                 d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
             self.futex.update(procs, &d.unattributed, since, |k| {
-                process_attributes(k, &comms)
+                process_attributes(k, &comms, &workloads)
             });
             self.counters.futex_not_waited += d.not_waited;
             *self.counters.dropped.entry(Signal::Futex).or_default() += d.dropped;
@@ -470,9 +484,16 @@ impl Collector {
 
 /// A (cgroup, process) series: the cgroup's path and id, the process, and what the cgroup
 /// belongs to when its path tells (container, pod, systemd unit and slice).
-fn process_attributes(k: &ProcessKey, comms: &HashMap<ProcessKey, [u8; 16]>) -> Attributes {
+fn process_attributes(
+    k: &ProcessKey,
+    comms: &HashMap<ProcessKey, [u8; 16]>,
+    workloads: &HashMap<u64, Workload>,
+) -> Attributes {
     let comm = comms.get(k).copied().unwrap_or_default();
-    let w = cgroup::workload(k.cgroup);
+    let w = workloads
+        .get(&k.cgroup)
+        .cloned()
+        .unwrap_or_else(Workload::unknown);
     let mut attributes = vec![
         (keys::CGROUP_PATH, w.path.into()),
         (keys::PROCESS_NAME, process_name(k.tgid, &comm).into()),
