@@ -65,6 +65,7 @@ pub struct Workload {
     pub pod: Option<Pod>,
 }
 
+/// A container, by the id its runtime gave it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Container {
     /// `None` where the layout does not say (a bare id in a cgroupfs kubepods pod).
@@ -99,6 +100,7 @@ impl Runtime {
     }
 }
 
+/// A Kubernetes pod, by its UID (its name and namespace are not in the path).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pod {
     /// The pod's UID with its dashes (`275ecb36-5aa8-4c2a-9c47-d8bb681b9aff`).
@@ -115,6 +117,7 @@ pub enum QosClass {
 }
 
 impl QosClass {
+    /// The `k8s.pod.qos_class` value, as Kubernetes spells it.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Guaranteed => "Guaranteed",
