@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::{
+    cgroup::Workload,
     hist::{Bucket, Latency, Summary},
     record::Record,
 };
@@ -20,7 +21,7 @@ pub fn text(record: &Record) -> String {
             table(
                 &mut out,
                 "by cgroup",
-                rows.iter().map(|r| (r.cgroup.clone(), &r.summary)),
+                rows.iter().map(|r| (cgroup(&r.workload), &r.summary)),
             );
         }
         if let Some(rows) = &r.by_process {
@@ -135,6 +136,16 @@ pub fn text(record: &Record) -> String {
         let _ = writeln!(out, "\n{signal}: not measured: {why}");
     }
     out
+}
+
+/// A cgroup row's name: its path, after the workload's short name when the path has one.
+fn cgroup(w: &Workload) -> String {
+    let name = w.name();
+    if name == w.path {
+        name
+    } else {
+        format!("{name}  {}", w.path)
+    }
 }
 
 /// A duration in ns with a readable unit.
@@ -329,6 +340,23 @@ pub fn actions(records: &[crate::rules::journal::Record]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_rows_show_the_workload_before_the_path() {
+        let id = "4f1c2b3a".repeat(8);
+        let docker = Workload::from_path(&format!("/system.slice/docker-{id}.scope"));
+        assert_eq!(
+            cgroup(&docker),
+            format!("docker 4f1c2b3a4f1c  /system.slice/docker-{id}.scope")
+        );
+        assert_eq!(
+            cgroup(&Workload::from_path("/system.slice/nginx.service")),
+            "nginx.service  /system.slice/nginx.service"
+        );
+        // Nothing more to say than the path.
+        assert_eq!(cgroup(&Workload::from_path("/a/b")), "/a/b");
+        assert_eq!(cgroup(&Workload::unknown()), "?");
+    }
 
     #[test]
     fn units() {

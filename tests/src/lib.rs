@@ -7,6 +7,7 @@
 //! that cannot run prints `SKIPPED: <reason>` to stderr and returns.
 
 pub mod blockdev;
+pub mod cgroup;
 pub mod hist;
 pub mod netns;
 pub mod observer;

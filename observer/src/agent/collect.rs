@@ -23,10 +23,11 @@ use super::metrics::{
     Attributes, Data, GaugePoint, HistogramPoint, Metric, OTHER, Snapshot, SumPoint, keys, names,
 };
 use crate::{
+    cgroup::{self, Workload},
     ebpf::Loaded,
     hist::hist_add,
     record::{Deltas, Snapshot as Raw},
-    signals::{ReadError, Signal, blockio, process_name, runqueue, tcp},
+    signals::{ReadError, Signal, blockio, process_name, tcp},
 };
 
 /// Intervals without activity after which a series leaves its breakdown (5 minutes at the
@@ -238,14 +239,27 @@ impl Collector {
         let now = SystemTime::now();
         let d = Deltas::between(&cur, &self.prev);
         let since = self.prev_time;
-        let cgroups = CgroupNames::default();
+        // Every cgroup of the interval in one batch: without file handles the resolver walks the
+        // hierarchy at most once a second, so one id at a time would leave all but the first
+        // new cgroup unnamed (and a series keeps the attributes it entered with).
+        let cgroup_ids: Vec<u64> = [
+            d.runqueue.as_ref().map(|d| &d.by_process),
+            d.futex.as_ref().map(|d| &d.by_process),
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m.keys().map(|k| k.cgroup))
+        .collect::<std::collections::BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+        let workloads = cgroup::resolve_all(&cgroup_ids);
 
         if let Some(d) = &d.runqueue {
             let procs = d.by_process.iter().map(|(k, p)| (*k, p.hist));
             let comms: HashMap<ProcessKey, [u8; 16]> =
                 d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
             self.runqueue.update(procs, &d.unattributed, since, |k| {
-                process_attributes(k, &comms, &cgroups)
+                process_attributes(k, &comms, &workloads)
             });
             *self.counters.dropped.entry(Signal::Runqueue).or_default() += d.dropped;
         }
@@ -254,7 +268,7 @@ impl Collector {
             let comms: HashMap<ProcessKey, [u8; 16]> =
                 d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
             self.futex.update(procs, &d.unattributed, since, |k| {
-                process_attributes(k, &comms, &cgroups)
+                process_attributes(k, &comms, &workloads)
             });
             self.counters.futex_not_waited += d.not_waited;
             *self.counters.dropped.entry(Signal::Futex).or_default() += d.dropped;
@@ -468,35 +482,44 @@ impl Collector {
     }
 }
 
-/// Cgroup paths, resolved once per collection for the keys that enter a breakdown.
-#[derive(Default)]
-struct CgroupNames(std::cell::RefCell<HashMap<u64, String>>);
-
-impl CgroupNames {
-    fn path(&self, id: u64) -> String {
-        self.0
-            .borrow_mut()
-            .entry(id)
-            .or_insert_with(|| runqueue::cgroup_path(id).unwrap_or_else(|| "?".into()))
-            .clone()
-    }
-}
-
+/// A (cgroup, process) series: the cgroup's path and id, the process, and what the cgroup
+/// belongs to when its path tells (container, pod, systemd unit and slice).
 fn process_attributes(
     k: &ProcessKey,
     comms: &HashMap<ProcessKey, [u8; 16]>,
-    cgroups: &CgroupNames,
+    workloads: &HashMap<u64, Workload>,
 ) -> Attributes {
     let comm = comms.get(k).copied().unwrap_or_default();
-    vec![
-        (keys::CGROUP_PATH, cgroups.path(k.cgroup).into()),
+    let w = workloads
+        .get(&k.cgroup)
+        .cloned()
+        .unwrap_or_else(Workload::unknown);
+    let mut attributes = vec![
+        (keys::CGROUP_PATH, w.path.into()),
         (keys::PROCESS_NAME, process_name(k.tgid, &comm).into()),
         (
             keys::CGROUP_ID,
             i64::try_from(k.cgroup).unwrap_or(i64::MAX).into(),
         ),
         (keys::PROCESS_PID, i64::from(k.tgid).into()),
-    ]
+    ];
+    if let Some(c) = w.container {
+        attributes.push((keys::CONTAINER_ID, c.id.into()));
+        if let Some(runtime) = c.runtime {
+            attributes.push((keys::CONTAINER_RUNTIME, runtime.name().into()));
+        }
+    }
+    if let Some(pod) = w.pod {
+        attributes.push((keys::POD_UID, pod.uid.into()));
+        attributes.push((keys::POD_QOS_CLASS, pod.qos_class.name().into()));
+    }
+    if let Some(unit) = w.systemd_unit {
+        attributes.push((keys::SYSTEMD_UNIT, unit.into()));
+    }
+    if let Some(slice) = w.systemd_slice {
+        attributes.push((keys::SYSTEMD_SLICE, slice.into()));
+    }
+    attributes
 }
 
 fn disk_attributes(k: &DiskKey) -> Attributes {

@@ -112,6 +112,16 @@ pub const EXPORT_BATCHES_DESCRIPTION: &str = "Batches of metrics (of log records
 pub mod keys {
     pub const CGROUP_ID: &str = "cgroup.id";
     pub const CGROUP_PATH: &str = "cgroup.path";
+    /// What a cgroup belongs to (crate::cgroup), when its path tells: container.id,
+    /// container.runtime.name and k8s.pod.uid are semantic conventions; the conventions have no
+    /// attribute for a pod's QoS class or a systemd unit, so these are named here after the
+    /// Kubernetes API field (`status.qosClass`) and systemd's terms.
+    pub const CONTAINER_ID: &str = "container.id";
+    pub const CONTAINER_RUNTIME: &str = "container.runtime.name";
+    pub const POD_UID: &str = "k8s.pod.uid";
+    pub const POD_QOS_CLASS: &str = "k8s.pod.qos_class";
+    pub const SYSTEMD_UNIT: &str = "systemd.unit";
+    pub const SYSTEMD_SLICE: &str = "systemd.slice";
     pub const PROCESS_PID: &str = "process.pid";
     pub const PROCESS_NAME: &str = "process.executable.name";
     pub const DISK_DEVICE: &str = "disk.device";

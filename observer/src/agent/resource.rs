@@ -1,11 +1,16 @@
 //! The resource attributes that describe this agent in every export.
 
-use super::{Resource, metrics::Value};
+use super::{
+    Resource,
+    metrics::{Value, keys},
+};
+use crate::cgroup::Workload;
 
 /// Detects host.name, os.type, os.version (the kernel release), service.name,
-/// service.version, service.instance.id, and container.id when the agent runs in a container
-/// (a sidecar or DaemonSet pod), then adds `extra` (OTEL_RESOURCE_ATTRIBUTES and the
-/// config file's resource_attributes), which win over what was detected.
+/// service.version, service.instance.id, and container.id and k8s.pod.uid when the agent runs
+/// in a container or pod (a sidecar or DaemonSet pod), then adds `extra`
+/// (OTEL_RESOURCE_ATTRIBUTES and the config file's resource_attributes), which win over what
+/// was detected.
 pub fn detect(service_name: &str, extra: &[(String, String)]) -> Resource {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -29,13 +34,7 @@ pub fn detect(service_name: &str, extra: &[(String, String)]) -> Resource {
         ("os.version".into(), kernel.into()),
     ];
     let own_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    if let Some(id) = own_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .and_then(container_id)
-    {
-        attributes.push(("container.id".into(), id.into()));
-    }
+    attributes.extend(own_workload(&own_cgroup));
     for (key, value) in extra {
         match attributes.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value.clone().into(),
@@ -45,15 +44,23 @@ pub fn detect(service_name: &str, extra: &[(String, String)]) -> Resource {
     Resource { attributes }
 }
 
-/// The container id in a cgroup v2 path, as container runtimes name their cgroups:
-/// `.../docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`,
-/// or a bare `<id>` directory (cgroupfs driver), where `<id>` is 64 hex digits.
-pub fn container_id(cgroup_path: &str) -> Option<&str> {
-    cgroup_path.rsplit('/').find_map(|part| {
-        let part = part.strip_suffix(".scope").unwrap_or(part);
-        let id = part.rsplit_once('-').map_or(part, |(_, id)| id);
-        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
-    })
+/// container.id and k8s.pod.uid from this process's cgroup v2 path (the `0::` line of
+/// /proc/self/cgroup). In a container with its own cgroup namespace the path is `/` and says
+/// nothing; in the host's cgroup namespace (`--cgroupns=host`, the default on cgroup v1 hosts)
+/// it is the container's.
+fn own_workload(proc_self_cgroup: &str) -> Vec<(String, Value)> {
+    let Some(w) = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(Workload::from_path)
+    else {
+        return Vec::new();
+    };
+    let container = w
+        .container
+        .map(|c| (keys::CONTAINER_ID.into(), c.id.into()));
+    let pod = w.pod.map(|p| (keys::POD_UID.into(), p.uid.into()));
+    container.into_iter().chain(pod).collect()
 }
 
 #[cfg(test)]
@@ -61,21 +68,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn container_ids_from_cgroup_paths() {
+    fn container_and_pod_from_the_own_cgroup() {
         let id = "4f1c2b3a".repeat(8);
-        for path in [
-            format!("/system.slice/docker-{id}.scope"),
-            format!(
-                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope"
-            ),
-            format!("/machine.slice/libpod-{id}.scope/container"),
-            format!("/kubepods/besteffort/pod1234/{id}"),
-        ] {
-            assert_eq!(container_id(&path), Some(id.as_str()), "{path}");
-        }
-        assert_eq!(container_id("/system.slice/observer.service"), None);
-        assert_eq!(container_id("/"), None);
-        assert_eq!(container_id(&format!("/docker-{}.scope", &id[..63])), None);
+        let uid = "275ecb36-5aa8-4c2a-9c47-d8bb681b9aff";
+        let pod = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        );
+        assert_eq!(
+            own_workload(&format!("1:name=systemd:/x\n0::{pod}\n")),
+            [
+                ("container.id".to_owned(), id.as_str().into()),
+                ("k8s.pod.uid".to_owned(), uid.into())
+            ]
+        );
+        assert_eq!(
+            own_workload(&format!("0::/system.slice/docker-{id}.scope\n")),
+            [("container.id".to_owned(), id.as_str().into())]
+        );
+        assert!(own_workload("0::/\n").is_empty());
+        assert!(own_workload("0::/system.slice/observer.service\n").is_empty());
+        assert!(own_workload("").is_empty());
     }
 
     #[test]

@@ -1,10 +1,6 @@
 //! Run-queue latency, by cgroup and by process.
 
-use std::{
-    collections::HashMap,
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-};
+use std::collections::HashMap;
 
 use aya::Ebpf;
 use observer_common::{
@@ -17,7 +13,10 @@ use super::{
     Breakdowns, Global, ProcessRaw, ReadError, ReportOptions, counter, hist_at, process_name,
     top_by,
 };
-use crate::hist::{Latency, Summary, count, hist_add, hist_delta, keyed_delta};
+use crate::{
+    cgroup::{self, Workload},
+    hist::{Latency, Summary, count, hist_add, hist_delta, keyed_delta},
+};
 
 pub fn globals(by: &Breakdowns) -> Vec<Global> {
     vec![Global::U32(
@@ -47,8 +46,10 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct CgroupRow {
     pub cgroup_id: u64,
-    /// Path under the cgroup v2 mount, or "?" if the cgroup is gone.
-    pub cgroup: String,
+    /// What the cgroup belongs to: its path (`cgroup`, "?" if the cgroup is gone), systemd unit
+    /// and slice, container and pod, as far as the path tells.
+    #[serde(flatten)]
+    pub workload: Workload,
     #[serde(flatten)]
     pub summary: Summary,
 }
@@ -163,59 +164,23 @@ pub(crate) fn process_rows(
         .collect()
 }
 
-/// Top cgroups by count, with their paths.
+/// Top cgroups by count, with their workloads.
 pub(crate) fn cgroup_rows(deltas: &HashMap<ProcessKey, ProcessHist>, top: usize) -> Vec<CgroupRow> {
     let rows = group_by(deltas, |k| k.cgroup)
         .into_iter()
         .map(|(id, p)| (id, Summary::of(&p.hist)))
         .collect();
     let rows: Vec<(u64, Summary)> = top_by(rows, top, |r| r.1.count, |r| r.0);
-    let paths = cgroup_paths(rows.iter().map(|r| r.0).collect());
+    let mut workloads = cgroup::resolve_all(&rows.iter().map(|r| r.0).collect::<Vec<_>>());
     rows.into_iter()
         .map(|(cgroup_id, summary)| CgroupRow {
             cgroup_id,
-            cgroup: paths.get(&cgroup_id).cloned().unwrap_or_else(|| "?".into()),
+            workload: workloads
+                .remove(&cgroup_id)
+                .unwrap_or_else(Workload::unknown),
             summary,
         })
         .collect()
-}
-
-/// The cgroup v2 mount point.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// The path of one cgroup id, if it still exists.
-pub fn cgroup_path(id: u64) -> Option<String> {
-    cgroup_paths(vec![id]).remove(&id)
-}
-
-/// Paths of the given cgroup ids. On cgroup v2 a cgroup's id is the inode number of its
-/// directory, so one walk of the hierarchy finds them.
-fn cgroup_paths(mut wanted: Vec<u64>) -> HashMap<u64, String> {
-    let mut found = HashMap::new();
-    wanted.sort_unstable();
-    let mut stack = vec![PathBuf::from(CGROUP_ROOT)];
-    while let Some(dir) = stack.pop() {
-        if found.len() == wanted.len() {
-            break;
-        }
-        let Ok(meta) = std::fs::metadata(&dir) else {
-            continue;
-        };
-        if wanted.binary_search(&meta.ino()).is_ok() {
-            let rel = dir.strip_prefix(CGROUP_ROOT).unwrap_or(Path::new(""));
-            found.insert(meta.ino(), format!("/{}", rel.display()));
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        stack.extend(
-            entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path()),
-        );
-    }
-    found
 }
 
 #[cfg(test)]
@@ -278,13 +243,6 @@ mod tests {
             .collect();
         assert_eq!(summary, [(8, 4), (7, 2)]);
         // Ids that are no cgroup on this machine have no path.
-        assert!(cgroups.iter().all(|r| r.cgroup == "?"));
-    }
-
-    #[test]
-    fn the_root_cgroup_is_found_by_its_inode() {
-        let root = std::fs::metadata(CGROUP_ROOT).expect("cgroup v2 mounted at /sys/fs/cgroup");
-        let paths = cgroup_paths(vec![root.ino()]);
-        assert_eq!(paths.get(&root.ino()).map(String::as_str), Some("/"));
+        assert!(cgroups.iter().all(|r| r.workload == Workload::unknown()));
     }
 }

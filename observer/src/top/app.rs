@@ -116,7 +116,7 @@ pub fn views(r: &Reports) -> Vec<(Signal, SignalView)> {
         let tables = [
             latency_table("processes", r.by_process.as_ref(), process),
             latency_table("cgroups", r.by_cgroup.as_ref(), |c| {
-                (c.cgroup.clone(), &c.summary)
+                (c.workload.name(), &c.summary)
             }),
         ];
         let notes = [dropped(r.dropped.by_process, "process")];

@@ -6,6 +6,8 @@
 //!   observer-loadgen sched SECS       scheduler load pinned to CPU 0 (wakeups and preemption)
 //!   observer-loadgen mmap THREADS SECS  mmap/munmap from many threads (mmap_lock contention)
 //!   observer-loadgen futex HOLD_MS REPS  one thread holds a Mutex for HOLD_MS while another waits
+//!   observer-loadgen wake SECS        sleeps 1 ms at a time: a wakeup (a run-queue wait) each,
+//!                                     with almost no CPU (to attribute waits to many processes)
 //!
 //! Prints what it measured itself, one `key value` per line, on stdout.
 
@@ -25,12 +27,15 @@ fn main() {
         Some("sched") => sched(Duration::from_secs_f64(num(1) as f64)),
         Some("mmap") => mmap(num(1) as usize, Duration::from_secs(num(2))),
         Some("futex") => futex(Duration::from_millis(num(1)), num(2)),
+        Some("wake") => wake(Duration::from_secs(num(1))),
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
-    eprintln!("usage: observer-loadgen sched SECS | mmap THREADS SECS | futex HOLD_MS REPS");
+    eprintln!(
+        "usage: observer-loadgen sched SECS | mmap THREADS SECS | futex HOLD_MS REPS | wake SECS"
+    );
     std::process::exit(2)
 }
 
@@ -107,6 +112,17 @@ fn sched(secs: Duration) {
         h.join().unwrap();
     }
     println!("round_trips {}", round_trips.load(Ordering::Relaxed));
+}
+
+/// Sleeps 1 ms at a time for `secs`: every wakeup makes the process runnable, then running.
+fn wake(secs: Duration) {
+    let deadline = Instant::now() + secs;
+    let mut wakeups = 0u64;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+        wakeups += 1;
+    }
+    println!("wakeups {wakeups}");
 }
 
 fn pipe() -> (std::fs::File, std::fs::File) {
