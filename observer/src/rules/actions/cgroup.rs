@@ -7,10 +7,7 @@
 //! /proc/self/mountinfo: /sys/fs/cgroup on a unified system, often /sys/fs/cgroup/unified on a
 //! hybrid one.
 
-use std::{
-    ops::Range,
-    path::{Path, PathBuf},
-};
+use std::{ops::Range, path::Path};
 
 use super::{
     Action, ActionError, Breach, FileAction, Invalid, Knob, Scalar, Step, Target, normalise,
