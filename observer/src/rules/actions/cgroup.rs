@@ -415,6 +415,8 @@ impl Action for CgroupAction {
 mod tests {
     use super::super::testing::{breach, built, invalid};
     use super::super::{Per, Target};
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
