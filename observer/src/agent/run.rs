@@ -16,7 +16,7 @@ use super::{
     otlp, prometheus, resource,
 };
 use crate::{
-    check,
+    caps, check,
     config::{self, Config},
     ebpf::{self, Loaded},
     rules::{
@@ -59,6 +59,7 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
     if loaded.running().next().is_none() {
         bail!("none of the requested signals can run here; `observer check -v` says why");
     }
+    drop_capabilities(&config, engine.as_ref());
     // Two workers: one may be busy reading the maps while the other serves a scrape or sends.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -142,6 +143,40 @@ async fn serve(
     }
     // Dropping `loaded` detaches the programs.
     Ok(())
+}
+
+/// Least privilege: with the programs attached and what a previous run changed restored, keep
+/// only the capabilities the rest of the run needs (see [`caps`]).
+fn drop_capabilities(config: &Config, engine: Option<&Engine>) {
+    let kinds: Vec<&str> = engine
+        .map(|e| {
+            e.rules()
+                .iter()
+                .flat_map(|r| r.actions.iter().map(|a| a.kind()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let needs = caps::Needs {
+        bpf_stats: false,
+        nice: kinds.iter().any(|k| matches!(*k, "nice" | "affinity")),
+        exec: kinds.contains(&"exec"),
+        low_port: config.prometheus.enabled && config.prometheus.listen.port() < 1024,
+    };
+    let keep = caps::needed(&needs);
+    let list: Vec<caps::Cap> = keep.iter().map(|(c, _)| *c).collect();
+    match caps::drop_all_but(&list, needs.exec) {
+        Ok(after) => {
+            tracing::info!(
+                kept = %caps::names(after.effective),
+                bounding = %caps::names(after.bounding),
+                "capabilities dropped after attaching"
+            );
+            for (cap, why) in keep {
+                tracing::debug!("keeping {cap}: {why}");
+            }
+        }
+        Err(e) => tracing::warn!("{e}; running with the capabilities it started with"),
+    }
 }
 
 /// One collection, offered to every sink. A failed read is logged and retried next interval:
