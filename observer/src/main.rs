@@ -84,6 +84,9 @@ enum Command {
         /// Address:port of the Prometheus endpoint (turns it on).
         #[arg(long)]
         prometheus_listen: Option<std::net::SocketAddr>,
+        /// The Unix socket `observer top` reads from, like agent.socket ("" turns it off).
+        #[arg(long)]
+        socket: Option<std::path::PathBuf>,
     },
     /// A live terminal view of every signal (loads the programs itself; q quits, ? helps).
     Top {
@@ -200,12 +203,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             signals,
             otlp_endpoint,
             prometheus_listen,
+            socket,
         } => {
             let overrides = config::Overrides {
                 interval,
                 signals: signals.map(dedup),
                 otlp_endpoint,
                 prometheus_listen,
+                socket,
             };
             let config =
                 config::Config::load(config.as_deref(), |k| std::env::var(k).ok(), &overrides)?;
