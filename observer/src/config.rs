@@ -895,7 +895,8 @@ impl FileSource {
         }
         if let Some(v) = &agent.socket {
             layer.socket = Some(
-                check_socket(Path::new(v.get_ref())).map_err(|m| at(v.span(), "agent.socket", m))?,
+                check_socket(Path::new(v.get_ref()))
+                    .map_err(|m| at(v.span(), "agent.socket", m))?,
             );
         }
 
@@ -1813,7 +1814,10 @@ mod tests {
         };
         let config = load_text("sock.toml", text, no_env, &flags);
         assert!(
-            config.unwrap_err().to_string().contains("nothing would be exported"),
+            config
+                .unwrap_err()
+                .to_string()
+                .contains("nothing would be exported"),
             "an agent with nothing to export or serve is refused"
         );
     }

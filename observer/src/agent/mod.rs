@@ -7,12 +7,13 @@ pub mod otlp;
 pub mod prometheus;
 pub mod resource;
 pub mod run;
+pub mod socket;
 
 use std::sync::Arc;
 
 use metrics::{Metric, Snapshot, Value};
 
-/// A destination for snapshots (OTLP, Prometheus).
+/// A destination for snapshots (OTLP, Prometheus, the socket of `observer top`).
 pub trait Sink: Send + Sync {
     /// Hands over the newest snapshot. Must return at once: a sink that cannot keep up queues
     /// (bounded) or drops, and counts what it dropped in [`Sink::metrics`].

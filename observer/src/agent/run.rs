@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Sink, collect::Collector, otlp, prometheus, resource};
+use super::{Sink, collect::Collector, otlp, prometheus, resource, socket};
 use crate::{
     check,
     config::{self, Config},
@@ -43,6 +43,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    // First: another agent already serving it is the clearest reason not to start.
+    if let Some(path) = &config.agent.socket {
+        let hello =
+            socket::Hello::of_agent(config.agent.interval, config.agent.top, &loaded.status);
+        sinks.push(Arc::new(socket::Server::start(path, hello).await?));
+        tracing::info!("serving observer top on {}", path.display());
+        if !config.otlp.enabled && !config.prometheus.enabled {
+            tracing::warn!(
+                "OTLP and Prometheus are both off: only observer top, on {}, sees what this \
+                 agent collects",
+                path.display()
+            );
+        }
+    }
     let exporter = if config.otlp.enabled {
         let extra: Vec<(String, String)> = config
             .otlp

@@ -1,0 +1,784 @@
+//! The agent's socket for `observer top`: a [`Sink`] that streams every snapshot to the clients
+//! of a local Unix socket (`agent.socket`, default `/run/observer/observer.sock`), so that `top`
+//! shows what the agent collects instead of loading a second copy of the programs.
+//!
+//! # Access
+//!
+//! Root only. The socket's directory is created 0700 if it is missing, the socket is 0600, and
+//! a client whose uid (`SO_PEERCRED`) is not 0 gets an `error` message and is closed: the
+//! snapshots name every process, cgroup and remote address on the host.
+//!
+//! # Protocol, version 1 ([`PROTOCOL`])
+//!
+//! The server talks, the client only reads: newline-delimited JSON, one object per line, each
+//! with a `type`.
+//!
+//! 1. `hello`, first:
+//!    `{"type":"hello","protocol":1,"version":"0.1.0","pid":1234,"interval_ms":10000,"top":10,
+//!    "signals":[{"signal":"runqueue","running":true},
+//!    {"signal":"lock","running":false,"error":"why"}]}`: the protocol version, the agent's
+//!    observer version, process id, collection interval, series per breakdown (`agent.top`), and
+//!    every signal it was asked to run with whether it runs. `type` and `protocol` keep their
+//!    meaning in every version: a client reads them first and refuses a protocol it does not
+//!    speak (it cannot read the rest).
+//! 2. `snapshot`: the latest one at once, so a client has a baseline without waiting an
+//!    interval, then one per collection:
+//!    `{"type":"snapshot","time_ns":T,"metrics":[M, ...]}`, `time_ns` when the kernel's maps were
+//!    read (ns since the Unix epoch). Each `M` is one metric of the agent's catalogue (README):
+//!    - `{"kind":"histogram","name":"observer.runqueue.latency","unit":"ns","points":[
+//!      {"attributes":{"cgroup.path":"/a","process.pid":7,...},"start_ns":S,"zero":0,"sum":123,
+//!      "buckets":[[40,3],[41,7]]}]}`: `buckets` are the non-empty buckets as
+//!      `[index, count]`, `index` the OpenTelemetry bucket index at scale 2 (the bucket holds
+//!      values in (2^(index/4), 2^((index+1)/4)] ns), `zero` the values equal to 0, `sum` their
+//!      sum in ns;
+//!    - `{"kind":"sum","name":..,"unit":..,"points":[{"attributes":{..},"start_ns":S,"value":3}]}`;
+//!    - `{"kind":"gauge","name":..,"unit":..,"points":[{"attributes":{..},"value":0.5}]}`.
+//! 3. `error`: `{"type":"error","message":"why"}`, the last line before the server closes.
+//!
+//! A snapshot is exactly what the OTLP and Prometheus sinks get: cumulative since the agent
+//! started, each breakdown its `top` busiest series plus one `"other"` series (the series whose
+//! attribute values are all `"other"`; for block I/O, the one without attributes), a series
+//! that stays idle for 30 intervals being folded into "other". The socket only translates, like
+//! the other sinks; a client gets per-interval values by subtracting consecutive snapshots
+//! (`observer top` does, in `top::remote`). Cumulative values also make the stream robust: a
+//! client that connects late needs one snapshot as its baseline, and nothing is lost between
+//! two snapshots however far apart they are.
+//!
+//! # Slow clients
+//!
+//! [`Sink::offer`] never waits for a client: each has a queue of [`QUEUE`] messages, written by
+//! a task of its own. A client whose queue is full has fallen behind; it is disconnected (its
+//! writer is aborted, which closes the connection) and logged, and collection goes on.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, DirBuilder},
+    io::{self, BufRead as _, BufReader},
+    os::unix::{
+        fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
+        net::UnixStream as StdStream,
+    },
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use observer_common::{
+    Hist,
+    hist::{BUCKETS, FIRST_INDEX},
+};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::{UnixListener, UnixStream},
+    sync::mpsc::{self, error::TrySendError},
+    task::{AbortHandle, JoinHandle},
+};
+
+use super::{
+    Sink,
+    metrics::{self, Data, Metric, Snapshot, Value},
+};
+use crate::signals::Signal;
+
+/// The protocol version this observer speaks.
+pub const PROTOCOL: u32 = 1;
+/// Messages queued per client. A client this far behind is disconnected.
+pub const QUEUE: usize = 4;
+/// How long a client waits for the hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One line of the protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    Hello(Hello),
+    Snapshot(WireSnapshot),
+    Error { message: String },
+}
+
+/// The first message: who the agent is and what it runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// The agent's observer version.
+    pub version: String,
+    pub pid: u32,
+    pub interval_ms: u64,
+    /// Series per breakdown (`agent.top`), plus "other".
+    pub top: usize,
+    pub signals: Vec<SignalStatus>,
+}
+
+impl Hello {
+    /// The hello of this agent: its collection interval, series per breakdown, and how each
+    /// requested signal fared at load time (`Err`: why it does not run).
+    pub fn of_agent<'a, E: std::fmt::Display + 'a>(
+        interval: Duration,
+        top: usize,
+        signals: impl IntoIterator<Item = (&'a Signal, &'a Result<(), E>)>,
+    ) -> Self {
+        Self {
+            protocol: PROTOCOL,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            top,
+            signals: signals
+                .into_iter()
+                .map(|(signal, status)| SignalStatus {
+                    signal: signal.name().to_owned(),
+                    running: status.is_ok(),
+                    error: status.as_ref().err().map(ToString::to_string),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One signal the agent was asked to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignalStatus {
+    /// The signal's name, as `--signals` takes it.
+    pub signal: String,
+    pub running: bool,
+    /// Why it does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A snapshot as sent: every metric, cumulative.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireSnapshot {
+    pub time_ns: u64,
+    pub metrics: Vec<WireMetric>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireMetric {
+    Histogram {
+        name: String,
+        unit: String,
+        points: Vec<HistogramPoint>,
+    },
+    Sum {
+        name: String,
+        unit: String,
+        points: Vec<SumPoint>,
+    },
+    Gauge {
+        name: String,
+        unit: String,
+        points: Vec<GaugePoint>,
+    },
+}
+
+impl WireMetric {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Histogram { name, .. } | Self::Sum { name, .. } | Self::Gauge { name, .. } => {
+                name
+            }
+        }
+    }
+}
+
+/// Attribute values are strings or integers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Attr {
+    Int(i64),
+    Str(String),
+}
+
+pub type Attributes = BTreeMap<String, Attr>;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistogramPoint {
+    pub attributes: Attributes,
+    pub start_ns: u64,
+    pub zero: u64,
+    pub sum: u64,
+    /// `[index, count]` of the non-empty buckets, ascending.
+    pub buckets: Vec<(i32, u64)>,
+}
+
+impl HistogramPoint {
+    fn of(attributes: Attributes, start_ns: u64, h: &Hist) -> Self {
+        Self {
+            attributes,
+            start_ns,
+            zero: h.zero,
+            sum: h.sum,
+            buckets: h
+                .buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(slot, n)| (slot as i32 + FIRST_INDEX, *n))
+                .collect(),
+        }
+    }
+
+    /// The histogram back in the kernel's layout; indices outside it are an error.
+    pub fn hist(&self) -> Result<Hist, String> {
+        let mut h = Hist::ZERO;
+        h.zero = self.zero;
+        h.sum = self.sum;
+        for &(index, n) in &self.buckets {
+            let slot = usize::try_from(index - FIRST_INDEX)
+                .ok()
+                .filter(|s| *s < BUCKETS)
+                .ok_or_else(|| format!("bucket index {index} is outside the histogram"))?;
+            h.buckets[slot] = n;
+        }
+        Ok(h)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SumPoint {
+    pub attributes: Attributes,
+    pub start_ns: u64,
+    pub value: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GaugePoint {
+    pub attributes: Attributes,
+    pub value: f64,
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn attributes(a: &metrics::Attributes) -> Attributes {
+    a.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Str(s) => Attr::Str(s.clone()),
+                Value::Int(i) => Attr::Int(*i),
+            };
+            ((*k).to_owned(), v)
+        })
+        .collect()
+}
+
+impl WireSnapshot {
+    pub fn of(s: &Snapshot) -> Self {
+        Self {
+            time_ns: unix_ns(s.time),
+            metrics: s.metrics.iter().map(wire_metric).collect(),
+        }
+    }
+}
+
+fn wire_metric(m: &Metric) -> WireMetric {
+    let (name, unit) = (m.name.to_owned(), m.unit.to_owned());
+    match &m.data {
+        Data::Histogram(points) => WireMetric::Histogram {
+            name,
+            unit,
+            points: points
+                .iter()
+                .map(|p| HistogramPoint::of(attributes(&p.attributes), unix_ns(p.start), &p.hist))
+                .collect(),
+        },
+        Data::Sum(points) => WireMetric::Sum {
+            name,
+            unit,
+            points: points
+                .iter()
+                .map(|p| SumPoint {
+                    attributes: attributes(&p.attributes),
+                    start_ns: unix_ns(p.start),
+                    value: p.value,
+                })
+                .collect(),
+        },
+        Data::Gauge(points) => WireMetric::Gauge {
+            name,
+            unit,
+            points: points
+                .iter()
+                .map(|p| GaugePoint {
+                    attributes: attributes(&p.attributes),
+                    value: p.value,
+                })
+                .collect(),
+        },
+    }
+}
+
+/// One line: the message as JSON and a newline.
+pub fn encode(m: &Message) -> Arc<[u8]> {
+    let mut line = serde_json::to_vec(m).expect("protocol messages always serialize");
+    line.push(b'\n');
+    line.into()
+}
+
+/// Why the socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "another observer agent (pid {pid}) is already serving {}; stop it, or give this one \
+         another agent.socket (or \"\" for none)",
+        path.display()
+    )]
+    AlreadyServed { path: PathBuf, pid: String },
+    #[error(
+        "{} exists and is not a socket; remove it, or set agent.socket to another path",
+        path.display()
+    )]
+    NotASocket { path: PathBuf },
+    #[error(
+        "{what} {}: {source}; set agent.socket to a path root can create, or \"\" for no socket",
+        path.display()
+    )]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ServeError {
+    let path = path.to_owned();
+    move |source| ServeError::Io { what, path, source }
+}
+
+/// The credentials of the process at the other end of a Unix socket (`SO_PEERCRED`).
+fn peer_cred(socket: &impl std::os::fd::AsFd) -> io::Result<libc::ucred> {
+    use std::os::fd::AsRawFd as _;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred)
+}
+
+/// The socket sink: accepts clients and hands each snapshot to every one of them.
+pub struct Server {
+    path: PathBuf,
+    /// The socket file's inode, so that shutdown removes this socket and nothing else.
+    inode: (u64, u64),
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+struct Shared {
+    hello: Arc<[u8]>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    clients: Vec<Client>,
+    /// The latest snapshot, and its encoding once made: a new client's baseline.
+    last: Option<(Arc<Snapshot>, Option<Arc<[u8]>>)>,
+}
+
+struct Client {
+    /// From `SO_PEERCRED`, for the log.
+    pid: i32,
+    queue: mpsc::Sender<Arc<[u8]>>,
+    writer: AbortHandle,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent through a panic (every change is one push or retain).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Server {
+    /// Serves `path`: creates its directory (0700) if missing, replaces a stale socket (one no
+    /// agent listens on), refuses when another agent is listening. Needs a tokio runtime.
+    pub async fn start(path: &Path, hello: Hello) -> Result<Self, ServeError> {
+        if let Some(dir) = path.parent()
+            && !dir.exists()
+        {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_error("creating the socket's directory", dir))?;
+        }
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
+                Ok(other) => {
+                    let pid = peer_cred(&other)
+                        .map_or_else(|_| "unknown".to_owned(), |c| c.pid.to_string());
+                    return Err(ServeError::AlreadyServed {
+                        path: path.to_owned(),
+                        pid,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!("replacing the stale socket {}", path.display());
+                    fs::remove_file(path).map_err(io_error("removing the stale socket", path))?;
+                }
+                Err(e) => return Err(io_error("checking the existing socket", path)(e)),
+            },
+            Ok(_) => {
+                return Err(ServeError::NotASocket {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("checking", path)(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io_error("listening on", path))?;
+        // Until this chmod the socket has the umask's mode, which gives nobody but its owner
+        // (root) write access, and connecting needs write access: no window for other users.
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(io_error("setting the mode of", path))?;
+        let meta = fs::symlink_metadata(path).map_err(io_error("checking", path))?;
+        let shared = Arc::new(Shared {
+            hello: encode(&Message::Hello(hello)),
+            state: Mutex::new(State::default()),
+        });
+        let accept = tokio::spawn(accept(listener, Arc::clone(&shared)));
+        Ok(Self {
+            path: path.to_owned(),
+            inode: (meta.dev(), meta.ino()),
+            shared,
+            accept,
+        })
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.shared.state().clients.len()
+    }
+}
+
+async fn accept(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: try again shortly rather than spin.
+                tracing::warn!("accepting an observer top client: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let cred = match peer_cred(&stream) {
+            Ok(cred) => cred,
+            Err(e) => {
+                tracing::warn!("reading an observer top client's credentials: {e}");
+                continue;
+            }
+        };
+        if cred.uid != 0 {
+            tracing::warn!(
+                "refused an observer top client running as uid {} (pid {}): only root may connect",
+                cred.uid,
+                cred.pid
+            );
+            tokio::spawn(refuse(stream, cred.uid));
+            continue;
+        }
+        add(&shared, stream, cred.pid).await;
+    }
+}
+
+/// Says why, then closes; a client that does not even read this gets a second to.
+async fn refuse(mut stream: UnixStream, uid: u32) {
+    let message = encode(&Message::Error {
+        message: format!(
+            "only root may read from the observer agent, and this client runs as uid {uid}"
+        ),
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&message)).await;
+}
+
+async fn add(shared: &Arc<Shared>, stream: UnixStream, pid: i32) {
+    let (queue, mut messages) = mpsc::channel::<Arc<[u8]>>(QUEUE);
+    // The hello and the latest snapshot go first, in the empty queue. Encoding the snapshot
+    // happens outside the lock, so the collector does not wait for it; if a newer one arrives
+    // meanwhile, the client misses nothing: the next is cumulative.
+    let last = shared.state().last.clone();
+    let baseline = match last {
+        Some((_, Some(encoded))) => Some(encoded),
+        Some((snapshot, None)) => {
+            let encoded = encode(&Message::Snapshot(WireSnapshot::of(&snapshot)));
+            if let Some((s, cached)) = &mut shared.state().last
+                && Arc::ptr_eq(s, &snapshot)
+            {
+                *cached = Some(Arc::clone(&encoded));
+            }
+            Some(encoded)
+        }
+        None => None,
+    };
+    let _ = queue.try_send(Arc::clone(&shared.hello));
+    if let Some(baseline) = baseline {
+        let _ = queue.try_send(baseline);
+    }
+    let writer = tokio::spawn(async move {
+        let mut stream = stream;
+        while let Some(message) = messages.recv().await {
+            if stream.write_all(&message).await.is_err() {
+                // Gone: the next offer finds the queue closed and forgets the client.
+                break;
+            }
+        }
+    });
+    tracing::info!("observer top client connected (pid {pid})");
+    shared.state().clients.push(Client {
+        pid,
+        queue,
+        writer: writer.abort_handle(),
+    });
+}
+
+impl Sink for Server {
+    fn offer(&self, snapshot: Arc<Snapshot>) {
+        let mut state = self.shared.state();
+        if state.clients.is_empty() {
+            // Encoded only when a client asks for it.
+            state.last = Some((snapshot, None));
+            return;
+        }
+        let encoded = encode(&Message::Snapshot(WireSnapshot::of(&snapshot)));
+        state.last = Some((snapshot, Some(Arc::clone(&encoded))));
+        state
+            .clients
+            .retain(|c| match c.queue.try_send(Arc::clone(&encoded)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    c.writer.abort();
+                    tracing::warn!(
+                        "observer top client (pid {}) fell {QUEUE} snapshots behind: disconnected \
+                         it",
+                        c.pid
+                    );
+                    false
+                }
+                Err(TrySendError::Closed(_)) => {
+                    tracing::info!("observer top client disconnected (pid {})", c.pid);
+                    false
+                }
+            });
+    }
+
+    /// None: the clients are counted in the log (the metric catalogue is the exporters').
+    fn metrics(&self) -> Vec<Metric> {
+        Vec::new()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for client in self.shared.state().clients.drain(..) {
+            client.writer.abort();
+        }
+        // Only our own socket: never one that replaced it.
+        if fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.inode)
+            && let Err(e) = fs::remove_file(&self.path)
+        {
+            tracing::warn!("removing {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Why reading from the agent failed. Every message names the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot connect to the observer agent at {}: permission denied; only root may read \
+         from the agent: run observer top as root",
+        path.display()
+    )]
+    Denied { path: PathBuf },
+    #[error("the observer agent at {} refused: {message}", path.display())]
+    Refused { path: PathBuf, message: String },
+    #[error(
+        "the observer agent at {} (observer {version}) speaks protocol version {theirs}, and \
+         this observer ({}) speaks {PROTOCOL}: use the same observer version as the agent, or \
+         --local to load the programs in this process",
+        path.display(),
+        env!("CARGO_PKG_VERSION")
+    )]
+    Version {
+        path: PathBuf,
+        theirs: u64,
+        version: String,
+    },
+    #[error("the observer agent at {} closed the connection", path.display())]
+    Closed { path: PathBuf },
+    #[error(
+        "the observer agent at {} sent nothing for {waited:?}: it may be stuck",
+        path.display()
+    )]
+    Silent { path: PathBuf, waited: Duration },
+    #[error("reading from the observer agent at {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the observer agent at {} sent something unexpected: {message}", path.display())]
+    Protocol { path: PathBuf, message: String },
+}
+
+/// A connection to the agent, past its hello.
+pub struct Connection {
+    path: PathBuf,
+    reader: BufReader<StdStream>,
+    pub hello: Hello,
+}
+
+impl Connection {
+    /// Connects and reads the hello. `Ok(None)` when no agent is there: no socket file, or a
+    /// stale one nobody listens on.
+    pub fn connect(path: &Path) -> Result<Option<Self>, ClientError> {
+        let io = |source| ClientError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let stream = match StdStream::connect(path) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(ClientError::Denied {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => return Err(io(e)),
+        };
+        stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(io)?;
+        let mut connection = Self {
+            path: path.to_owned(),
+            reader: BufReader::new(stream),
+            hello: Hello {
+                protocol: 0,
+                version: String::new(),
+                pid: 0,
+                interval_ms: 0,
+                top: 0,
+                signals: Vec::new(),
+            },
+        };
+        let line = connection.line()?;
+        // The version first: the rest of a hello of another version may not parse.
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| connection.protocol(e.to_string()))?;
+        match value["type"].as_str() {
+            Some("hello") => {}
+            Some("error") => {
+                return Err(ClientError::Refused {
+                    path: path.to_owned(),
+                    message: value["message"].as_str().unwrap_or("no reason").to_owned(),
+                });
+            }
+            _ => return Err(connection.protocol(format!("expected a hello, got {line}"))),
+        }
+        let theirs = value["protocol"].as_u64().unwrap_or(0);
+        if theirs != u64::from(PROTOCOL) {
+            return Err(ClientError::Version {
+                path: path.to_owned(),
+                theirs,
+                version: value["version"].as_str().unwrap_or("unknown").to_owned(),
+            });
+        }
+        connection.hello = match serde_json::from_value(value) {
+            Ok(Message::Hello(hello)) => hello,
+            Ok(_) => unreachable!("the type was checked"),
+            Err(e) => return Err(connection.protocol(e.to_string())),
+        };
+        // Then a snapshot every interval; a silent agent is reported after a few.
+        let interval = Duration::from_millis(connection.hello.interval_ms);
+        connection
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(interval * 3 + HELLO_TIMEOUT))
+            .map_err(io)?;
+        Ok(Some(connection))
+    }
+
+    /// The next snapshot (blocking).
+    pub fn next(&mut self) -> Result<WireSnapshot, ClientError> {
+        let line = self.line()?;
+        match serde_json::from_str(&line) {
+            Ok(Message::Snapshot(s)) => Ok(s),
+            Ok(Message::Error { message }) => Err(ClientError::Refused {
+                path: self.path.clone(),
+                message,
+            }),
+            Ok(Message::Hello(_)) => Err(self.protocol("a second hello".into())),
+            Err(e) => Err(self.protocol(e.to_string())),
+        }
+    }
+
+    fn line(&mut self) -> Result<String, ClientError> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err(ClientError::Closed {
+                path: self.path.clone(),
+            }),
+            Ok(_) => Ok(line),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(ClientError::Silent {
+                    path: self.path.clone(),
+                    waited: self
+                        .reader
+                        .get_ref()
+                        .read_timeout()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                })
+            }
+            Err(source) => Err(ClientError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn protocol(&self, message: String) -> ClientError {
+        ClientError::Protocol {
+            path: self.path.clone(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
