@@ -88,9 +88,11 @@ enum Command {
         #[arg(long)]
         socket: Option<std::path::PathBuf>,
     },
-    /// A live terminal view of every signal (loads the programs itself; q quits, ? helps).
+    /// A live terminal view of every signal, from the running agent if there is one, else from
+    /// programs it loads itself (q quits, ? helps).
     Top {
-        /// How often to refresh: 250ms to 10s (+/- change it while running).
+        /// How often to refresh: 250ms to 10s (+/- change it while running). With an agent,
+        /// its collection interval.
         #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
         /// Signals to show, comma-separated: runqueue, blockio, tcp, lock, futex.
@@ -101,6 +103,12 @@ enum Command {
             default_value = ALL_SIGNALS
         )]
         signals: Vec<Signal>,
+        /// The agent's socket: read from the agent listening there, if any.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+        /// Load the programs in this process even when an agent is running.
+        #[arg(long)]
+        local: bool,
     },
     /// Work with the agent's configuration file.
     Config {
@@ -217,8 +225,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             agent::run::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Top { interval, signals } => {
-            top::run(interval, &dedup(signals))?;
+        Command::Top {
+            interval,
+            signals,
+            socket,
+            local,
+        } => {
+            top::run(&top::Options {
+                interval,
+                signals: dedup(signals),
+                socket,
+                local,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

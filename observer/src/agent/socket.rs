@@ -727,6 +727,12 @@ impl Connection {
         Ok(Some(connection))
     }
 
+    /// A handle on the same socket: shutting it down ends a [`Self::next`] blocked in
+    /// another thread.
+    pub fn closer(&self) -> io::Result<StdStream> {
+        self.reader.get_ref().try_clone()
+    }
+
     /// The next snapshot (blocking).
     pub fn next(&mut self) -> Result<WireSnapshot, ClientError> {
         let line = self.line()?;

@@ -190,7 +190,7 @@ pub fn cgroup_path(id: u64) -> Option<String> {
 
 /// Paths of the given cgroup ids. On cgroup v2 a cgroup's id is the inode number of its
 /// directory, so one walk of the hierarchy finds them.
-fn cgroup_paths(mut wanted: Vec<u64>) -> HashMap<u64, String> {
+pub(crate) fn cgroup_paths(mut wanted: Vec<u64>) -> HashMap<u64, String> {
     let mut found = HashMap::new();
     wanted.sort_unstable();
     let mut stack = vec![PathBuf::from(CGROUP_ROOT)];

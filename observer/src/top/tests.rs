@@ -16,13 +16,14 @@ use ratatui::{
 };
 
 use super::{
-    app::{Action, App, Update},
+    app::{Action, App, SignalView, Source, Update},
+    local,
     view::render,
 };
 use crate::{
-    record::{Deltas, Reports},
+    record::Deltas,
     render::ns,
-    signals::{Breakdowns, ReportOptions, Signal, blockio, futex, lock, runqueue, tcp},
+    signals::{Signal, blockio, futex, lock, runqueue, tcp},
 };
 
 fn hist(values: &[u64]) -> Hist {
@@ -52,7 +53,7 @@ fn many(v: u64, n: usize) -> Vec<u64> {
     vec![v; n]
 }
 
-fn reports() -> Reports {
+fn views() -> Vec<(Signal, SignalView)> {
     let mut slow = many(40_000, 90);
     slow.extend(many(3_000_000, 10));
     let runqueue = runqueue::Delta {
@@ -116,22 +117,16 @@ fn reports() -> Reports {
         lock: Some(lock),
         futex: Some(futex),
     };
-    Reports::of(
-        &deltas,
-        &ReportOptions {
-            top: 50,
-            by: Breakdowns::ALL,
-        },
-    )
+    local::views(&deltas)
 }
 
 fn app() -> App {
     let mut signals: Vec<_> = Signal::ALL.iter().map(|&s| (s, None)).collect();
     signals[3].1 = Some("no lock:contention_begin here".to_owned());
-    let mut app = App::new(signals, Duration::from_secs(1));
+    let mut app = App::new(signals, Duration::from_secs(1), Source::Local);
     for _ in 0..3 {
         app.update(Update {
-            reports: reports(),
+            views: views(),
             elapsed: Duration::from_secs(1),
         });
     }
@@ -234,7 +229,7 @@ fn keys_switch_signals_tables_sort_and_drill_down() {
     assert!(s.contains("> 4000000002 postgres: 30/s"), "{s}");
     // The drill-down survives a refresh.
     app.update(Update {
-        reports: reports(),
+        views: views(),
         elapsed: Duration::from_secs(2),
     });
     assert!(screen(&app, 80, 24).contains("> 4000000002 postgres: 15/s"));
@@ -255,7 +250,7 @@ fn help_pause_interval_and_quit() {
     assert!(screen(&app, 80, 24).contains("PAUSED"));
     let before = app.slots[0].history.len();
     app.update(Update {
-        reports: reports(),
+        views: views(),
         elapsed: Duration::from_secs(1),
     });
     assert_eq!(
@@ -285,7 +280,7 @@ fn history_keeps_the_last_minute() {
     let mut app = app();
     for _ in 0..100 {
         app.update(Update {
-            reports: reports(),
+            views: views(),
             elapsed: Duration::from_secs(1),
         });
     }
