@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     hash::Hash,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use observer_common::{
@@ -198,6 +198,9 @@ pub struct Collector {
     tcp: Breakdown<RemoteKey, u64>,
     lock: [Hist; CLASSES],
     counters: Counters,
+    /// The last collection's deltas and the time they cover, for `observer top` (its clients
+    /// want intervals, not cumulative totals).
+    interval: (Deltas, Duration),
 }
 
 fn process_other() -> Attributes {
@@ -224,6 +227,7 @@ impl Collector {
             tcp: Breakdown::new(top, start, vec![(keys::PEER_ADDRESS, OTHER.into())]),
             lock: [Hist::ZERO; CLASSES],
             counters: Counters::default(),
+            interval: (Deltas::default(), Duration::ZERO),
         })
     }
 
@@ -312,6 +316,7 @@ impl Collector {
             .collect();
         self.prev = cur;
         self.prev_time = now;
+        self.interval = (d, now.duration_since(since).unwrap_or_default());
 
         let mut metrics = self.metrics(loaded);
         metrics.push(Metric {
@@ -331,6 +336,11 @@ impl Collector {
         });
         metrics.extend(extra);
         Ok(Snapshot { time: now, metrics })
+    }
+
+    /// What the last collection read: the deltas since the one before, and the time between.
+    pub fn interval(&self) -> (&Deltas, Duration) {
+        (&self.interval.0, self.interval.1)
     }
 
     fn metrics(&self, loaded: &Loaded) -> Vec<Metric> {

@@ -42,21 +42,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
-    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     // First: another agent already serving it is the clearest reason not to start.
-    if let Some(path) = &config.agent.socket {
-        let hello =
-            socket::Hello::of_agent(config.agent.interval, config.agent.top, &loaded.status);
-        sinks.push(Arc::new(socket::Server::start(path, hello).await?));
-        tracing::info!("serving observer top on {}", path.display());
-        if !config.otlp.enabled && !config.prometheus.enabled {
-            tracing::warn!(
-                "OTLP and Prometheus are both off: only observer top, on {}, sees what this \
-                 agent collects",
-                path.display()
-            );
+    let socket = match &config.agent.socket {
+        Some(path) => {
+            let hello = socket::Hello::of_agent(config.agent.interval, &loaded.status);
+            let server = socket::Server::start(path, hello).await?;
+            tracing::info!("serving observer top on {}", path.display());
+            if !config.otlp.enabled && !config.prometheus.enabled {
+                tracing::warn!(
+                    "OTLP and Prometheus are both off: only observer top, on {}, sees what \
+                     this agent collects",
+                    path.display()
+                );
+            }
+            Some(server)
         }
-    }
+        None => None,
+    };
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let exporter = if config.otlp.enabled {
         let extra: Vec<(String, String)> = config
             .otlp
@@ -95,7 +98,7 @@ async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
     tracing::info!(interval = ?config.agent.interval, "collecting");
     loop {
         tokio::select! {
-            _ = tick.tick() => collect(&mut collector, &mut loaded, &sinks),
+            _ = tick.tick() => collect(&mut collector, &mut loaded, &sinks, socket.as_ref()),
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => tracing::warn!(
@@ -104,7 +107,7 @@ async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down: final collection and flush");
-    collect(&mut collector, &mut loaded, &sinks);
+    collect(&mut collector, &mut loaded, &sinks, socket.as_ref());
     if let Some(exporter) = exporter
         && let Err(e) = exporter.shutdown(FLUSH_DEADLINE).await
     {
@@ -115,14 +118,24 @@ async fn serve(config: Config, mut loaded: Loaded) -> anyhow::Result<()> {
 }
 
 /// One collection, offered to every sink. A failed read is logged and retried next interval:
-/// the kernel keeps counting, so the next snapshot still holds everything.
-fn collect(collector: &mut Collector, loaded: &mut Loaded, sinks: &[Arc<dyn Sink>]) {
+/// the kernel keeps counting, so the next snapshot still holds everything. The socket of
+/// `observer top` gets the interval's deltas rather than the snapshot (see [`socket`]).
+fn collect(
+    collector: &mut Collector,
+    loaded: &mut Loaded,
+    sinks: &[Arc<dyn Sink>],
+    socket: Option<&socket::Server>,
+) {
     let extra = sinks.iter().flat_map(|s| s.metrics()).collect();
     match collector.collect(loaded, extra) {
         Ok(snapshot) => {
             let snapshot = Arc::new(snapshot);
             for sink in sinks {
                 sink.offer(snapshot.clone());
+            }
+            if let Some(socket) = socket {
+                let (deltas, elapsed) = collector.interval();
+                socket.offer(deltas, elapsed, snapshot.time);
             }
         }
         Err(e) => tracing::error!("collection failed, retrying next interval: {e}"),

@@ -1,12 +1,13 @@
-//! The agent's socket for `observer top`: a [`Sink`] that streams every snapshot to the clients
-//! of a local Unix socket (`agent.socket`, default `/run/observer/observer.sock`), so that `top`
-//! shows what the agent collects instead of loading a second copy of the programs.
+//! The agent's socket for `observer top` (`agent.socket`, default
+//! `/run/observer/observer.sock`): it sends every collection interval to the connected clients,
+//! so that `top` shows what the agent collects instead of loading a second copy of the
+//! programs.
 //!
 //! # Access
 //!
 //! Root only. The socket's directory is created 0700 if it is missing, the socket is 0600, and
-//! a client whose uid (`SO_PEERCRED`) is not 0 gets an `error` message and is closed: the
-//! snapshots name every process, cgroup and remote address on the host.
+//! a client whose uid (`SO_PEERCRED`) is not 0 gets an `error` message and is closed: what is
+//! sent names every busy process, cgroup and remote address on the host.
 //!
 //! # Protocol, version 1 ([`PROTOCOL`])
 //!
@@ -14,44 +15,44 @@
 //! with a `type`.
 //!
 //! 1. `hello`, first:
-//!    `{"type":"hello","protocol":1,"version":"0.1.0","pid":1234,"interval_ms":10000,"top":10,
+//!    `{"type":"hello","protocol":1,"version":"0.1.0","pid":1234,"interval_ms":10000,
 //!    "signals":[{"signal":"runqueue","running":true},
 //!    {"signal":"lock","running":false,"error":"why"}]}`: the protocol version, the agent's
-//!    observer version, process id, collection interval, series per breakdown (`agent.top`), and
-//!    every signal it was asked to run with whether it runs. `type` and `protocol` keep their
-//!    meaning in every version: a client reads them first and refuses a protocol it does not
-//!    speak (it cannot read the rest).
-//! 2. `snapshot`: the latest one at once, so a client has a baseline without waiting an
-//!    interval, then one per collection:
-//!    `{"type":"snapshot","time_ns":T,"metrics":[M, ...]}`, `time_ns` when the kernel's maps were
-//!    read (ns since the Unix epoch). Each `M` is one metric of the agent's catalogue (README):
-//!    - `{"kind":"histogram","name":"observer.runqueue.latency","unit":"ns","points":[
-//!      {"attributes":{"cgroup.path":"/a","process.pid":7,...},"start_ns":S,"zero":0,"sum":123,
-//!      "buckets":[[40,3],[41,7]]}]}`: `buckets` are the non-empty buckets as
-//!      `[index, count]`, `index` the OpenTelemetry bucket index at scale 2 (the bucket holds
-//!      values in (2^(index/4), 2^((index+1)/4)] ns), `zero` the values equal to 0, `sum` their
-//!      sum in ns;
-//!    - `{"kind":"sum","name":..,"unit":..,"points":[{"attributes":{..},"start_ns":S,"value":3}]}`;
-//!    - `{"kind":"gauge","name":..,"unit":..,"points":[{"attributes":{..},"value":0.5}]}`.
+//!    observer version, process id and collection interval, and every signal it was asked to
+//!    run with whether it runs. `type` and `protocol` keep their meaning in every version: a
+//!    client reads them first and refuses a protocol it does not speak.
+//! 2. `interval`: the latest one at once (a client has something to show without waiting),
+//!    then one per collection:
+//!    `{"type":"interval","time_ns":T,"elapsed_ns":E,"signals":[S, ...]}`, `time_ns` when the
+//!    kernel's maps were read (ns since the Unix epoch), `elapsed_ns` the time since the
+//!    previous read. Each `S` is what happened to one running signal in the interval:
+//!    `{"signal":"runqueue","count":N,"hist":H,"tables":[{"title":"processes","rows":[
+//!    {"name":"1234 nginx","count":n,"hist":H}, ...]}, ...],"notes":["..."]}`. `hist` is `null`
+//!    for counted events (TCP retransmits), else `{"zero":z,"sum":ns,"buckets":[[index,count],
+//!    ...]}`: the non-empty buckets, `index` the OpenTelemetry bucket index at scale 2 (the
+//!    bucket holds values in (2^(index/4), 2^((index+1)/4)] ns), `zero` the values equal to 0.
+//!    Tables hold the 50 busiest rows of the interval, busiest first.
 //! 3. `error`: `{"type":"error","message":"why"}`, the last line before the server closes.
 //!
-//! A snapshot is exactly what the OTLP and Prometheus sinks get: cumulative since the agent
-//! started, each breakdown its `top` busiest series plus one `"other"` series (the series whose
-//! attribute values are all `"other"`; for block I/O, the one without attributes), a series
-//! that stays idle for 30 intervals being folded into "other". The socket only translates, like
-//! the other sinks; a client gets per-interval values by subtracting consecutive snapshots
-//! (`observer top` does, in `top::remote`). Cumulative values also make the stream robust: a
-//! client that connects late needs one snapshot as its baseline, and nothing is lost between
-//! two snapshots however far apart they are.
+//! # Why intervals, not the exporters' snapshots
+//!
+//! The exporters get cumulative series, bounded for cardinality: per breakdown the `agent.top`
+//! keys that were busy first, kept while they stay active, and "other". A process that starts
+//! while those are taken is in "other" until one of them has been idle for 30 intervals, so a
+//! view made from them would hide exactly the newcomer an engineer is looking for. `top` wants
+//! the busiest keys of each interval instead, so the agent sends what `observer top` computes
+//! when it loads the programs itself ([`crate::top::local::samples`], from the same deltas the
+//! collector reads): the screen is the same either way. It is made once per collection (a few
+//! reads in /proc and one walk of the cgroup tree, for the rows kept), and kept for the next
+//! client to connect.
 //!
 //! # Slow clients
 //!
-//! [`Sink::offer`] never waits for a client: each has a queue of [`QUEUE`] messages, written by
-//! a task of its own. A client whose queue is full has fallen behind; it is disconnected (its
+//! [`Server::offer`] never waits for a client: each has a queue of [`QUEUE`] messages, written
+//! by a task of its own. A client whose queue is full has fallen behind; it is disconnected (its
 //! writer is aborted, which closes the connection) and logged, and collection goes on.
 
 use std::{
-    collections::BTreeMap,
     fs::{self, DirBuilder},
     io::{self, BufRead as _, BufReader},
     os::unix::{
@@ -63,10 +64,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use observer_common::{
-    Hist,
-    hist::{BUCKETS, FIRST_INDEX},
-};
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::AsyncWriteExt as _,
@@ -75,11 +72,11 @@ use tokio::{
     task::{AbortHandle, JoinHandle},
 };
 
-use super::{
-    Sink,
-    metrics::{self, Data, Metric, Snapshot, Value},
+use crate::{
+    record::Deltas,
+    signals::Signal,
+    top::{app::Sample, local},
 };
-use crate::signals::Signal;
 
 /// The protocol version this observer speaks.
 pub const PROTOCOL: u32 = 1;
@@ -93,7 +90,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     Hello(Hello),
-    Snapshot(WireSnapshot),
+    Interval(WireInterval),
     Error { message: String },
 }
 
@@ -105,17 +102,14 @@ pub struct Hello {
     pub version: String,
     pub pid: u32,
     pub interval_ms: u64,
-    /// Series per breakdown (`agent.top`), plus "other".
-    pub top: usize,
     pub signals: Vec<SignalStatus>,
 }
 
 impl Hello {
-    /// The hello of this agent: its collection interval, series per breakdown, and how each
-    /// requested signal fared at load time (`Err`: why it does not run).
+    /// The hello of this agent: its collection interval, and how each requested signal fared
+    /// at load time (`Err`: why it does not run).
     pub fn of_agent<'a, E: std::fmt::Display + 'a>(
         interval: Duration,
-        top: usize,
         signals: impl IntoIterator<Item = (&'a Signal, &'a Result<(), E>)>,
     ) -> Self {
         Self {
@@ -123,7 +117,6 @@ impl Hello {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-            top,
             signals: signals
                 .into_iter()
                 .map(|(signal, status)| SignalStatus {
@@ -147,169 +140,80 @@ pub struct SignalStatus {
     pub error: Option<String>,
 }
 
-/// A snapshot as sent: every metric, cumulative.
+/// One interval as sent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WireSnapshot {
+pub struct WireInterval {
     pub time_ns: u64,
-    pub metrics: Vec<WireMetric>,
+    pub elapsed_ns: u64,
+    pub signals: Vec<Sample>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum WireMetric {
-    Histogram {
-        name: String,
-        unit: String,
-        points: Vec<HistogramPoint>,
-    },
-    Sum {
-        name: String,
-        unit: String,
-        points: Vec<SumPoint>,
-    },
-    Gauge {
-        name: String,
-        unit: String,
-        points: Vec<GaugePoint>,
-    },
+/// A histogram on the wire: its non-empty buckets as `[index, count]`.
+#[derive(Serialize, Deserialize)]
+struct WireHist {
+    zero: u64,
+    sum: u64,
+    buckets: Vec<(i32, u64)>,
 }
 
-impl WireMetric {
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Histogram { name, .. } | Self::Sum { name, .. } | Self::Gauge { name, .. } => {
-                name
-            }
-        }
-    }
-}
+/// `Option<Box<Hist>>` as an optional [`WireHist`] (serde `with`).
+pub mod sparse_hist {
+    use observer_common::{
+        Hist,
+        hist::{BUCKETS, FIRST_INDEX},
+    };
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer, de::Error as _};
 
-/// Attribute values are strings or integers.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Attr {
-    Int(i64),
-    Str(String),
-}
+    use super::WireHist;
 
-pub type Attributes = BTreeMap<String, Attr>;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HistogramPoint {
-    pub attributes: Attributes,
-    pub start_ns: u64,
-    pub zero: u64,
-    pub sum: u64,
-    /// `[index, count]` of the non-empty buckets, ascending.
-    pub buckets: Vec<(i32, u64)>,
-}
-
-impl HistogramPoint {
-    fn of(attributes: Attributes, start_ns: u64, h: &Hist) -> Self {
-        Self {
-            attributes,
-            start_ns,
-            zero: h.zero,
-            sum: h.sum,
-            buckets: h
-                .buckets
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(slot, n)| (slot as i32 + FIRST_INDEX, *n))
-                .collect(),
-        }
+    pub fn serialize<S: Serializer>(h: &Option<Box<Hist>>, s: S) -> Result<S::Ok, S::Error> {
+        h.as_ref()
+            .map(|h| WireHist {
+                zero: h.zero,
+                sum: h.sum,
+                buckets: h
+                    .buckets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(slot, n)| (slot as i32 + FIRST_INDEX, *n))
+                    .collect(),
+            })
+            .serialize(s)
     }
 
-    /// The histogram back in the kernel's layout; indices outside it are an error.
-    pub fn hist(&self) -> Result<Hist, String> {
-        let mut h = Hist::ZERO;
-        h.zero = self.zero;
-        h.sum = self.sum;
-        for &(index, n) in &self.buckets {
-            let slot = usize::try_from(index - FIRST_INDEX)
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Hist>>, D::Error> {
+        let Some(w) = Option::<WireHist>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let mut h = Box::new(Hist::ZERO);
+        h.zero = w.zero;
+        h.sum = w.sum;
+        for (index, n) in w.buckets {
+            let slot = usize::try_from(i64::from(index) - i64::from(FIRST_INDEX))
                 .ok()
                 .filter(|s| *s < BUCKETS)
-                .ok_or_else(|| format!("bucket index {index} is outside the histogram"))?;
+                .ok_or_else(|| {
+                    D::Error::custom(format!("bucket index {index} is outside the histogram"))
+                })?;
             h.buckets[slot] = n;
         }
-        Ok(h)
+        Ok(Some(h))
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SumPoint {
-    pub attributes: Attributes,
-    pub start_ns: u64,
-    pub value: u64,
-}
+/// A [`Signal`] as its name (serde `with`).
+pub mod signal_name {
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GaugePoint {
-    pub attributes: Attributes,
-    pub value: f64,
-}
+    use crate::signals::Signal;
 
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn attributes(a: &metrics::Attributes) -> Attributes {
-    a.iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::Str(s) => Attr::Str(s.clone()),
-                Value::Int(i) => Attr::Int(*i),
-            };
-            ((*k).to_owned(), v)
-        })
-        .collect()
-}
-
-impl WireSnapshot {
-    pub fn of(s: &Snapshot) -> Self {
-        Self {
-            time_ns: unix_ns(s.time),
-            metrics: s.metrics.iter().map(wire_metric).collect(),
-        }
+    pub fn serialize<S: Serializer>(signal: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(signal.name())
     }
-}
 
-fn wire_metric(m: &Metric) -> WireMetric {
-    let (name, unit) = (m.name.to_owned(), m.unit.to_owned());
-    match &m.data {
-        Data::Histogram(points) => WireMetric::Histogram {
-            name,
-            unit,
-            points: points
-                .iter()
-                .map(|p| HistogramPoint::of(attributes(&p.attributes), unix_ns(p.start), &p.hist))
-                .collect(),
-        },
-        Data::Sum(points) => WireMetric::Sum {
-            name,
-            unit,
-            points: points
-                .iter()
-                .map(|p| SumPoint {
-                    attributes: attributes(&p.attributes),
-                    start_ns: unix_ns(p.start),
-                    value: p.value,
-                })
-                .collect(),
-        },
-        Data::Gauge(points) => WireMetric::Gauge {
-            name,
-            unit,
-            points: points
-                .iter()
-                .map(|p| GaugePoint {
-                    attributes: attributes(&p.attributes),
-                    value: p.value,
-                })
-                .collect(),
-        },
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
 
@@ -393,8 +297,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     clients: Vec<Client>,
-    /// The latest snapshot, and its encoding once made: a new client's baseline.
-    last: Option<(Arc<Snapshot>, Option<Arc<[u8]>>)>,
+    /// The latest interval, encoded: what a new client sees first.
+    last: Option<Arc<[u8]>>,
 }
 
 struct Client {
@@ -516,27 +420,6 @@ async fn refuse(mut stream: UnixStream, uid: u32) {
 
 async fn add(shared: &Arc<Shared>, stream: UnixStream, pid: i32) {
     let (queue, mut messages) = mpsc::channel::<Arc<[u8]>>(QUEUE);
-    // The hello and the latest snapshot go first, in the empty queue. Encoding the snapshot
-    // happens outside the lock, so the collector does not wait for it; if a newer one arrives
-    // meanwhile, the client misses nothing: the next is cumulative.
-    let last = shared.state().last.clone();
-    let baseline = match last {
-        Some((_, Some(encoded))) => Some(encoded),
-        Some((snapshot, None)) => {
-            let encoded = encode(&Message::Snapshot(WireSnapshot::of(&snapshot)));
-            if let Some((s, cached)) = &mut shared.state().last
-                && Arc::ptr_eq(s, &snapshot)
-            {
-                *cached = Some(Arc::clone(&encoded));
-            }
-            Some(encoded)
-        }
-        None => None,
-    };
-    let _ = queue.try_send(Arc::clone(&shared.hello));
-    if let Some(baseline) = baseline {
-        let _ = queue.try_send(baseline);
-    }
     let writer = tokio::spawn(async move {
         let mut stream = stream;
         while let Some(message) = messages.recv().await {
@@ -547,23 +430,34 @@ async fn add(shared: &Arc<Shared>, stream: UnixStream, pid: i32) {
         }
     });
     tracing::info!("observer top client connected (pid {pid})");
-    shared.state().clients.push(Client {
+    let mut state = shared.state();
+    // The hello and the latest interval first, in the empty queue, under the lock so that no
+    // newer interval can come before them.
+    let _ = queue.try_send(Arc::clone(&shared.hello));
+    if let Some(last) = &state.last {
+        let _ = queue.try_send(Arc::clone(last));
+    }
+    state.clients.push(Client {
         pid,
         queue,
         writer: writer.abort_handle(),
     });
 }
 
-impl Sink for Server {
-    fn offer(&self, snapshot: Arc<Snapshot>) {
+impl Server {
+    /// Sends one collection interval to every client: `deltas` between the reads of the
+    /// kernel's maps `elapsed` apart, the second at `time`. Never waits for a client.
+    pub fn offer(&self, deltas: &Deltas, elapsed: Duration, time: SystemTime) {
+        // Made and encoded before taking the lock, which new clients need too.
+        let encoded = encode(&Message::Interval(WireInterval {
+            time_ns: time
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            signals: local::samples(deltas),
+        }));
         let mut state = self.shared.state();
-        if state.clients.is_empty() {
-            // Encoded only when a client asks for it.
-            state.last = Some((snapshot, None));
-            return;
-        }
-        let encoded = encode(&Message::Snapshot(WireSnapshot::of(&snapshot)));
-        state.last = Some((snapshot, Some(Arc::clone(&encoded))));
+        state.last = Some(Arc::clone(&encoded));
         state
             .clients
             .retain(|c| match c.queue.try_send(Arc::clone(&encoded)) {
@@ -571,7 +465,7 @@ impl Sink for Server {
                 Err(TrySendError::Full(_)) => {
                     c.writer.abort();
                     tracing::warn!(
-                        "observer top client (pid {}) fell {QUEUE} snapshots behind: disconnected \
+                        "observer top client (pid {}) fell {QUEUE} intervals behind: disconnected \
                          it",
                         c.pid
                     );
@@ -582,11 +476,6 @@ impl Sink for Server {
                     false
                 }
             });
-    }
-
-    /// None: the clients are counted in the log (the metric catalogue is the exporters').
-    fn metrics(&self) -> Vec<Metric> {
-        Vec::new()
     }
 }
 
@@ -686,7 +575,6 @@ impl Connection {
                 version: String::new(),
                 pid: 0,
                 interval_ms: 0,
-                top: 0,
                 signals: Vec::new(),
             },
         };
@@ -717,7 +605,7 @@ impl Connection {
             Ok(_) => unreachable!("the type was checked"),
             Err(e) => return Err(connection.protocol(e.to_string())),
         };
-        // Then a snapshot every interval; a silent agent is reported after a few.
+        // Then an interval at every collection; a silent agent is reported after a few.
         let interval = Duration::from_millis(connection.hello.interval_ms);
         connection
             .reader
@@ -727,17 +615,17 @@ impl Connection {
         Ok(Some(connection))
     }
 
-    /// A handle on the same socket: shutting it down ends a [`Self::next`] blocked in
+    /// A handle on the same socket: shutting it down ends a [`Self::receive`] blocked in
     /// another thread.
     pub fn closer(&self) -> io::Result<StdStream> {
         self.reader.get_ref().try_clone()
     }
 
-    /// The next snapshot (blocking).
-    pub fn next(&mut self) -> Result<WireSnapshot, ClientError> {
+    /// The next interval (blocking).
+    pub fn receive(&mut self) -> Result<WireInterval, ClientError> {
         let line = self.line()?;
         match serde_json::from_str(&line) {
-            Ok(Message::Snapshot(s)) => Ok(s),
+            Ok(Message::Interval(i)) => Ok(i),
             Ok(Message::Error { message }) => Err(ClientError::Refused {
                 path: self.path.clone(),
                 message,

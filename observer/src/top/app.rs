@@ -10,6 +10,7 @@ use std::{
 
 use observer_common::Hist;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     hist::{Bucket, Latency, Summary, count, hist_add},
@@ -36,59 +37,56 @@ pub fn clamp_interval(d: Duration) -> Duration {
 
 /// What the collector thread sends once per interval.
 pub struct Update {
-    /// The signals' views of the interval, in [`Signal::ALL`] order.
-    pub views: Vec<(Signal, SignalView)>,
-    /// The time the views cover (the interval as it actually ran).
+    /// The signals' samples of the interval, in [`Signal::ALL`] order.
+    pub samples: Vec<Sample>,
+    /// The time they cover (the interval as it actually ran).
     pub elapsed: Duration,
 }
 
-/// One row of a breakdown table. `latency` is `None` for counted events (TCP retransmits).
-#[derive(Clone, Debug)]
-pub struct Row {
-    pub name: String,
-    pub count: u64,
-    /// The row's own histogram, shown when drilling into it.
-    pub latency: Option<Latency>,
-}
-
-impl Row {
-    pub fn latency(name: String, h: &Hist) -> Self {
-        Self {
-            name,
-            count: count(h),
-            latency: Some(Latency::of(h)),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Table {
-    /// "processes", "cgroups", ...
-    pub title: &'static str,
-    /// At most [`TOP`], the most events first.
-    pub rows: Vec<Row>,
-}
-
-/// One signal's events in one interval, in the shape the screen shows.
-#[derive(Clone, Debug)]
-pub struct SignalView {
+/// One signal's events in one interval, every row with its histogram: what this process's
+/// collector and the agent (over its socket) both produce. The screen shows the
+/// [`SignalView`] computed from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    #[serde(with = "crate::agent::socket::signal_name")]
+    pub signal: Signal,
     pub count: u64,
     /// `None` for counted events (TCP retransmits).
-    pub latency: Option<Summary>,
-    pub buckets: Vec<Bucket>,
-    pub tables: Vec<Table>,
+    #[serde(with = "crate::agent::socket::sparse_hist")]
+    pub hist: Option<Box<Hist>>,
+    pub tables: Vec<SampleTable>,
     /// Events the breakdowns missed, worth a line under the table.
     pub notes: Vec<String>,
 }
 
-impl SignalView {
-    /// A latency signal's view: its histogram and its tables.
-    pub fn latency(total: &Hist, tables: Vec<Table>, notes: Vec<String>) -> Self {
-        let l = Latency::of(total);
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleTable {
+    /// "processes", "cgroups", ...
+    pub title: String,
+    /// At most [`TOP`], the most events first.
+    pub rows: Vec<SampleRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleRow {
+    pub name: String,
+    pub count: u64,
+    #[serde(with = "crate::agent::socket::sparse_hist")]
+    pub hist: Option<Box<Hist>>,
+}
+
+impl Sample {
+    /// A latency signal's sample: its histogram, tables and notes.
+    pub fn latency(
+        signal: Signal,
+        total: &Hist,
+        tables: Vec<SampleTable>,
+        notes: Vec<String>,
+    ) -> Self {
         Self {
-            count: l.summary.count,
-            latency: Some(l.summary),
-            buckets: l.buckets,
+            signal,
+            count: count(total),
+            hist: Some(Box::new(*total)),
             tables,
             notes,
         }
@@ -103,10 +101,10 @@ pub const TOP: usize = 50;
 /// key, so the choice is stable), then named (naming may read /proc or walk the cgroup tree, so
 /// only the kept rows are).
 pub fn hist_table<K: Ord + Hash + Clone>(
-    title: &'static str,
+    title: &str,
     rows: impl IntoIterator<Item = (K, Hist)>,
     names: impl FnOnce(&[K]) -> Vec<String>,
-) -> Table {
+) -> SampleTable {
     let mut by_key: HashMap<K, Hist> = HashMap::new();
     for (k, h) in rows {
         hist_add(by_key.entry(k).or_insert(Hist::ZERO), &h);
@@ -122,34 +120,41 @@ pub fn hist_table<K: Ord + Hash + Clone>(
     rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     rows.truncate(TOP);
     let keys: Vec<K> = rows.iter().map(|r| r.0.clone()).collect();
-    Table {
-        title,
+    SampleTable {
+        title: title.to_owned(),
         rows: rows
-            .iter()
+            .into_iter()
             .zip(names(&keys))
-            .map(|((_, h, _), name)| Row::latency(name, h))
+            .map(|((_, h, n), name)| SampleRow {
+                name,
+                count: n,
+                hist: Some(Box::new(h)),
+            })
             .collect(),
     }
 }
 
 /// A table of counted rows (TCP retransmits): summed by name, the [`TOP`] most first.
-pub fn count_table(title: &'static str, rows: impl IntoIterator<Item = (String, u64)>) -> Table {
+pub fn count_table(title: &str, rows: impl IntoIterator<Item = (String, u64)>) -> SampleTable {
     let mut by_name: HashMap<String, u64> = HashMap::new();
     for (name, n) in rows {
         *by_name.entry(name).or_default() += n;
     }
-    let mut rows: Vec<Row> = by_name
+    let mut rows: Vec<SampleRow> = by_name
         .into_iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(name, count)| Row {
+        .map(|(name, count)| SampleRow {
             name,
             count,
-            latency: None,
+            hist: None,
         })
         .collect();
     rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     rows.truncate(TOP);
-    Table { title, rows }
+    SampleTable {
+        title: title.to_owned(),
+        rows,
+    }
 }
 
 /// The note for events a full breakdown map could not attribute.
@@ -160,6 +165,64 @@ pub fn dropped(n: u64, what: &str) -> Option<String> {
 /// The note for block I/O requests the in-flight map had no room for.
 pub fn untimed(n: u64) -> Option<String> {
     (n > 0).then(|| format!("{n} requests not timed: the in-flight map was full"))
+}
+
+/// One row of a breakdown table as shown. `latency` is `None` for counted events (TCP
+/// retransmits).
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub name: String,
+    pub count: u64,
+    /// The row's own histogram, shown when drilling into it.
+    pub latency: Option<Latency>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub title: String,
+    pub rows: Vec<Row>,
+}
+
+/// One signal's interval in the shape the screen shows: percentiles and buckets computed.
+#[derive(Clone, Debug)]
+pub struct SignalView {
+    pub count: u64,
+    /// `None` for counted events (TCP retransmits).
+    pub latency: Option<Summary>,
+    pub buckets: Vec<Bucket>,
+    pub tables: Vec<Table>,
+    pub notes: Vec<String>,
+}
+
+impl SignalView {
+    pub fn of(s: &Sample) -> Self {
+        let latency = s.hist.as_deref().map(Latency::of);
+        Self {
+            count: s.count,
+            buckets: latency
+                .as_ref()
+                .map(|l| l.buckets.clone())
+                .unwrap_or_default(),
+            latency: latency.map(|l| l.summary),
+            tables: s
+                .tables
+                .iter()
+                .map(|t| Table {
+                    title: t.title.clone(),
+                    rows: t
+                        .rows
+                        .iter()
+                        .map(|r| Row {
+                            name: r.name.clone(),
+                            count: r.count,
+                            latency: r.hist.as_deref().map(Latency::of),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            notes: s.notes.clone(),
+        }
+    }
 }
 
 /// Where the numbers come from: said in the header.
@@ -282,10 +345,11 @@ impl App {
             return;
         }
         let secs = u.elapsed.as_secs_f64().max(f64::EPSILON);
-        for (signal, view) in u.views {
-            let Some(slot) = self.slots.iter_mut().find(|s| s.signal == signal) else {
+        for sample in &u.samples {
+            let Some(slot) = self.slots.iter_mut().find(|s| s.signal == sample.signal) else {
                 continue;
             };
+            let view = SignalView::of(sample);
             let value = view
                 .latency
                 .as_ref()

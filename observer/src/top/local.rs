@@ -1,5 +1,6 @@
-//! The views of one interval from this process's own reads of the kernel's maps: every key of
-//! every breakdown map, each row with its own histogram.
+//! The samples of one interval from the deltas between two reads of the kernel's maps: every
+//! key of every breakdown map counts, and each row keeps its own histogram. `observer top` makes
+//! them from its own reads, and the agent from its (for the `top` clients of its socket).
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use observer_common::{
     lock::CLASS_NAMES,
 };
 
-use super::app::{SignalView, count_table, dropped, hist_table, untimed};
+use super::app::{Sample, SampleTable, count_table, dropped, hist_table, untimed};
 use crate::{
     hist::hist_add,
     record::Deltas,
@@ -20,14 +21,16 @@ use crate::{
     },
 };
 
-/// The per-signal views of one interval's deltas, in [`Signal::ALL`] order.
-pub fn views(d: &Deltas) -> Vec<(Signal, SignalView)> {
+/// The per-signal samples of one interval's deltas, in [`Signal::ALL`] order.
+pub fn samples(d: &Deltas) -> Vec<Sample> {
     let mut out = Vec::new();
     if let Some(d) = &d.runqueue {
         let notes = dropped(d.dropped, "process").into_iter().collect();
-        out.push((
+        out.push(process_sample(
             Signal::Runqueue,
-            process_view(&d.unattributed, &d.by_process, notes),
+            &d.unattributed,
+            &d.by_process,
+            notes,
         ));
     }
     if let Some(d) = &d.blockio {
@@ -62,9 +65,11 @@ pub fn views(d: &Deltas) -> Vec<(Signal, SignalView)> {
             dropped(d.dropped_by_disk, "disk"),
             untimed(d.dropped_inflight),
         ];
-        out.push((
+        out.push(Sample::latency(
             Signal::BlockIo,
-            SignalView::latency(&total, tables, notes.into_iter().flatten().collect()),
+            &total,
+            tables,
+            notes.into_iter().flatten().collect(),
         ));
     }
     if let Some(d) = &d.tcp {
@@ -83,18 +88,15 @@ pub fn views(d: &Deltas) -> Vec<(Signal, SignalView)> {
             .by_remote
             .values()
             .fold(d.unattributed, |a, n| a.wrapping_add(*n));
-        out.push((
-            Signal::Tcp,
-            SignalView {
-                count,
-                latency: None,
-                buckets: Vec::new(),
-                tables: vec![count_table("remote endpoints", rows)],
-                notes: dropped(d.unattributed, "remote endpoint")
-                    .into_iter()
-                    .collect(),
-            },
-        ));
+        out.push(Sample {
+            signal: Signal::Tcp,
+            count,
+            hist: None,
+            tables: vec![count_table("remote endpoints", rows)],
+            notes: dropped(d.unattributed, "remote endpoint")
+                .into_iter()
+                .collect(),
+        });
     }
     if let Some(d) = &d.lock {
         let mut total = Hist::ZERO;
@@ -109,16 +111,20 @@ pub fn views(d: &Deltas) -> Vec<(Signal, SignalView)> {
                     .collect()
             },
         );
-        out.push((
+        out.push(Sample::latency(
             Signal::Lock,
-            SignalView::latency(&total, vec![table], Vec::new()),
+            &total,
+            vec![table],
+            Vec::new(),
         ));
     }
     if let Some(d) = &d.futex {
         let notes = dropped(d.dropped, "process").into_iter().collect();
-        out.push((
+        out.push(process_sample(
             Signal::Futex,
-            process_view(&d.unattributed, &d.by_process, notes),
+            &d.unattributed,
+            &d.by_process,
+            notes,
         ));
     }
     out
@@ -131,13 +137,14 @@ pub fn remote_name(endpoint: &str, local_port: u16, state: &str) -> String {
 
 /// A signal broken down by (cgroup, process) in the kernel (run-queue latency, futex waits):
 /// tables of processes and of cgroups.
-fn process_view(
+fn process_sample(
+    signal: Signal,
     unattributed: &Hist,
     by_process: &HashMap<ProcessKey, ProcessHist>,
     notes: Vec<String>,
-) -> SignalView {
+) -> Sample {
     let comms: HashMap<u32, [u8; 16]> = by_process.iter().map(|(k, p)| (k.tgid, p.comm)).collect();
-    let tables = vec![
+    let tables: Vec<SampleTable> = vec![
         hist_table(
             "processes",
             by_process.iter().map(|(k, p)| (k.tgid, p.hist)),
@@ -159,5 +166,10 @@ fn process_view(
             },
         ),
     ];
-    SignalView::latency(&runqueue::total(unattributed, by_process), tables, notes)
+    Sample::latency(
+        signal,
+        &runqueue::total(unattributed, by_process),
+        tables,
+        notes,
+    )
 }

@@ -3,13 +3,12 @@
 //! draws with a pure function ([`view::render`]).
 //!
 //! The numbers come from a running agent when there is one: `top` connects to its socket
-//! ([`crate::agent::socket`]) and turns its cumulative snapshots into intervals
-//! ([`remote`]). Otherwise (or with `--local`) this process loads the programs and reads the
-//! kernel's maps itself ([`local`]).
+//! ([`crate::agent::socket`]), which sends the samples of every interval. Otherwise (or with
+//! `--local`) this process loads the programs and reads the kernel's maps itself. Either way the
+//! samples are made by [`local::samples`] from the deltas between two reads.
 
 pub mod app;
 pub mod local;
-pub mod remote;
 pub mod view;
 
 use std::{
@@ -163,25 +162,21 @@ fn agent_signals(
     Ok(signals)
 }
 
-/// Reads the agent's snapshots and sends what happened between each two, until the agent or
-/// the UI goes away.
+/// Reads the agent's intervals and sends them on, until the agent or the UI goes away.
 fn follow(mut connection: Connection, tx: &Sender<Result<Update, String>>) {
-    let mut remote = remote::Remote::default();
     loop {
-        let update = connection
-            .next()
-            .map_err(|e| e.to_string())
-            .and_then(|snapshot| remote.update(snapshot));
+        let update = connection.receive().map(|interval| Update {
+            samples: interval.signals,
+            elapsed: Duration::from_nanos(interval.elapsed_ns),
+        });
         match update {
-            // The baseline.
-            Ok(None) => {}
-            Ok(Some(update)) => {
+            Ok(update) => {
                 if tx.send(Ok(update)).is_err() {
                     return;
                 }
             }
             Err(e) => {
-                let _ = tx.send(Err(e));
+                let _ = tx.send(Err(e.to_string()));
                 return;
             }
         }
@@ -230,14 +225,14 @@ fn collect(
             }
         };
         let now = Instant::now();
-        let views = local::views(&Deltas::between(&cur, &prev));
+        let samples = local::samples(&Deltas::between(&cur, &prev));
         // Otherwise the bounded per-process maps fill with exited processes over a long
         // session, and new ones go unattributed.
         if let Err(e) = cur.forget_exited(&mut loaded.ebpf) {
             tracing::debug!("forgetting exited processes: {e}");
         }
         let update = Update {
-            views,
+            samples,
             elapsed: now - at,
         };
         if tx.send(Ok(update)).is_err() {

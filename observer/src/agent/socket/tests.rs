@@ -1,16 +1,17 @@
-//! The socket protocol against real Unix sockets: hello, snapshots, a client that stops reading,
+//! The socket protocol against real Unix sockets: hello, intervals, a client that stops reading,
 //! a version this observer does not speak, clients that are not root, stale and live sockets.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     io::{Read as _, Write as _},
     os::unix::net::UnixListener as StdListener,
     time::Instant,
 };
 
-use observer_common::hist::slot;
+use observer_common::{Hist, ProcessHist, ProcessKey, hist::slot};
 
 use super::*;
-use crate::agent::metrics::{HistogramPoint as AgentPoint, SumPoint as AgentSum, keys, names};
+use crate::signals::runqueue;
 
 /// A directory removed when the test ends, pass or fail.
 struct TempDir(PathBuf);
@@ -41,53 +42,43 @@ fn hello() -> Hello {
             Err("no lock:contention_begin here".to_owned()),
         ),
     ]);
-    Hello::of_agent(Duration::from_millis(250), 10, &status)
+    Hello::of_agent(Duration::from_millis(250), &status)
 }
 
-/// A snapshot with `points` run-queue series of `buckets` non-empty buckets each, and a sum.
-fn snapshot(n: u64, points: usize, buckets: usize) -> Arc<Snapshot> {
-    let start = UNIX_EPOCH + Duration::from_secs(1_000);
-    let series = (0..points)
+/// One interval of run-queue latency: `processes` processes with `buckets` non-empty buckets
+/// each. Process ids are above PID_MAX_LIMIT, so names come from the given comm, not /proc.
+fn deltas(n: u64, processes: u32, buckets: usize) -> Deltas {
+    let by_process = (0..processes)
         .map(|i| {
-            let mut hist = Hist::ZERO;
+            let mut p = ProcessHist::ZERO;
+            let comm = format!("proc{i}");
+            p.comm[..comm.len()].copy_from_slice(comm.as_bytes());
             for b in 0..buckets {
-                hist.buckets[b] = n * (b as u64 + 1);
+                p.hist.buckets[b] = n * (b as u64 + 1);
             }
-            hist.buckets[slot(40_000)] += n;
-            hist.sum = n * 40_000;
-            hist.zero = n;
-            AgentPoint {
-                attributes: vec![
-                    (keys::CGROUP_PATH, "/system.slice/a.service".into()),
-                    (keys::PROCESS_NAME, format!("proc{i}").into()),
-                    (keys::PROCESS_PID, (i as i64).into()),
-                ],
-                start,
-                hist: Box::new(hist),
-            }
+            p.hist.buckets[slot(40_000)] += n;
+            p.hist.sum = n * 40_000;
+            p.hist.zero = n;
+            let key = ProcessKey {
+                cgroup: 1,
+                tgid: 4_000_000_000 + i,
+                _pad: 0,
+            };
+            (key, p)
         })
-        .collect();
-    Arc::new(Snapshot {
-        time: start + Duration::from_secs(n),
-        metrics: vec![
-            Metric {
-                name: names::RUNQUEUE_LATENCY,
-                description: "run-queue latency",
-                unit: "ns",
-                data: Data::Histogram(series),
-            },
-            Metric {
-                name: names::FUTEX_NOT_WAITED,
-                description: "not waited",
-                unit: "{call}",
-                data: Data::Sum(vec![AgentSum {
-                    attributes: Vec::new(),
-                    start,
-                    value: n,
-                }]),
-            },
-        ],
-    })
+        .collect::<HashMap<_, _>>();
+    Deltas {
+        runqueue: Some(runqueue::Delta {
+            unattributed: Hist::ZERO,
+            by_process,
+            dropped: 0,
+        }),
+        ..Deltas::default()
+    }
+}
+
+fn at(n: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_000 + n)
 }
 
 /// Polls `ok` for up to 5 s.
@@ -100,7 +91,7 @@ async fn eventually(what: &str, ok: impl Fn() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hello_then_the_latest_snapshot_then_one_per_collection() {
+async fn hello_then_the_latest_interval_then_one_per_collection() {
     let dir = TempDir::new("stream");
     // A directory that does not exist yet: the server creates it, 0700.
     let path = dir.0.join("run").join("observer.sock");
@@ -109,14 +100,16 @@ async fn hello_then_the_latest_snapshot_then_one_per_collection() {
     assert_eq!(mode(path.parent().unwrap()), 0o700);
     assert_eq!(mode(&path), 0o600);
 
-    // Collected before the client connects: it is the client's baseline.
-    let first = snapshot(1, 3, 5);
-    server.offer(Arc::clone(&first));
+    // Collected before the client connects: the client sees it at once.
+    let first = deltas(1, 3, 5);
+    server.offer(&first, Duration::from_millis(250), at(1));
     let client_path = path.clone();
-    let mut connection = tokio::task::spawn_blocking(move || {
-        Connection::connect(&client_path)
+    let (mut connection, interval) = tokio::task::spawn_blocking(move || {
+        let mut c = Connection::connect(&client_path)
             .unwrap()
-            .expect("the agent is there")
+            .expect("the agent is there");
+        let interval = c.receive().unwrap();
+        (c, interval)
     })
     .await
     .unwrap();
@@ -126,45 +119,33 @@ async fn hello_then_the_latest_snapshot_then_one_per_collection() {
         connection.hello.signals[1].error.as_deref(),
         Some("no lock:contention_begin here")
     );
-    let (baseline, connection_back) = tokio::task::spawn_blocking(move || {
-        let s = connection.next().unwrap();
-        (s, connection)
-    })
-    .await
-    .unwrap();
-    connection = connection_back;
-    assert_eq!(baseline, WireSnapshot::of(&first));
+    assert_eq!(interval.signals, local::samples(&first));
+    assert_eq!(interval.elapsed_ns, 250_000_000);
+    assert_eq!(interval.time_ns, 1_001_000_000_000);
     eventually("the client is registered", || server.clients() == 1).await;
 
-    let second = snapshot(2, 3, 5);
-    server.offer(Arc::clone(&second));
+    let second = deltas(2, 3, 5);
+    server.offer(&second, Duration::from_millis(300), at(2));
     let (next, mut connection) = tokio::task::spawn_blocking(move || {
-        let s = connection.next().unwrap();
-        (s, connection)
+        let i = connection.receive().unwrap();
+        (i, connection)
     })
     .await
     .unwrap();
-    assert_eq!(next, WireSnapshot::of(&second));
-    assert_eq!(next.time_ns, 1_002_000_000_000);
-    // Histograms arrive bucket for bucket.
-    let WireMetric::Histogram { points, unit, .. } = &next.metrics[0] else {
-        panic!("the first metric is a histogram: {:?}", next.metrics[0]);
-    };
-    assert_eq!(unit, "ns");
-    let Data::Histogram(sent) = &second.metrics[0].data else {
-        unreachable!()
-    };
-    assert_eq!(points[2].hist().unwrap(), *sent[2].hist);
-    assert_eq!(points[2].attributes["process.pid"], Attr::Int(2));
-    assert_eq!(
-        points[2].attributes["process.executable.name"],
-        Attr::Str("proc2".into())
-    );
+    // Histograms arrive bucket for bucket, the total's and every row's.
+    assert_eq!(next.signals, local::samples(&second));
+    let runqueue = &next.signals[0];
+    assert_eq!(runqueue.signal, Signal::Runqueue);
+    let process = &runqueue.tables[0].rows[0];
+    assert_eq!(process.name, "4000000000 proc0");
+    let sent = &second.runqueue.as_ref().unwrap().by_process;
+    let key = sent.keys().find(|k| k.tgid == 4_000_000_000).unwrap();
+    assert_eq!(process.hist.as_deref(), Some(&sent[key].hist));
 
     // Shutdown removes the socket, and the client sees the end.
     drop(server);
     assert!(!path.exists(), "the socket is removed at shutdown");
-    let end = tokio::task::spawn_blocking(move || connection.next())
+    let end = tokio::task::spawn_blocking(move || connection.receive())
         .await
         .unwrap();
     assert!(matches!(end, Err(ClientError::Closed { .. })), "{end:?}");
@@ -178,25 +159,26 @@ async fn a_client_that_stops_reading_is_dropped_and_collection_never_waits() {
     // Connected, and never reading.
     let mut stalled = StdStream::connect(&path).unwrap();
     eventually("the client is registered", || server.clients() == 1).await;
-    // Large snapshots (about 400 kB each in JSON) fill the socket's buffer at once.
-    let big = snapshot(7, 200, 200);
+    // Large intervals (50 processes and their cgroup, 200 buckets each: about 200 kB of JSON)
+    // fill the socket's buffer at once.
+    let big = deltas(7, 60, 200);
     let mut offers = 0;
     let mut slowest = Duration::ZERO;
     while server.clients() == 1 {
         let t = Instant::now();
-        server.offer(Arc::clone(&big));
+        server.offer(&big, Duration::from_secs(1), at(offers));
         slowest = slowest.max(t.elapsed());
         offers += 1;
-        assert!(offers < 50, "still connected after {offers} snapshots");
+        assert!(offers < 50, "still connected after {offers} intervals");
         // Gives the writer time to fill the socket, as collection intervals would.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("dropped after {offers} snapshots; the slowest offer took {slowest:?}");
+    eprintln!("dropped after {offers} intervals; the slowest offer took {slowest:?}");
     assert!(
-        offers > QUEUE,
-        "dropped after {offers} snapshots, before its queue of {QUEUE} was full"
+        offers > QUEUE as u64,
+        "dropped after {offers} intervals, before its queue of {QUEUE} was full"
     );
-    // Encoding 400 kB is all an offer does; it never waits for the client.
+    // Making and encoding the interval is all an offer does; it never waits for the client.
     assert!(
         slowest < Duration::from_secs(1),
         "an offer took {slowest:?}"
@@ -215,10 +197,10 @@ async fn a_client_that_stops_reading_is_dropped_and_collection_never_waits() {
         tokio::task::spawn_blocking(move || Connection::connect(&path).unwrap().unwrap())
             .await
             .unwrap();
-    let baseline = tokio::task::spawn_blocking(move || fresh.next().unwrap())
+    let latest = tokio::task::spawn_blocking(move || fresh.receive().unwrap())
         .await
         .unwrap();
-    assert_eq!(baseline, WireSnapshot::of(&big));
+    assert_eq!(latest.signals, local::samples(&big));
 }
 
 /// A fake agent that sends one line, then closes.
