@@ -85,8 +85,9 @@ enum Command {
         #[arg(long)]
         prometheus_listen: Option<std::net::SocketAddr>,
         /// The Unix socket `observer top` reads from, like agent.socket ("" turns it off).
+        // A String: clap refuses an empty PathBuf.
         #[arg(long)]
-        socket: Option<std::path::PathBuf>,
+        socket: Option<String>,
     },
     /// A live terminal view of every signal, from the running agent if there is one, else from
     /// programs it loads itself (q quits, ? helps).
@@ -218,7 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 signals: signals.map(dedup),
                 otlp_endpoint,
                 prometheus_listen,
-                socket,
+                socket: socket.map(Into::into),
             };
             let config =
                 config::Config::load(config.as_deref(), |k| std::env::var(k).ok(), &overrides)?;
