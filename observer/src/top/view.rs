@@ -62,8 +62,10 @@ fn header_line(app: &App) -> Line<'static> {
     if app.paused {
         spans.push(Span::from("  PAUSED").reversed());
     }
-    spans.push(Span::from("  ? help  "));
-    spans.push(Span::from(source(&app.source)).dim());
+    // The source before the help hint: at 80 columns the end of a long socket path, then the
+    // hint (which the footer repeats), are what get cut.
+    spans.push(Span::from(format!("  {}", source(&app.source))).dim());
+    spans.push(Span::from("  ? help"));
     Line::from(spans)
 }
 
