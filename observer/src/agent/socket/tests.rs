@@ -294,7 +294,15 @@ fn connect_as_nobody(path: &Path) -> Result<Option<Connection>, ClientError> {
 async fn only_root_is_served() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        panic!("this test changes a thread's uid, and must run as root");
+        // As the end-to-end tests: a developer may opt in to skipping, CI never.
+        let skip = std::env::var_os("CI").is_none()
+            && std::env::var("OBSERVER_TESTS_ALLOW_SKIP").is_ok_and(|v| v == "1");
+        assert!(
+            skip,
+            "this test changes a thread's uid, and must run as root"
+        );
+        eprintln!("SKIPPED: only_root_is_served needs root");
+        return;
     }
     let dir = TempDir::new("root");
     let path = dir.0.join("observer.sock");
