@@ -31,27 +31,14 @@ pub enum Per {
 pub enum Target {
     Host,
     /// A cgroup v2 id (its directory's inode) and its path under the cgroup2 mount, as `/a/b`.
-    Cgroup {
-        id: u64,
-        path: String,
-    },
+    Cgroup { id: u64, path: String },
     /// A process (thread group) and the cgroup it ran in.
-    Process {
-        pid: u32,
-        name: String,
-        cgroup_path: String,
-    },
+    Process { pid: u32, name: String, cgroup_path: String },
     /// A block device by kernel name (`sda`, `nvme0n1`, `loop3`).
-    Disk {
-        name: String,
-    },
+    Disk { name: String },
     /// A TCP peer address as exported (`10.0.0.1`, `::1`).
-    Remote {
-        address: String,
-    },
-    LockClass {
-        class: String,
-    },
+    Remote { address: String },
+    LockClass { class: String },
 }
 
 /// A breached rule, as handed to [`Action::plan`] and described to `exec` commands.
