@@ -1,5 +1,6 @@
 //! `observer run`: the long-running agent. A collector reads the kernel's maps every interval and
-//! hands one immutable [`metrics::Snapshot`] to each sink; collection never waits on a sink.
+//! hands one immutable [`metrics::Snapshot`] to each sink; collection never waits on a sink. The
+//! socket of `observer top` ([`socket`]) gets each interval's deltas instead.
 
 pub mod collect;
 pub mod metrics;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use metrics::{Metric, Snapshot, Value};
 
-/// A destination for snapshots (OTLP, Prometheus, the socket of `observer top`).
+/// A destination for snapshots (OTLP, Prometheus).
 pub trait Sink: Send + Sync {
     /// Hands over the newest snapshot. Must return at once: a sink that cannot keep up queues
     /// (bounded) or drops, and counts what it dropped in [`Sink::metrics`].

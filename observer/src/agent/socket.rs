@@ -280,7 +280,7 @@ fn peer_cred(socket: &impl std::os::fd::AsFd) -> io::Result<libc::ucred> {
     Ok(cred)
 }
 
-/// The socket sink: accepts clients and hands each snapshot to every one of them.
+/// The socket: accepts clients and sends each collection interval to every one of them.
 pub struct Server {
     path: PathBuf,
     /// The socket file's inode, so that shutdown removes this socket and nothing else.

@@ -1,5 +1,5 @@
 //! The state of `observer top` and what keys do to it. No terminal and no kernel here, so tests
-//! can build an `App` from made-up reports and drive it key by key.
+//! can build an `App` from made-up samples and drive it key by key.
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -1,4 +1,4 @@
-//! Rendering from made-up reports, with ratatui's test backend: no kernel, no terminal.
+//! Rendering from made-up kernel deltas, with ratatui's test backend: no kernel, no terminal.
 
 use std::{collections::HashMap, time::Duration};
 
