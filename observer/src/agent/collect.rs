@@ -199,8 +199,8 @@ pub struct Collector {
     lock: [Hist; CLASSES],
     counters: Counters,
     /// The last collection's deltas and the time they cover, for `observer top` (its clients
-    /// want intervals, not cumulative totals).
-    interval: (Deltas, Duration),
+    /// want intervals, not cumulative totals), until taken.
+    interval: Option<(Deltas, Duration)>,
 }
 
 fn process_other() -> Attributes {
@@ -227,7 +227,7 @@ impl Collector {
             tcp: Breakdown::new(top, start, vec![(keys::PEER_ADDRESS, OTHER.into())]),
             lock: [Hist::ZERO; CLASSES],
             counters: Counters::default(),
-            interval: (Deltas::default(), Duration::ZERO),
+            interval: None,
         })
     }
 
@@ -316,7 +316,7 @@ impl Collector {
             .collect();
         self.prev = cur;
         self.prev_time = now;
-        self.interval = (d, now.duration_since(since).unwrap_or_default());
+        self.interval = Some((d, now.duration_since(since).unwrap_or_default()));
 
         let mut metrics = self.metrics(loaded);
         metrics.push(Metric {
@@ -338,9 +338,10 @@ impl Collector {
         Ok(Snapshot { time: now, metrics })
     }
 
-    /// What the last collection read: the deltas since the one before, and the time between.
-    pub fn interval(&self) -> (&Deltas, Duration) {
-        (&self.interval.0, self.interval.1)
+    /// What the last collection read, if not taken yet: the deltas since the one before, and
+    /// the time between.
+    pub fn take_interval(&mut self) -> Option<(Deltas, Duration)> {
+        self.interval.take()
     }
 
     fn metrics(&self, loaded: &Loaded) -> Vec<Metric> {

@@ -133,8 +133,9 @@ fn collect(
             for sink in sinks {
                 sink.offer(snapshot.clone());
             }
-            if let Some(socket) = socket {
-                let (deltas, elapsed) = collector.interval();
+            if let Some(socket) = socket
+                && let Some((deltas, elapsed)) = collector.take_interval()
+            {
                 socket.offer(deltas, elapsed, snapshot.time);
             }
         }

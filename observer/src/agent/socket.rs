@@ -42,9 +42,9 @@
 //! view made from them would hide exactly the newcomer an engineer is looking for. `top` wants
 //! the busiest keys of each interval instead, so the agent sends what `observer top` computes
 //! when it loads the programs itself ([`crate::top::local::samples`], from the same deltas the
-//! collector reads): the screen is the same either way. It is made once per collection (a few
-//! reads in /proc and one walk of the cgroup tree, for the rows kept), and kept for the next
-//! client to connect.
+//! collector reads): the screen is the same either way. Making it costs a few reads in /proc
+//! and a walk of the cgroup tree (for the rows kept), so it is made only when a client is
+//! connected, or for one that connects before the next collection, which then sees it at once.
 //!
 //! # Slow clients
 //!
@@ -297,8 +297,39 @@ struct Shared {
 #[derive(Default)]
 struct State {
     clients: Vec<Client>,
-    /// The latest interval, encoded: what a new client sees first.
+    /// The latest interval, encoded: what a new client sees first...
     last: Option<Arc<[u8]>>,
+    /// ... or, when nobody was connected to see it, the latest interval unmade.
+    pending: Option<Pending>,
+}
+
+/// One collection interval: the deltas between the reads of the kernel's maps `elapsed` apart,
+/// the second at `time`.
+struct Pending {
+    deltas: Deltas,
+    elapsed: Duration,
+    time: SystemTime,
+}
+
+impl Pending {
+    /// The `interval` message, encoded.
+    fn encode(&self) -> Arc<[u8]> {
+        let began = std::time::Instant::now();
+        let encoded = encode(&Message::Interval(WireInterval {
+            time_ns: self
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            elapsed_ns: u64::try_from(self.elapsed.as_nanos()).unwrap_or(u64::MAX),
+            signals: local::samples(&self.deltas),
+        }));
+        tracing::debug!(
+            took = ?began.elapsed(),
+            bytes = encoded.len(),
+            "interval made for observer top clients"
+        );
+        encoded
+    }
 }
 
 struct Client {
@@ -430,12 +461,20 @@ async fn add(shared: &Arc<Shared>, stream: UnixStream, pid: i32) {
         }
     });
     tracing::info!("observer top client connected (pid {pid})");
+    // An interval nobody has seen yet is made now, outside the lock the collector takes.
+    let pending = shared.state().pending.take();
+    let made = pending.map(|p| p.encode());
     let mut state = shared.state();
+    if let Some(made) = &made
+        && state.pending.is_none()
+    {
+        state.last = Some(Arc::clone(made));
+    }
     // The hello and the latest interval first, in the empty queue, under the lock so that no
     // newer interval can come before them.
     let _ = queue.try_send(Arc::clone(&shared.hello));
-    if let Some(last) = &state.last {
-        let _ = queue.try_send(Arc::clone(last));
+    if let Some(first) = made.or_else(|| state.last.clone()) {
+        let _ = queue.try_send(first);
     }
     state.clients.push(Client {
         pid,
@@ -447,15 +486,22 @@ async fn add(shared: &Arc<Shared>, stream: UnixStream, pid: i32) {
 impl Server {
     /// Sends one collection interval to every client: `deltas` between the reads of the
     /// kernel's maps `elapsed` apart, the second at `time`. Never waits for a client.
-    pub fn offer(&self, deltas: &Deltas, elapsed: Duration, time: SystemTime) {
-        // Made and encoded before taking the lock, which new clients need too.
-        let encoded = encode(&Message::Interval(WireInterval {
-            time_ns: time
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-            elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            signals: local::samples(deltas),
-        }));
+    pub fn offer(&self, deltas: Deltas, elapsed: Duration, time: SystemTime) {
+        let interval = Pending {
+            deltas,
+            elapsed,
+            time,
+        };
+        let mut state = self.shared.state();
+        if state.clients.is_empty() {
+            state.last = None;
+            state.pending = Some(interval);
+            return;
+        }
+        state.pending = None;
+        // Made outside the lock, which new clients take too.
+        drop(state);
+        let encoded = interval.encode();
         let mut state = self.shared.state();
         state.last = Some(Arc::clone(&encoded));
         state

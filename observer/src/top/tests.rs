@@ -371,7 +371,7 @@ async fn intervals_from_the_agent_socket_render_like_local_ones() {
         .await
         .unwrap();
     server.offer(
-        &deltas(),
+        deltas(),
         Duration::from_secs(1),
         std::time::SystemTime::now(),
     );

@@ -100,9 +100,9 @@ async fn hello_then_the_latest_interval_then_one_per_collection() {
     assert_eq!(mode(path.parent().unwrap()), 0o700);
     assert_eq!(mode(&path), 0o600);
 
-    // Collected before the client connects: the client sees it at once.
+    // Collected before the client connects (made only then): the client sees it at once.
     let first = deltas(1, 3, 5);
-    server.offer(&first, Duration::from_millis(250), at(1));
+    server.offer(deltas(1, 3, 5), Duration::from_millis(250), at(1));
     let client_path = path.clone();
     let (mut connection, interval) = tokio::task::spawn_blocking(move || {
         let mut c = Connection::connect(&client_path)
@@ -125,7 +125,7 @@ async fn hello_then_the_latest_interval_then_one_per_collection() {
     eventually("the client is registered", || server.clients() == 1).await;
 
     let second = deltas(2, 3, 5);
-    server.offer(&second, Duration::from_millis(300), at(2));
+    server.offer(deltas(2, 3, 5), Duration::from_millis(300), at(2));
     let (next, mut connection) = tokio::task::spawn_blocking(move || {
         let i = connection.receive().unwrap();
         (i, connection)
@@ -166,7 +166,7 @@ async fn a_client_that_stops_reading_is_dropped_and_collection_never_waits() {
     let mut slowest = Duration::ZERO;
     while server.clients() == 1 {
         let t = Instant::now();
-        server.offer(&big, Duration::from_secs(1), at(offers));
+        server.offer(deltas(7, 60, 200), Duration::from_secs(1), at(offers));
         slowest = slowest.max(t.elapsed());
         offers += 1;
         assert!(offers < 50, "still connected after {offers} intervals");
