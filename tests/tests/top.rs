@@ -400,7 +400,36 @@ fn top_reads_from_a_running_agent_and_refuses_clients_that_are_not_root() {
         "top --local did not quit:\n{screen}"
     );
 
-    // 3. Not root: the directory (0700) and the socket (0600) keep other users out...
+    // 3. A terminal that goes away (tmux session killed, ssh connection lost) ends top too.
+    let session = Session::start(
+        80,
+        24,
+        &format!(
+            "{} top --socket {}; sleep 30",
+            bin.display(),
+            socket.display()
+        ),
+    );
+    let (ok, screen) = session.wait_for(Duration::from_secs(20), |s| s.contains(&source));
+    assert!(ok, "top did not start:\n{screen}");
+    let top = session.command_pid().expect("the pid of observer top");
+    drop(session);
+    let gone = || {
+        fs::read_to_string(format!("/proc/{top}/stat")).map_or(true, |stat| {
+            stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'))
+        })
+    };
+    let start = Instant::now();
+    while !gone() && start.elapsed() < Duration::from_secs(5) {
+        sleep(Duration::from_millis(50));
+    }
+    if !gone() {
+        // SAFETY: kill(2) on the process this test started, so that it does not outlive it.
+        unsafe { libc::kill(top as libc::pid_t, libc::SIGKILL) };
+        panic!("observer top (pid {top}) kept running after its terminal went away");
+    }
+
+    // 4. Not root: the directory (0700) and the socket (0600) keep other users out...
     let as_nobody = || {
         Session::start(
             250,
@@ -448,7 +477,7 @@ fn top_reads_from_a_running_agent_and_refuses_clients_that_are_not_root() {
         agent.log()
     );
 
-    // 4. The agent removes its socket when it stops.
+    // 5. The agent removes its socket when it stops.
     let status = agent.terminate();
     assert!(status.success(), "observer run exited with {status}");
     assert!(!socket.exists(), "the socket outlived the agent");

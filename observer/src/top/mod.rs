@@ -319,14 +319,22 @@ fn restore() {
 /// restored instead of the process dying in raw mode.
 static TERMINATED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(signal: libc::c_int) {
+    // SIGHUP from a terminal that hung up (tmux session killed, ssh gone): there is nothing
+    // left to restore, and crossterm (0.29) spins forever reading the end of file of a hung-up
+    // terminal, so the UI loop would never see the flag. The kernel hangs the terminal's files
+    // up before it signals, so stdout is no longer a terminal by now.
+    // SAFETY: isatty (an ioctl) and _exit are async-signal-safe.
+    if signal == libc::SIGHUP && unsafe { libc::isatty(libc::STDOUT_FILENO) } == 0 {
+        unsafe { libc::_exit(128 + libc::SIGHUP) };
+    }
     TERMINATED.store(true, Ordering::Relaxed);
 }
 
 fn catch_termination() -> io::Result<()> {
     for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
-        // SAFETY: a zeroed sigaction with an empty mask and a handler that only stores to an
-        // atomic, which is async-signal-safe.
+        // SAFETY: a zeroed sigaction with an empty mask and a handler that only makes
+        // async-signal-safe calls and stores to an atomic.
         let rc = unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
