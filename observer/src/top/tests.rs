@@ -409,3 +409,45 @@ async fn intervals_from_the_agent_socket_render_like_local_ones() {
     assert!(s.contains("1 runqueue 135"), "{s}");
     assert!(s.contains("4000000001 stress-ng 100"), "{s}");
 }
+
+#[test]
+fn signals_the_agent_does_not_run_say_why_and_none_at_all_points_to_local() {
+    use crate::agent::socket::Hello;
+
+    let status = std::collections::BTreeMap::from([
+        (Signal::Runqueue, Ok(())),
+        (
+            Signal::Lock,
+            Err("no lock:contention_begin here".to_owned()),
+        ),
+    ]);
+    let hello = Hello::of_agent(Duration::from_secs(10), &status);
+    let socket = std::path::Path::new("/run/observer/observer.sock");
+    let signals = super::agent_signals(
+        &hello,
+        &[Signal::Runqueue, Signal::Lock, Signal::Futex],
+        socket,
+    )
+    .unwrap();
+    assert_eq!(signals[0], (Signal::Runqueue, None));
+    assert_eq!(
+        signals[1].1.as_deref(),
+        Some("no lock:contention_begin here")
+    );
+    assert!(
+        signals[2]
+            .1
+            .as_deref()
+            .is_some_and(|e| e.contains("agent.signals") && e.contains("--local")),
+        "{signals:?}"
+    );
+    let e = super::agent_signals(&hello, &[Signal::Futex], socket).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "the observer agent (pid {}, /run/observer/observer.sock) runs none of the requested \
+             signals; use --local",
+            std::process::id()
+        )),
+        "{e}"
+    );
+}
