@@ -95,12 +95,12 @@ pub struct Sets {
 }
 
 impl Sets {
-    /// This process's sets.
+    /// The calling thread's sets (capabilities are per thread).
     pub fn current() -> io::Result<Self> {
-        Self::of("self")
+        Self::of("thread-self")
     }
 
-    /// The sets of `/proc/<pid>`.
+    /// The sets of `/proc/<pid>` (`self` is the thread group leader's).
     pub fn of(pid: &str) -> io::Result<Self> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let field = |name: &str| {
@@ -151,8 +151,25 @@ const VERSION_3: u32 = 0x2008_0522;
 /// Drops every capability but `keep` (those the process has) from the effective, permitted,
 /// inheritable and ambient sets, and, unless `keep_bounding`, from the bounding set. Returns
 /// the sets after.
+///
+/// Capabilities belong to threads: this must run while the process has a single thread (the
+/// agent calls it before starting its runtime), so that every later thread inherits the
+/// reduced sets; otherwise it refuses.
 pub fn drop_all_but(keep: &[Cap], keep_bounding: bool) -> Result<Sets, CapError> {
     let err = |step| move |source| CapError { step, source };
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(err("reading /proc/self/status"))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    if threads != Some(1) {
+        return Err(err("checking the process has one thread")(
+            io::Error::other(format!(
+                "it has {threads:?} threads; the others would keep their capabilities"
+            )),
+        ));
+    }
     let before = Sets::current().map_err(err("reading /proc/self/status"))?;
     let mask = keep.iter().fold(0u64, |m, c| m | (1 << c.0)) & before.permitted;
     // SAFETY: prctl with these arguments takes no pointers.
@@ -256,26 +273,15 @@ mod tests {
         );
     }
 
-    /// In a child process (the test binary runs itself), so the test process keeps its own.
+    /// A test runs on a thread of its own, beside libtest's main thread: dropping must refuse,
+    /// since the other thread would keep its capabilities (and nothing is changed). Dropping in
+    /// a single-threaded process is checked end to end: tests/tests/privileges.rs reads the
+    /// agent's sets from /proc.
     #[test]
-    fn dropping_leaves_only_what_is_kept() {
-        if std::env::var_os("OBSERVER_CAPS_CHILD").is_some() {
-            let after = drop_all_but(&[Cap::DAC_READ_SEARCH], false).unwrap();
-            println!("{} {} {}", after.effective, after.permitted, after.bounding);
-            return;
-        }
-        observer_tests::require_root!();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "caps::tests::dropping_leaves_only_what_is_kept",
-                "--nocapture",
-            ])
-            .env("OBSERVER_CAPS_CHILD", "1")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let want = format!("{} {} {}", 1u64 << 2, 1u64 << 2, 1u64 << 2);
-        assert!(text.contains(&want), "{text}");
+    fn dropping_refuses_while_other_threads_run() {
+        let before = Sets::current().unwrap();
+        let e = drop_all_but(&[], false).unwrap_err().to_string();
+        assert!(e.contains("threads"), "{e}");
+        assert_eq!(Sets::current().unwrap(), before);
     }
 }

@@ -84,10 +84,16 @@ enum Command {
         /// Address:port of the Prometheus endpoint (turns it on).
         #[arg(long)]
         prometheus_listen: Option<std::net::SocketAddr>,
+        /// The Unix socket `observer top` reads from, like agent.socket ("" turns it off).
+        // A String: clap refuses an empty PathBuf.
+        #[arg(long)]
+        socket: Option<String>,
     },
-    /// A live terminal view of every signal (loads the programs itself; q quits, ? helps).
+    /// A live terminal view of every signal, from the running agent if there is one, else from
+    /// programs it loads itself (q quits, ? helps).
     Top {
-        /// How often to refresh: 250ms to 10s (+/- change it while running).
+        /// How often to refresh: 250ms to 10s (+/- change it while running). With an agent,
+        /// its collection interval.
         #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
         /// Signals to show, comma-separated: runqueue, blockio, tcp, lock, futex.
@@ -98,6 +104,12 @@ enum Command {
             default_value = ALL_SIGNALS
         )]
         signals: Vec<Signal>,
+        /// The agent's socket: read from the agent listening there, if any.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+        /// Load the programs in this process even when an agent is running.
+        #[arg(long)]
+        local: bool,
     },
     /// List the decisions of the agent's rules from its audit journal (tuning.journal).
     Actions {
@@ -210,12 +222,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             signals,
             otlp_endpoint,
             prometheus_listen,
+            socket,
         } => {
             let overrides = config::Overrides {
                 interval,
                 signals: signals.map(dedup),
                 otlp_endpoint,
                 prometheus_listen,
+                socket: socket.map(Into::into),
             };
             let (loaded, tuning) = config::Config::load_with_rules(
                 config.as_deref(),
@@ -230,8 +244,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             agent::run::run(loaded, tuning)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Top { interval, signals } => {
-            top::run(interval, &dedup(signals))?;
+        Command::Top {
+            interval,
+            signals,
+            socket,
+            local,
+        } => {
+            top::run(&top::Options {
+                interval,
+                signals: dedup(signals),
+                socket,
+                local,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Actions {

@@ -218,7 +218,16 @@ fn agent_log(journal: bool) -> String {
         format!("{}:{}", meta.dev(), meta.ino() + 1)
     };
     let mut child = observer::command()
-        .args(["-v", "run", "--interval", "1s", "--signals", "futex"])
+        .args([
+            "-v",
+            "run",
+            "--socket",
+            "",
+            "--interval",
+            "1s",
+            "--signals",
+            "futex",
+        ])
         .args(["--prometheus-listen", "127.0.0.1:0"])
         .env("JOURNAL_STREAM", stream)
         .stderr(file)

@@ -110,7 +110,7 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns.name])
             .arg(observer::bin())
-            .args(["-v", "run", "--config"])
+            .args(["-v", "run", "--socket", "", "--config"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -508,7 +508,7 @@ fn decisions_are_exported_as_otlp_log_records() {
     .unwrap();
     let log = fs::File::create(lab.dir.join("agent.log.host")).unwrap();
     let child = observer::command()
-        .args(["-v", "run", "--config"])
+        .args(["-v", "run", "--socket", "", "--config"])
         .arg(&config)
         // Host loopback: keep clear of a Prometheus another test or service may run.
         .args(["--prometheus-listen", "127.0.0.1:0"])
@@ -595,7 +595,7 @@ fn io_scheduler_of_a_loop_device_is_set_and_restored() {
     .unwrap();
     let log = fs::File::create(lab.dir.join("agent.log.io")).unwrap();
     let child = observer::command()
-        .args(["-v", "run", "--config"])
+        .args(["-v", "run", "--socket", "", "--config"])
         .arg(&config)
         .args(["--prometheus-listen", "127.0.0.1:0"])
         .stdout(log.try_clone().unwrap())
@@ -661,7 +661,7 @@ fn cgroup_action_targets_the_offending_cgroup() {
     .unwrap();
     let log = fs::File::create(lab.dir.join("agent.log.cg")).unwrap();
     let child = observer::command()
-        .args(["-v", "run", "--config"])
+        .args(["-v", "run", "--socket", "", "--config"])
         .arg(&config)
         .args(["--prometheus-listen", "127.0.0.1:0"])
         .stdout(log.try_clone().unwrap())

@@ -13,7 +13,7 @@ use super::{
     Sink,
     collect::Collector,
     metrics::{Snapshot, Value},
-    otlp, prometheus, resource,
+    otlp, prometheus, resource, socket,
 };
 use crate::{
     caps, check,
@@ -75,6 +75,23 @@ async fn serve(
     mut engine: Option<Engine>,
     recovered: Vec<Record>,
 ) -> anyhow::Result<()> {
+    // First: another agent already serving it is the clearest reason not to start.
+    let socket = match &config.agent.socket {
+        Some(path) => {
+            let hello = socket::Hello::of_agent(config.agent.interval, &loaded.status);
+            let server = socket::Server::start(path, hello).await?;
+            tracing::info!("serving observer top on {}", path.display());
+            if !config.otlp.enabled && !config.prometheus.enabled {
+                tracing::warn!(
+                    "OTLP and Prometheus are both off: only observer top, on {}, sees what \
+                     this agent collects",
+                    path.display()
+                );
+            }
+            Some(server)
+        }
+        None => None,
+    };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let exporter = if config.otlp.enabled {
         let extra: Vec<(String, String)> = config
@@ -117,7 +134,7 @@ async fn serve(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Some(snapshot) = collect(&mut collector, &mut loaded, &sinks)
+                if let Some(snapshot) = collect(&mut collector, &mut loaded, &sinks, socket.as_ref())
                     && let Some(engine) = &mut engine
                 {
                     report(engine.evaluate(&snapshot, Instant::now()), exporter.as_deref());
@@ -131,7 +148,7 @@ async fn serve(
         }
     }
     tracing::info!("shutting down: final collection and flush");
-    collect(&mut collector, &mut loaded, &sinks);
+    collect(&mut collector, &mut loaded, &sinks, socket.as_ref());
     if let Some(engine) = &mut engine {
         // Every change is put back before the final flush, so the records of that go out too.
         report(engine.shutdown(EXEC_DEADLINE), exporter.as_deref());
@@ -160,7 +177,7 @@ fn drop_capabilities(config: &Config, engine: Option<&Engine>) {
         bpf_stats: false,
         nice: kinds.iter().any(|k| matches!(*k, "nice" | "affinity")),
         exec: kinds.contains(&"exec"),
-        low_port: config.prometheus.enabled && config.prometheus.listen.port() < 1024,
+        low_port: config.prometheus.enabled && (1..1024).contains(&config.prometheus.listen.port()),
     };
     let keep = caps::needed(&needs);
     let list: Vec<caps::Cap> = keep.iter().map(|(c, _)| *c).collect();
@@ -180,11 +197,13 @@ fn drop_capabilities(config: &Config, engine: Option<&Engine>) {
 }
 
 /// One collection, offered to every sink. A failed read is logged and retried next interval:
-/// the kernel keeps counting, so the next snapshot still holds everything.
+/// the kernel keeps counting, so the next snapshot still holds everything. The socket of
+/// `observer top` gets the interval's deltas rather than the snapshot (see [`socket`]).
 fn collect(
     collector: &mut Collector,
     loaded: &mut Loaded,
     sinks: &[Arc<dyn Sink>],
+    socket: Option<&socket::Server>,
 ) -> Option<Arc<Snapshot>> {
     let extra = sinks.iter().flat_map(|s| s.metrics()).collect();
     match collector.collect(loaded, extra) {
@@ -192,6 +211,11 @@ fn collect(
             let snapshot = Arc::new(snapshot);
             for sink in sinks {
                 sink.offer(snapshot.clone());
+            }
+            if let Some(socket) = socket
+                && let Some((deltas, elapsed)) = collector.take_interval()
+            {
+                socket.offer(deltas, elapsed, snapshot.time);
             }
             Some(snapshot)
         }
