@@ -90,6 +90,37 @@ pub struct AgentConfig {
     /// Series per breakdown, the top N by activity, plus one "other" series (default 10;
     /// 1..=[`MAX_TOP`]).
     pub top: usize,
+    /// The overhead budget: the most the kernel programs may cost, in percent of all CPUs'
+    /// time, beyond which the run-queue signal samples (`crate::agent::budget`). `None` (the
+    /// file's 0, the default): no budget, every wait timed.
+    pub max_overhead_percent: Option<Percent>,
+}
+
+/// A share of all CPUs' time in percent, above 0 and at most 100 (see [`check_overhead`]).
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Percent(f64);
+
+// Finite by construction, so equality is reflexive.
+impl Eq for Percent {}
+
+impl Percent {
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// `agent.max_overhead_percent`: 0 is no budget.
+fn check_overhead(v: f64) -> Result<Option<Percent>, String> {
+    if v == 0.0 {
+        Ok(None)
+    } else if v.is_finite() && v > 0.0 && v <= 100.0 {
+        Ok(Some(Percent(v)))
+    } else {
+        Err(format!(
+            "{v} is out of range; use a percentage of all CPUs' time above 0 and at most 100 \
+             (for example 0.5), or 0 for no budget"
+        ))
+    }
 }
 
 /// `[otlp]`: export over OTLP.
@@ -573,6 +604,8 @@ struct Layer {
     signals: Option<Vec<Signal>>,
     strict: Option<bool>,
     top: Option<usize>,
+    /// `Some(None)`: the source says no budget.
+    max_overhead_percent: Option<Option<Percent>>,
     otlp_enabled: Option<bool>,
     /// The metrics endpoint.
     endpoint: Option<Endpoint>,
@@ -600,6 +633,7 @@ impl Layer {
             signals: self.signals.or(lower.signals),
             strict: self.strict.or(lower.strict),
             top: self.top.or(lower.top),
+            max_overhead_percent: self.max_overhead_percent.or(lower.max_overhead_percent),
             otlp_enabled: self.otlp_enabled.or(lower.otlp_enabled),
             endpoint: self.endpoint.or(lower.endpoint),
             logs_endpoint: self.logs_endpoint.or(lower.logs_endpoint),
@@ -633,6 +667,7 @@ impl Layer {
                 signals: self.signals.unwrap_or_else(|| Signal::ALL.to_vec()),
                 strict: self.strict.unwrap_or(false),
                 top: self.top.unwrap_or(10),
+                max_overhead_percent: self.max_overhead_percent.flatten(),
             },
             otlp: OtlpConfig {
                 enabled: self
@@ -783,6 +818,7 @@ struct FileAgent {
     signals: Option<Spanned<Vec<Spanned<String>>>>,
     strict: Option<bool>,
     top: Option<Spanned<i64>>,
+    max_overhead_percent: Option<Spanned<f64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -942,6 +978,12 @@ impl FileSource {
         if let Some(v) = &agent.top {
             layer.top =
                 Some(in_range(*v.get_ref(), 1, MAX_TOP).map_err(|m| at(v.span(), "agent.top", m))?);
+        }
+        if let Some(v) = &agent.max_overhead_percent {
+            layer.max_overhead_percent = Some(
+                check_overhead(*v.get_ref())
+                    .map_err(|m| at(v.span(), "agent.max_overhead_percent", m))?,
+            );
         }
 
         layer.otlp_enabled = otlp.enabled;
@@ -1277,6 +1319,7 @@ mod tests {
                 signals: Signal::ALL.to_vec(),
                 strict: false,
                 top: 10,
+                max_overhead_percent: None,
             },
             otlp: OtlpConfig {
                 enabled: false,
@@ -1369,7 +1412,7 @@ mod tests {
             }
             comment.clear();
         }
-        assert_eq!(keys, 21, "keys set in observer.toml");
+        assert_eq!(keys, 22, "keys set in observer.toml");
     }
 
     #[test]
@@ -1412,6 +1455,7 @@ mod tests {
             signals = ["tcp", "runqueue", "tcp"]
             strict = true
             top = 3
+            max_overhead_percent = 0.25
             [otlp]
             enabled = true
             endpoint = "https://collector.example:4318/otlp/"
@@ -1434,6 +1478,7 @@ mod tests {
                     signals: vec![Signal::Runqueue, Signal::Tcp],
                     strict: true,
                     top: 3,
+                    max_overhead_percent: Some(Percent(0.25)),
                 },
                 otlp: OtlpConfig {
                     enabled: true,

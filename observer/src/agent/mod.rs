@@ -1,6 +1,7 @@
 //! `observer run`: the long-running agent. A collector reads the kernel's maps every interval and
 //! hands one immutable [`metrics::Snapshot`] to each sink; collection never waits on a sink.
 
+pub mod budget;
 pub mod collect;
 pub mod metrics;
 pub mod otlp;

@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
     Sink,
+    budget::Budget,
     collect::Collector,
     metrics::{Snapshot, Value},
     otlp, prometheus, resource,
@@ -105,6 +106,13 @@ async fn serve(
     // What the start-up restored, now that it can be exported.
     report(recovered, exporter.as_deref());
     let mut collector = Collector::new(&loaded, config.agent.top)?;
+    // Its first measurement window opens now and closes before the first collection.
+    let mut budget = Budget::new(
+        &loaded,
+        config.agent.interval,
+        config.agent.max_overhead_percent.map(config::Percent::get),
+    );
+    budget.poll(&mut loaded);
     let mut tick = tokio::time::interval(config.agent.interval);
     // A late collection is not made up for with a burst: the next one simply covers more time.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -115,8 +123,10 @@ async fn serve(
     tracing::info!(interval = ?config.agent.interval, "collecting");
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(budget.deadline().into()) => budget.poll(&mut loaded),
             _ = tick.tick() => {
-                if let Some(snapshot) = collect(&mut collector, &mut loaded, &sinks)
+                budget.poll(&mut loaded);
+                if let Some(snapshot) = collect(&mut collector, &mut loaded, &budget, &sinks)
                     && let Some(engine) = &mut engine
                 {
                     report(engine.evaluate(&snapshot, Instant::now()), exporter.as_deref());
@@ -130,7 +140,7 @@ async fn serve(
         }
     }
     tracing::info!("shutting down: final collection and flush");
-    collect(&mut collector, &mut loaded, &sinks);
+    collect(&mut collector, &mut loaded, &budget, &sinks);
     if let Some(engine) = &mut engine {
         // Every change is put back before the final flush, so the records of that go out too.
         report(engine.shutdown(EXEC_DEADLINE), exporter.as_deref());
@@ -149,9 +159,14 @@ async fn serve(
 fn collect(
     collector: &mut Collector,
     loaded: &mut Loaded,
+    budget: &Budget,
     sinks: &[Arc<dyn Sink>],
 ) -> Option<Arc<Snapshot>> {
-    let extra = sinks.iter().flat_map(|s| s.metrics()).collect();
+    let extra = budget
+        .metrics()
+        .into_iter()
+        .chain(sinks.iter().flat_map(|s| s.metrics()))
+        .collect();
     match collector.collect(loaded, extra) {
         Ok(snapshot) => {
             let snapshot = Arc::new(snapshot);
