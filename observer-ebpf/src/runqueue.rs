@@ -127,8 +127,16 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let prev: *mut task_struct = ctx.arg(1);
     let next: *mut task_struct = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
-    // SAFETY: BPF helpers with no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Read once, and only when a stamp is set or a wait ends: most switches under sampling do
+    // neither.
+    let mut now = 0;
+    let mut clock = || {
+        if now == 0 {
+            // SAFETY: a BPF helper with no preconditions.
+            now = unsafe { bpf_ktime_get_ns() };
+        }
+        now
+    };
 
     // `prev` is still `current` here. The idle task (pid 0) never waits in a run queue.
     if bpf_get_current_pid_tgid() as u32 != 0
@@ -152,7 +160,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         state.enqueued_ns = if (preempt & 1 != 0 || prev_state as u32 as u64 == TASK_RUNNING)
             && sampled(sample_shift())
         {
-            now
+            clock()
         } else {
             0
         };
@@ -162,7 +170,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if state.enqueued_ns == 0 {
         return Ok(());
     }
-    let wait = now.saturating_sub(state.enqueued_ns);
+    let wait = clock().saturating_sub(state.enqueued_ns);
     state.enqueued_ns = 0;
     // SAFETY: a global the loader initialised; volatile so its placeholder is not folded.
     if unsafe { core::ptr::read_volatile(&RUNQ_ATTRIBUTE) } != 0 {
