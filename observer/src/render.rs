@@ -309,26 +309,21 @@ pub fn actions(records: &[crate::rules::journal::Record]) -> String {
         return out;
     }
     for r in records {
-        let outcome = r.outcome.map_or("-", crate::rules::journal::Outcome::name);
         let observed = match (r.observed, r.threshold) {
             (Some(o), Some(t)) if r.unit == "ns" => format!(" {} vs {}", ns(o), ns(t)),
-            (Some(o), Some(t)) => format!(" {o:.1}{} vs {t:.1}{}", "/s", "/s"),
+            (Some(o), Some(t)) => format!(" {o:.1}/s vs {t:.1}/s"),
             _ => String::new(),
-        };
-        let change = match (&r.before, &r.after) {
-            (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
-            _ => String::new(),
-        };
-        // The setting changed, or else the action (log, exec).
-        let what = if r.knob.is_empty() {
-            &r.action
-        } else {
-            &r.knob
         };
         let _ = writeln!(
             out,
-            "{} {} {} [{}] {} {}:{observed} {outcome} {what}{change}",
-            r.time, r.id, r.rule, r.mode, r.event, r.target
+            "{} {} {} [{}] {} {}:{observed} {}",
+            r.time,
+            r.id,
+            r.rule,
+            r.mode,
+            r.event,
+            r.target,
+            r.decision()
         );
         if !r.message.is_empty() {
             let _ = writeln!(out, "    {}", r.message);

@@ -123,6 +123,25 @@ impl Lab {
         }
     }
 
+    /// Starts `observer run` on the host (not in the namespace), its Prometheus endpoint on
+    /// an ephemeral loopback port, clear of any other.
+    fn host_agent(&self, config: &Path) -> Agent {
+        let path = self.dir.join(unique_name("agent.log"));
+        let log = fs::File::create(&path).unwrap();
+        let child = observer::command()
+            .args(["-v", "run", "--socket", "", "--config"])
+            .arg(config)
+            .args(["--prometheus-listen", "127.0.0.1:0"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start observer run");
+        Agent {
+            child: Some(child),
+            log: path,
+        }
+    }
+
     /// The decisions in the journal so far.
     fn journal(&self) -> Vec<Value> {
         let path = self.dir.join("actions.jsonl");
@@ -506,20 +525,7 @@ fn decisions_are_exported_as_otlp_log_records() {
         ),
     )
     .unwrap();
-    let log = fs::File::create(lab.dir.join("agent.log.host")).unwrap();
-    let child = observer::command()
-        .args(["-v", "run", "--socket", "", "--config"])
-        .arg(&config)
-        // Host loopback: keep clear of a Prometheus another test or service may run.
-        .args(["--prometheus-listen", "127.0.0.1:0"])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start observer run");
-    let mut agent = Agent {
-        child: Some(child),
-        log: lab.dir.join("agent.log.host"),
-    };
+    let mut agent = lab.host_agent(&config);
     let load = Load::start(&lab.ns);
     lab.wait_for(&mut agent, "dry_run", None, 0);
     let exports = collector.wait_for_logs("the dry-run decision", Duration::from_secs(20), |e| {
@@ -593,19 +599,7 @@ fn io_scheduler_of_a_loop_device_is_set_and_restored() {
         ),
     )
     .unwrap();
-    let log = fs::File::create(lab.dir.join("agent.log.io")).unwrap();
-    let child = observer::command()
-        .args(["-v", "run", "--socket", "", "--config"])
-        .arg(&config)
-        .args(["--prometheus-listen", "127.0.0.1:0"])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start observer run");
-    let mut agent = Agent {
-        child: Some(child),
-        log: lab.dir.join("agent.log.io"),
-    };
+    let mut agent = lab.host_agent(&config);
     // Direct 4 KiB reads until the change is seen.
     let stop = Arc::new(AtomicBool::new(false));
     let reads = {
@@ -659,19 +653,7 @@ fn cgroup_action_targets_the_offending_cgroup() {
         ),
     )
     .unwrap();
-    let log = fs::File::create(lab.dir.join("agent.log.cg")).unwrap();
-    let child = observer::command()
-        .args(["-v", "run", "--socket", "", "--config"])
-        .arg(&config)
-        .args(["--prometheus-listen", "127.0.0.1:0"])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start observer run");
-    let mut agent = Agent {
-        child: Some(child),
-        log: lab.dir.join("agent.log.cg"),
-    };
+    let mut agent = lab.host_agent(&config);
     let mut cmd = observer_tests::loadgen_cmd(env!("CARGO_BIN_EXE_observer-loadgen"));
     cmd.args(["wake", "30"])
         .stdout(Stdio::null())

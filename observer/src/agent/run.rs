@@ -253,20 +253,14 @@ fn report(records: Vec<Record>, exporter: Option<&otlp::Exporter>) {
         return;
     }
     for r in &records {
-        let outcome = r.outcome.map_or("", Outcome::name);
-        let change = match (&r.before, &r.after) {
-            (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
-            _ => String::new(),
-        };
-        // The setting changed says more than the action that asked for it.
-        let what = if r.knob.is_empty() {
-            &r.action
-        } else {
-            &r.knob
-        };
         let line = format!(
-            "rule {} [{}] {} {}: {outcome} {what}{change} {}",
-            r.rule, r.mode, r.event, r.target, r.message
+            "rule {} [{}] {} {}: {} {}",
+            r.rule,
+            r.mode,
+            r.event,
+            r.target,
+            r.decision(),
+            r.message
         );
         // Fields left empty leave runs of spaces.
         let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -324,20 +318,12 @@ fn decision_log(r: &Record) -> otlp::LogRecord {
     if let Some(e) = &r.experiment {
         attributes.push(("observer.experiment".into(), e.to_string().into()));
     }
-    let what = if r.knob.is_empty() {
-        &r.action
-    } else {
-        &r.knob
-    };
-    let change = match (&r.before, &r.after) {
-        (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
-        _ => String::new(),
-    };
     let body = format!(
-        "rule {} {} {}: {outcome} {what}{change}{}",
+        "rule {} {} {}: {}{}",
         r.rule,
         r.event,
         r.target,
+        r.decision(),
         if r.message.is_empty() {
             String::new()
         } else {

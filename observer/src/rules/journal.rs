@@ -123,6 +123,25 @@ pub struct Record {
     pub experiment: Option<serde_json::Value>,
 }
 
+impl Record {
+    /// The decision in a few words, for log lines and listings: `dry_run sysctl
+    /// net.core.somaxconn "4096" -> "65535"`; the setting changed says more than the action
+    /// that asked for it, which is named only when there is no setting (log, exec).
+    pub fn decision(&self) -> String {
+        let outcome = self.outcome.map_or("-", Outcome::name);
+        let what = if self.knob.is_empty() {
+            &self.action
+        } else {
+            &self.knob
+        };
+        let change = match (&self.before, &self.after) {
+            (Some(b), Some(a)) => format!(" {b:?} -> {a:?}"),
+            _ => String::new(),
+        };
+        format!("{outcome} {what}{change}").trim_end().to_owned()
+    }
+}
+
 /// The journal file, open for appending.
 pub struct Journal {
     path: PathBuf,
