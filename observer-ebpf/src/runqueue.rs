@@ -9,6 +9,10 @@
 //! agent's total is their sum, so the total and the breakdown always agree. (A wait thus lands
 //! in the histograms one time slice after it ended.) Without breakdowns every wait goes to
 //! RUNQ_HIST at switch-in and the switch-out work is skipped.
+//!
+//! Sidecar mode (observer_common::scope) judges a wait at that switch-out too, when the task is
+//! `current` and the scope check is one helper call; so with a scope the switch-out path runs
+//! even without breakdowns, and a wait of a task outside the scope is dropped there.
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, task_struct},
@@ -24,6 +28,7 @@ use observer_common::{
 
 use crate::{
     hist::{current_process, record, record_process, rename_current_process},
+    scope,
     task_storage::TaskStorage,
 };
 
@@ -104,7 +109,11 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         if state.pending != 0 {
             state.pending = 0;
             let wait = state.pending_wait_ns;
-            if !record_process(
+            if !scope::current_in_scope() {
+                // Sidecar mode: a task outside the scope; its wait is dropped.
+            } else if !attribute() {
+                record(&RUNQ_HIST, 0, wait);
+            } else if !record_process(
                 &RUNQ_BY_PROCESS,
                 &current_process(),
                 wait,
@@ -126,12 +135,18 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let wait = now.saturating_sub(state.enqueued_ns);
     state.enqueued_ns = 0;
-    // SAFETY: a global the loader initialised; volatile so its placeholder is not folded.
-    if unsafe { core::ptr::read_volatile(&RUNQ_ATTRIBUTE) } != 0 {
+    if attribute() || scope::on() {
         state.pending_wait_ns = wait;
         state.pending = 1;
     } else {
         record(&RUNQ_HIST, 0, wait);
     }
     Ok(())
+}
+
+/// Whether waits are attributed to (cgroup, process) (observer_common::runqueue::GLOBAL_ATTRIBUTE).
+#[inline(always)]
+fn attribute() -> bool {
+    // SAFETY: a global the loader initialised; volatile so its placeholder is not folded.
+    unsafe { core::ptr::read_volatile(&RUNQ_ATTRIBUTE) != 0 }
 }

@@ -51,6 +51,7 @@ use toml::{
 
 use crate::{
     rules::spec::{self, Tuning},
+    scope::ScopeSpec,
     signals::Signal,
 };
 
@@ -85,6 +86,9 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Signals to load, deduplicated, in [`Signal::ALL`] order (default: all).
     pub signals: Vec<Signal>,
+    /// Sidecar mode: every signal restricted to this cgroup subtree (default `None`: the whole
+    /// host). Resolved when the agent starts (`crate::scope`).
+    pub scope: Option<ScopeSpec>,
     /// A signal that cannot load is fatal (default false: it is reported and the others run).
     pub strict: bool,
     /// Series per breakdown, the top N by activity, plus one "other" series (default 10;
@@ -571,6 +575,7 @@ impl Endpoint {
 struct Layer {
     interval: Option<Duration>,
     signals: Option<Vec<Signal>>,
+    scope: Option<ScopeSpec>,
     strict: Option<bool>,
     top: Option<usize>,
     otlp_enabled: Option<bool>,
@@ -598,6 +603,7 @@ impl Layer {
         Layer {
             interval: self.interval.or(lower.interval),
             signals: self.signals.or(lower.signals),
+            scope: self.scope.or(lower.scope),
             strict: self.strict.or(lower.strict),
             top: self.top.or(lower.top),
             otlp_enabled: self.otlp_enabled.or(lower.otlp_enabled),
@@ -631,6 +637,7 @@ impl Layer {
             agent: AgentConfig {
                 interval: self.interval.unwrap_or(Duration::from_secs(10)),
                 signals: self.signals.unwrap_or_else(|| Signal::ALL.to_vec()),
+                scope: self.scope,
                 strict: self.strict.unwrap_or(false),
                 top: self.top.unwrap_or(10),
             },
@@ -781,6 +788,7 @@ fn section<'de, D: de::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T
 struct FileAgent {
     interval: Option<Spanned<FileDuration>>,
     signals: Option<Spanned<Vec<Spanned<String>>>>,
+    scope: Option<Spanned<String>>,
     strict: Option<bool>,
     top: Option<Spanned<i64>>,
 }
@@ -937,6 +945,13 @@ impl FileSource {
             }
             layer.signals =
                 Some(check_signals(signals).map_err(|m| at(list.span(), "agent.signals", m))?);
+        }
+        if let Some(v) = &agent.scope {
+            layer.scope = Some(
+                v.get_ref()
+                    .parse()
+                    .map_err(|m| at(v.span(), "agent.scope", m))?,
+            );
         }
         layer.strict = agent.strict;
         if let Some(v) = &agent.top {
@@ -1275,6 +1290,7 @@ mod tests {
             agent: AgentConfig {
                 interval: Duration::from_secs(10),
                 signals: Signal::ALL.to_vec(),
+                scope: None,
                 strict: false,
                 top: 10,
             },
@@ -1432,6 +1448,7 @@ mod tests {
                 agent: AgentConfig {
                     interval: Duration::from_secs(2),
                     signals: vec![Signal::Runqueue, Signal::Tcp],
+                    scope: None,
                     strict: true,
                     top: 3,
                 },

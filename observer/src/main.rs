@@ -4,6 +4,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
     agent, check, config, ebpf, record, render, rules,
+    scope::{Scope, ScopeSpec},
     signals::{Breakdowns, ReportOptions, Signal},
     top,
 };
@@ -54,6 +55,11 @@ enum Command {
         /// recording, which itself adds about 50 ns per run).
         #[arg(long)]
         stats: bool,
+        /// Only what runs in this cgroup subtree: a path relative to the cgroup2 mount
+        /// (`/system.slice/nginx.service`), `self` (observer's own cgroup) or `pod` (its
+        /// Kubernetes pod).
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<ScopeSpec>,
     },
     /// Check what this kernel supports, signal by signal, by loading each for real.
     Check {
@@ -98,6 +104,9 @@ enum Command {
             default_value = ALL_SIGNALS
         )]
         signals: Vec<Signal>,
+        /// Only what runs in this cgroup subtree (as `record --cgroup`).
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<ScopeSpec>,
     },
     /// List the decisions of the agent's rules from its audit journal (tuning.journal).
     Actions {
@@ -176,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             strict,
             stats,
+            cgroup,
         } => {
             let by = if by.is_empty() {
                 Breakdowns::ALL
@@ -183,7 +193,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Breakdowns::only(&by).map_err(anyhow::Error::msg)?
             };
             check::privileges()?;
-            let loaded = ebpf::load(&dedup(signals), &by)?;
+            let scope = cgroup.as_ref().map(Scope::resolve).transpose()?;
+            let loaded = ebpf::load_scoped(&dedup(signals), &by, scope.as_ref())?;
             for (signal, status) in &loaded.status {
                 if let Err(e) = status {
                     if strict {
@@ -196,8 +207,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("none of the requested signals can run here; `observer check -v` says why");
             }
             let opts = ReportOptions { top, by };
-            let record = record::record(&loaded, duration, &opts, stats)
+            let mut record = record::record(&loaded, duration, &opts, stats)
                 .context("reading the kernel's histograms")?;
+            record.scope = scope.as_ref().map(Scope::describe);
             match format {
                 Format::Text => print!("{}", render::text(&record)),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&record)?),
@@ -230,8 +242,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             agent::run::run(loaded, tuning)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Top { interval, signals } => {
-            top::run(interval, &dedup(signals))?;
+        Command::Top {
+            interval,
+            signals,
+            cgroup,
+        } => {
+            let scope = cgroup.as_ref().map(Scope::resolve).transpose()?;
+            top::run(interval, &dedup(signals), scope.as_ref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Actions {

@@ -34,6 +34,7 @@ use crate::{
     check, ebpf,
     ebpf::Loaded,
     record::{Deltas, Reports, Snapshot},
+    scope::Scope,
     signals::{Breakdowns, ReportOptions, Signal},
 };
 use app::{Action, App, Update};
@@ -44,7 +45,8 @@ const TOP: usize = 50;
 /// How long the UI waits for a key before looking at the channel and signals again.
 const TICK: Duration = Duration::from_millis(100);
 
-pub fn run(interval: Duration, signals: &[Signal]) -> anyhow::Result<()> {
+/// `scope`: restrict every signal to that cgroup subtree (`--cgroup`).
+pub fn run(interval: Duration, signals: &[Signal], scope: Option<&Scope>) -> anyhow::Result<()> {
     if !io::stdout().is_terminal() {
         bail!(
             "observer top needs a terminal; use `observer record` for a one-shot measurement \
@@ -52,7 +54,7 @@ pub fn run(interval: Duration, signals: &[Signal]) -> anyhow::Result<()> {
         );
     }
     check::privileges()?;
-    let loaded = ebpf::load(signals, &Breakdowns::ALL)?;
+    let loaded = ebpf::load_scoped(signals, &Breakdowns::ALL, scope)?;
     if loaded.running().next().is_none() {
         bail!("none of the requested signals can run here; `observer check -v` says why");
     }
