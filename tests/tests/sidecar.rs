@@ -1,0 +1,221 @@
+//! Sidecar mode end to end: real cgroups, the same load inside and outside the scope, and only
+//! the inside shows up, in the totals as in the breakdowns. Scopes given as a path
+//! (`record --cgroup PATH`) and as `self` (observer started inside a test cgroup); a scope that
+//! does not resolve is refused with a clear error.
+//!
+//! Signals checked here: runqueue (waits of both cgroups' scheduler loads) and futex (waits of
+//! known length in both). lock, blockio and tcp use the same check in the kernel (lock: the
+//! current task; blockio: the submitter at insert/issue; tcp: the socket's cgroup) but have no
+//! load here that is cheap to confine to a cgroup.
+
+use std::{collections::BTreeSet, process::Stdio, time::Duration};
+
+use observer_tests::{
+    ChildGuard, Recording,
+    cgroup::{Cgroup, TestCgroups},
+    observer_ok, require_root, skip_or_fail,
+};
+use serde_json::Value;
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_observer-loadgen");
+
+/// `observer-loadgen ARGS` inside `cg`.
+fn load_in(cgroups: &TestCgroups, cg: &Cgroup, args: &[&str]) -> ChildGuard {
+    let mut cmd = observer_tests::loadgen_cmd(LOADGEN);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    ChildGuard::new(
+        cgroups
+            .spawn_in(cg, &mut cmd)
+            .unwrap_or_else(|e| panic!("starting the load generator in {}: {e}", cg.path)),
+    )
+}
+
+/// Runs the loads (a scheduler load and futex waits) in each cgroup and waits for them; returns
+/// the pids of each cgroup's loads.
+fn run_loads(cgroups: &TestCgroups, cgs: &[&Cgroup], secs: u64) -> Vec<BTreeSet<u64>> {
+    let loads: Vec<Vec<ChildGuard>> = cgs
+        .iter()
+        .map(|cg| {
+            vec![
+                load_in(cgroups, cg, &["wake", &secs.to_string()]),
+                load_in(cgroups, cg, &["futex", "20", "20"]),
+            ]
+        })
+        .collect();
+    loads
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|load| {
+                    let pid = u64::from(load.id());
+                    let out = load.wait_output(Duration::from_secs(60)).unwrap();
+                    assert!(out.status.success(), "load generator failed: {out:?}");
+                    pid
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn rows<'a>(signal: &'a Value, key: &str) -> &'a [Value] {
+    signal[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in {signal}"))
+}
+
+fn count(v: &Value) -> u64 {
+    v["count"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count in {v}"))
+}
+
+/// Only `inside` (and what is below it) in the report: every cgroup row is in it, the totals
+/// are the rows' sums (nothing unattributed from elsewhere), the inside's loads are there and
+/// the outside's are not.
+fn assert_only_inside(
+    report: &Value,
+    inside: &Cgroup,
+    pids_in: &BTreeSet<u64>,
+    pids_out: &BTreeSet<u64>,
+) {
+    let rq = &report["signals"]["runqueue_latency"];
+    let cgroups = rows(rq, "by_cgroup");
+    assert!(!cgroups.is_empty(), "no run-queue waits in the scope: {rq}");
+    for row in cgroups {
+        let path = row["cgroup"].as_str().unwrap();
+        assert!(
+            path == inside.path || path.starts_with(&format!("{}/", inside.path)),
+            "a cgroup outside the scope {}: {row}",
+            inside.path
+        );
+    }
+    assert_eq!(
+        count(rq),
+        cgroups.iter().map(count).sum::<u64>(),
+        "the run-queue total is more than the scope's cgroups: {rq}"
+    );
+    let procs: BTreeSet<u64> = rows(rq, "by_process")
+        .iter()
+        .map(|r| r["tgid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        procs.is_disjoint(pids_out),
+        "outside loads in runqueue: {procs:?} vs {pids_out:?}"
+    );
+    assert!(
+        !procs.is_disjoint(pids_in),
+        "no inside load in runqueue: {procs:?} vs {pids_in:?}"
+    );
+
+    let futex = &report["signals"]["futex_wait"];
+    let procs: Vec<&Value> = rows(futex, "by_process").iter().collect();
+    let tgids: BTreeSet<u64> = procs.iter().map(|r| r["tgid"].as_u64().unwrap()).collect();
+    assert!(
+        tgids.is_subset(pids_in),
+        "futex waits from outside the scope: {futex}"
+    );
+    assert!(
+        !tgids.is_empty(),
+        "no futex waits from inside the scope: {futex}"
+    );
+    assert_eq!(
+        count(futex),
+        procs.iter().map(|r| count(r)).sum::<u64>(),
+        "the futex total is more than the scope's processes: {futex}"
+    );
+}
+
+#[test]
+fn record_cgroup_path_sees_only_that_subtree() {
+    require_root!();
+    let mut cgroups = match TestCgroups::new() {
+        Ok(c) => c,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let inside = cgroups.create("pod/app").unwrap();
+    let outside = cgroups.create("other").unwrap();
+    let scope = format!("{}/pod", cgroups.top);
+    let rec = observer_ok!(
+        Recording::start(&[
+            "--signals",
+            "runqueue,futex",
+            "--cgroup",
+            &scope,
+            "--top",
+            "100",
+            "--duration",
+            "8s",
+        ])
+        .wait_attached()
+    );
+    let secs = (rec.remaining().as_secs_f64() - 1.5).floor() as u64;
+    assert!(
+        secs >= 2,
+        "observer took too long to attach: {:?} left",
+        rec.remaining()
+    );
+    let pids = run_loads(&cgroups, &[&inside, &outside], secs);
+    let json = rec.finish_raw().unwrap();
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["scope"], scope.as_str(), "the scope in the report");
+    assert_only_inside(&report, &inside, &pids[0], &pids[1]);
+}
+
+#[test]
+fn scope_self_is_the_cgroup_observer_runs_in() {
+    require_root!();
+    let mut cgroups = match TestCgroups::new() {
+        Ok(c) => c,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let own = cgroups.create("sidecar").unwrap();
+    let outside = cgroups.create("other").unwrap();
+    let mut cmd = observer_tests::observer::command();
+    cmd.args([
+        "record",
+        "--format",
+        "json",
+        "--signals",
+        "runqueue,futex",
+        "--cgroup",
+        "self",
+        "--top",
+        "100",
+        "--duration",
+        "6s",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let observer = ChildGuard::new(cgroups.spawn_in(&own, &mut cmd).unwrap());
+    // Loading takes a moment; the loads run while it records.
+    std::thread::sleep(Duration::from_millis(2500));
+    let pids = run_loads(&cgroups, &[&own, &outside], 2);
+    let out = observer.wait_output(Duration::from_secs(60)).unwrap();
+    if !out.status.success() {
+        skip_or_fail!("observer failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scope = report["scope"].as_str().unwrap();
+    assert!(
+        scope.starts_with("self (") && scope.ends_with("/sidecar)"),
+        "{scope}"
+    );
+    // The observer itself is inside too, and may show up; the other cgroup's loads may not.
+    assert_only_inside(&report, &own, &pids[0], &pids[1]);
+}
+
+#[test]
+fn a_scope_that_does_not_resolve_is_refused() {
+    require_root!();
+    for (scope, expected) in [
+        ("/observer-no-such-cgroup", "no such cgroup"),
+        ("/", "the whole host"),
+        ("container", "use \"self\""),
+    ] {
+        let out = observer_tests::observer::run(&["record", "--duration", "1s", "--cgroup", scope]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{scope}: accepted");
+        assert!(err.contains(expected), "{scope}: {err}");
+    }
+}
