@@ -575,7 +575,8 @@ impl Endpoint {
 struct Layer {
     interval: Option<Duration>,
     signals: Option<Vec<Signal>>,
-    scope: Option<ScopeSpec>,
+    /// `Some(None)`: the source says the whole host (`scope = ""`).
+    scope: Option<Option<ScopeSpec>>,
     strict: Option<bool>,
     top: Option<usize>,
     otlp_enabled: Option<bool>,
@@ -637,7 +638,7 @@ impl Layer {
             agent: AgentConfig {
                 interval: self.interval.unwrap_or(Duration::from_secs(10)),
                 signals: self.signals.unwrap_or_else(|| Signal::ALL.to_vec()),
-                scope: self.scope,
+                scope: self.scope.flatten(),
                 strict: self.strict.unwrap_or(false),
                 top: self.top.unwrap_or(10),
             },
@@ -947,11 +948,10 @@ impl FileSource {
                 Some(check_signals(signals).map_err(|m| at(list.span(), "agent.signals", m))?);
         }
         if let Some(v) = &agent.scope {
-            layer.scope = Some(
-                v.get_ref()
-                    .parse()
-                    .map_err(|m| at(v.span(), "agent.scope", m))?,
-            );
+            layer.scope = Some(match v.get_ref().as_str() {
+                "" => None,
+                s => Some(s.parse().map_err(|m| at(v.span(), "agent.scope", m))?),
+            });
         }
         layer.strict = agent.strict;
         if let Some(v) = &agent.top {
@@ -1385,7 +1385,7 @@ mod tests {
             }
             comment.clear();
         }
-        assert_eq!(keys, 21, "keys set in observer.toml");
+        assert_eq!(keys, 22, "keys set in observer.toml");
     }
 
     #[test]
@@ -1426,6 +1426,7 @@ mod tests {
             [agent]
             interval = 2
             signals = ["tcp", "runqueue", "tcp"]
+            scope = "/system.slice/nginx.service/"
             strict = true
             top = 3
             [otlp]
@@ -1448,7 +1449,7 @@ mod tests {
                 agent: AgentConfig {
                     interval: Duration::from_secs(2),
                     signals: vec![Signal::Runqueue, Signal::Tcp],
-                    scope: None,
+                    scope: Some(ScopeSpec::Path("/system.slice/nginx.service".into())),
                     strict: true,
                     top: 3,
                 },
