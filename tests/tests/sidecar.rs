@@ -334,3 +334,72 @@ fn block_io_counts_only_the_requests_the_scope_submits() {
         }
     }
 }
+
+#[test]
+fn tcp_retransmits_count_only_the_sockets_the_scope_created() {
+    require_root!();
+    let mut cgroups = match TestCgroups::new() {
+        Ok(c) => c,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let a = cgroups.create("a").unwrap();
+    let b = cgroups.create("b").unwrap();
+    // As in tcp.rs: a namespace of our own whose input drops a few percent of the data packets
+    // to the two servers, so both senders retransmit (in timer and softirq context, where the
+    // socket's cgroup is what tells them apart).
+    let ns = observer_tests::netns::NetNs::create().expect("create network namespace");
+    ns.exec(
+        &["nft", "-f", "-"],
+        "table inet observer_test {
+           chain input {
+             type filter hook input priority 0; policy accept;
+             tcp dport { 5201, 5202 } meta length > 200 numgen random mod 100 < 5 drop
+           }
+         }",
+    )
+    .expect("add nftables drop rule in the namespace (needs nft)");
+    let Some((ra, rb)) = two_scoped("tcp", &a, &b) else {
+        return;
+    };
+    let send = |cg: &Cgroup, port: &str| {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &ns.name,
+            LOADGEN,
+            "tcp",
+            "127.0.0.1",
+            port,
+            "64",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        ChildGuard::new(cgroups.spawn_in(cg, &mut cmd).expect("start the transfer"))
+    };
+    let loads = [send(&a, "5201"), send(&b, "5202")];
+    for load in loads {
+        let out = load.wait_output(Duration::from_secs(60)).unwrap();
+        assert!(out.status.success(), "transfer failed: {out:?}");
+    }
+    let (rep_a, rep_b) = (ra.finish().unwrap(), rb.finish().unwrap());
+    for (report, own, name) in [(&rep_a, 5201, "a"), (&rep_b, 5202, "b")] {
+        let sig = report.signal("tcp_retransmits");
+        let entries = rows(sig, "by_remote");
+        let port = |e: &&Value| e["remote_port"].as_u64();
+        eprintln!("scope {name}: count {}, {entries:?}", count(sig));
+        assert!(
+            entries.iter().any(|e| port(&e) == Some(own)),
+            "scope {name}: no retransmit to its own server {own}: {sig}"
+        );
+        assert!(
+            entries.iter().all(|e| port(&e) == Some(own)),
+            "scope {name}: a retransmit of another cgroup's socket: {sig}"
+        );
+        assert_eq!(
+            count(sig),
+            entries.iter().map(|e| count(e)).sum::<u64>(),
+            "scope {name}: the total is more than its sockets' retransmits"
+        );
+    }
+}
