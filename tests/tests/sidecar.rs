@@ -403,3 +403,110 @@ fn tcp_retransmits_count_only_the_sockets_the_scope_created() {
         );
     }
 }
+
+/// `observer run` started inside a test cgroup with `agent.scope = "self"`, scraped over
+/// Prometheus while the same load runs inside and outside: every run-queue series is the
+/// agent's own cgroup (or "other"), and the outside load never shows.
+#[test]
+fn agent_scope_self_exports_only_its_own_cgroup() {
+    require_root!();
+    let mut cgroups = match TestCgroups::new() {
+        Ok(c) => c,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let own = cgroups.create("sidecar").unwrap();
+    let outside = cgroups.create("other").unwrap();
+    let dir = std::env::temp_dir().join(observer_tests::unique_name("observer-sidecar"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("observer.toml");
+    std::fs::write(
+        &config,
+        "[agent]\ninterval = \"500ms\"\nsignals = [\"runqueue\"]\nscope = \"self\"\n[otlp]\nenabled = false\n",
+    )
+    .unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let mut cmd = observer_tests::observer::command();
+    cmd.args(["-v", "run", "--config", config.to_str().unwrap()])
+        .args(["--prometheus-listen", &addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let agent = ChildGuard::new(cgroups.spawn_in(&own, &mut cmd).unwrap());
+    let scrape = || {
+        observer_tests::prom::http_get(addr, "/metrics", None)
+            .ok()
+            .map(|(_, _, body)| String::from_utf8_lossy(&body).into_owned())
+    };
+    let started = std::time::Instant::now();
+    while scrape().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the agent did not serve metrics within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pids = run_loads(&cgroups, &[&own, &outside], 3);
+    // Two more collections after the loads.
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = scrape().expect("scrape");
+    let std::process::Output { stderr, .. } = {
+        // SAFETY: kill(2) on the agent this test started; it shuts down cleanly on SIGTERM.
+        unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+        agent.wait_output(Duration::from_secs(30)).unwrap()
+    };
+    let log = String::from_utf8_lossy(&stderr);
+    assert!(
+        log.contains("every signal restricted to this cgroup"),
+        "no scope in the agent's log: {log}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let label = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(&format!("{key}=\""))? + key.len() + 2;
+        Some(line[start..].split('"').next()?.to_owned())
+    };
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("observer_runqueue_latency_seconds_count{"))
+        .collect();
+    assert!(!series.is_empty(), "no run-queue series: {text}");
+    let mut seen = BTreeSet::new();
+    for line in &series {
+        let path = label(line, "cgroup.path").or_else(|| label(line, "cgroup_path"));
+        let path = path.unwrap_or_else(|| panic!("no cgroup path label: {line}"));
+        assert!(
+            path == own.path || path == "other",
+            "a series outside the scope {}: {line}",
+            own.path
+        );
+        if let Some(pid) = label(line, "process.pid").or_else(|| label(line, "process_pid")) {
+            seen.insert(pid.parse::<u64>().unwrap());
+        }
+    }
+    assert!(
+        seen.is_disjoint(&pids[1]),
+        "outside loads exported: {series:?}"
+    );
+    assert!(
+        !seen.is_disjoint(&pids[0]),
+        "no inside load exported: {series:?}"
+    );
+}
+
+#[test]
+fn agent_with_a_bad_scope_stops_with_a_clear_error() {
+    require_root!();
+    let dir = std::env::temp_dir().join(observer_tests::unique_name("observer-sidecar"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("observer.toml");
+    std::fs::write(&config, "[agent]\nscope = \"/observer-no-such-cgroup\"\n").unwrap();
+    let out = observer_tests::observer::run(&["run", "--config", config.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(
+        err.contains("scope /observer-no-such-cgroup: no such cgroup"),
+        "{err}"
+    );
+}
