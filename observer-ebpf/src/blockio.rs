@@ -80,7 +80,13 @@ fn try_insert(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Sidecar mode: judged here, where `current` is normally the task that submitted the
     // request (or flushed its plug); an outsider's request is marked, so that its issue, which
     // may run in any task's context, does not judge it again by whoever is current.
-    let in_scope = scope::current_in_scope();
+    // A request seen before (requeued, then inserted again from a kworker) keeps the verdict
+    // of its submitter.
+    let in_scope = scope::current_in_scope()
+        || BIO_INFLIGHT
+            .get_ptr(&rq)
+            // SAFETY: a live map value.
+            .is_some_and(|p| unsafe { (*p).inserted_ns } != OUT_OF_SCOPE);
     let started = Inflight {
         inserted_ns: if in_scope {
             // SAFETY: a BPF helper with no preconditions.

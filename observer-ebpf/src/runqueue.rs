@@ -109,17 +109,19 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         if state.pending != 0 {
             state.pending = 0;
             let wait = state.pending_wait_ns;
-            if !scope::current_in_scope() {
-                // Sidecar mode: a task outside the scope; its wait is dropped.
-            } else if !attribute() {
-                record(&RUNQ_HIST, 0, wait);
-            } else if !record_process(
-                &RUNQ_BY_PROCESS,
-                &current_process(),
-                wait,
-                &RUNQ_COUNTERS,
-                Counter::ProcessOverflow as u32,
-            ) {
+            // Sidecar mode drops a wait of a task outside the scope. Pending without
+            // attribution (only in sidecar mode) goes to the histogram; attributed, to the
+            // task's process, or the histogram when the map is full.
+            if scope::current_in_scope()
+                && (!attribute()
+                    || !record_process(
+                        &RUNQ_BY_PROCESS,
+                        &current_process(),
+                        wait,
+                        &RUNQ_COUNTERS,
+                        Counter::ProcessOverflow as u32,
+                    ))
+            {
                 record(&RUNQ_HIST, 0, wait);
             }
         }

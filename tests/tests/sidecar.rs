@@ -398,7 +398,7 @@ fn tcp_retransmits_count_only_the_sockets_the_scope_created() {
         );
         assert_eq!(
             count(sig),
-            entries.iter().map(|e| count(e)).sum::<u64>(),
+            entries.iter().map(count).sum::<u64>(),
             "scope {name}: the total is more than its sockets' retransmits"
         );
     }
@@ -508,5 +508,53 @@ fn agent_with_a_bad_scope_stops_with_a_clear_error() {
     assert!(
         err.contains("scope /observer-no-such-cgroup: no such cgroup"),
         "{err}"
+    );
+}
+
+/// Without breakdowns the run-queue programs skip attribution, but a scope still judges every
+/// wait at the task's next switch-out: an empty cgroup counts nothing, a busy one its waits.
+#[test]
+fn runqueue_without_breakdowns_counts_only_the_scope() {
+    require_root!();
+    let mut cgroups = match TestCgroups::new() {
+        Ok(c) => c,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let quiet = cgroups.create("quiet").unwrap();
+    let busy = cgroups.create("busy").unwrap();
+    let start = |cg: &Cgroup| {
+        Recording::start(&[
+            "--signals",
+            "runqueue",
+            "--by",
+            "disk",
+            "--cgroup",
+            &cg.path,
+            "--duration",
+            "8s",
+        ])
+    };
+    let (rq, rb) = (start(&quiet), start(&busy));
+    let rq = observer_ok!(rq.wait_attached());
+    let rb = observer_ok!(rb.wait_attached());
+    let secs = (rb.remaining().as_secs_f64() - 1.5).floor() as u64;
+    assert!(
+        secs >= 2,
+        "observer took too long to attach: {:?} left",
+        rb.remaining()
+    );
+    let load = load_in(&cgroups, &busy, &["wake", &secs.to_string()]);
+    let out = load.wait_output(Duration::from_secs(60)).unwrap();
+    assert!(out.status.success(), "load generator failed: {out:?}");
+    let quiet_n = count(rq.finish().unwrap().signal("runqueue_latency"));
+    let busy_n = count(rb.finish().unwrap().signal("runqueue_latency"));
+    eprintln!("run-queue waits: scope busy {busy_n}, scope quiet {quiet_n}");
+    assert!(
+        busy_n >= 1000 * (secs - 1),
+        "too few waits in the busy cgroup: {busy_n}"
+    );
+    assert_eq!(
+        quiet_n, 0,
+        "run-queue waits counted in a cgroup with no task"
     );
 }
