@@ -73,6 +73,8 @@ pub enum LoadError {
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub status: BTreeMap<Signal, Result<(), SignalError>>,
+    /// The scope every signal is restricted to ([`Scope::describe`]); `None`: the whole host.
+    pub scope: Option<String>,
 }
 
 impl Loaded {
@@ -175,7 +177,11 @@ pub fn load_scoped(
         }
         status.insert(signal, result);
     }
-    Ok(Loaded { ebpf, status })
+    Ok(Loaded {
+        ebpf,
+        status,
+        scope: scope.map(Scope::describe),
+    })
 }
 
 /// The offsets the TCP program's scope check reads: a socket's cgroup and that cgroup's

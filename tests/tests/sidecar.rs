@@ -492,6 +492,15 @@ fn agent_scope_self_exports_only_its_own_cgroup() {
         !seen.is_disjoint(&pids[0]),
         "no inside load exported: {series:?}"
     );
+    let scope = text
+        .lines()
+        .find(|l| l.starts_with("observer_scope{"))
+        .unwrap_or_else(|| panic!("no observer_scope gauge: {text}"));
+    let named = label(scope, "observer_scope").or_else(|| label(scope, "observer.scope"));
+    assert!(
+        named.is_some_and(|s| s.starts_with("self (") && s.ends_with(&format!("{})", own.path))),
+        "{scope}"
+    );
 }
 
 #[test]
