@@ -64,6 +64,7 @@ pub fn run(interval: Duration, signals: &[Signal], scope: Option<&Scope>) -> any
         .map(|(s, r)| (*s, r.as_ref().err().map(ToString::to_string)))
         .collect();
     let mut app = App::new(statuses, interval);
+    app.scope = loaded.scope.clone();
     let interval_ms = Arc::new(AtomicU64::new(app.interval.as_millis() as u64));
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();

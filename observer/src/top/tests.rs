@@ -291,3 +291,12 @@ fn history_keeps_the_last_minute() {
     }
     assert_eq!(app.slots[0].history.len(), super::app::HISTORY);
 }
+
+#[test]
+fn the_header_names_the_scope() {
+    let mut app = app();
+    assert!(!screen(&app, 80, 24).contains("cgroup "));
+    app.scope = Some("/system.slice/nginx.service".to_owned());
+    let s = screen(&app, 100, 24);
+    assert!(s.contains("cgroup /system.slice/nginx.service"), "{s}");
+}

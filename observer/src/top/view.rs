@@ -59,6 +59,9 @@ fn header_line(app: &App) -> Line<'static> {
     if app.paused {
         spans.push(Span::from("  PAUSED").reversed());
     }
+    if let Some(scope) = &app.scope {
+        spans.push(Span::from(format!("  cgroup {scope}")).bold());
+    }
     spans.push(Span::from("  programs loaded by this process").dim());
     spans.push(Span::from("  ? help"));
     Line::from(spans)
