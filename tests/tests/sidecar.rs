@@ -567,3 +567,119 @@ fn runqueue_without_breakdowns_counts_only_the_scope() {
         "run-queue waits counted in a cgroup with no task"
     );
 }
+
+/// The sidecar layout: observer in one container of a (kubelet, systemd driver) pod, scope
+/// `pod`, exporting over OTLP to a real collector (rotel). The pod's other container's load is
+/// exported, another pod's is not, and the resource names the scope and the pod.
+#[test]
+fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
+    use observer_tests::rotel::{self, Rotel, TempDir};
+    require_root!();
+    let bin = match rotel::find_binary() {
+        Ok(b) => b,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let mut cgroups = match TestCgroups::new() {
+        Ok(c) => c,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let uid = |n: u32| format!("275ecb36-5aa8-4c2a-9c47-{n:012x}");
+    let container = |n: u64| format!("cri-containerd-{}.scope", format!("{n:016x}").repeat(4));
+    let pod = |n: u32| {
+        format!(
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+            uid(n).replace('-', "_")
+        )
+    };
+    let sidecar = cgroups
+        .create(&format!("{}/{}", pod(1), container(1)))
+        .unwrap();
+    let app = cgroups
+        .create(&format!("{}/{}", pod(1), container(2)))
+        .unwrap();
+    let other = cgroups
+        .create(&format!("{}/{}", pod(2), container(3)))
+        .unwrap();
+    let pod_path = format!("{}/{}", cgroups.top, pod(1));
+
+    let dir = TempDir::new("sidecar-otlp");
+    let rotel = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
+    let config = dir.0.join("observer.toml");
+    std::fs::write(
+        &config,
+        "[agent]\ntop = 1000\nsignals = [\"runqueue\"]\nscope = \"pod\"\n[prometheus]\nenabled = false\n",
+    )
+    .unwrap();
+    let mut cmd = observer_tests::observer::command();
+    cmd.args([
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--interval",
+        "1s",
+    ])
+    .args(["--otlp-endpoint", &rotel.grpc_endpoint()])
+    .env_remove("RUST_LOG")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    let agent = ChildGuard::new(cgroups.spawn_in(&sidecar, &mut cmd).unwrap());
+    let loads = [
+        load_in(&cgroups, &app, &["wake", "8"]),
+        load_in(&cgroups, &other, &["wake", "8"]),
+    ];
+    let (app_pid, other_pid) = (
+        format!("Int({})", loads[0].id()),
+        format!("Int({})", loads[1].id()),
+    );
+    let has = |e: &rotel::Export, pid: &str| {
+        e.metric("observer.runqueue.latency")
+            .is_some_and(|m| m.points.iter().any(|p| p.attr("process.pid") == Some(pid)))
+    };
+    let exports = rotel.wait_for(
+        "the sibling container's run-queue series",
+        Duration::from_secs(30),
+        |exports| exports.last().is_some_and(|e| has(e, &app_pid)),
+    );
+    // One more export, with the other pod's load well under way.
+    std::thread::sleep(Duration::from_millis(2500));
+    let exports = {
+        let later = rotel.exports();
+        if later.len() > exports.len() {
+            later
+        } else {
+            exports
+        }
+    };
+    drop(agent);
+    drop(loads);
+    for e in &exports {
+        assert!(!has(e, &other_pid), "another pod's load was exported");
+        let Some(m) = e.metric("observer.runqueue.latency") else {
+            continue;
+        };
+        for p in &m.points {
+            let path = p.attr("cgroup.path").unwrap_or_default();
+            assert!(
+                path.starts_with(&format!("Str({pod_path}/")) || path == "Str(other)",
+                "a series outside the pod: {:?}",
+                p.attributes
+            );
+        }
+    }
+    let last = exports.last().unwrap();
+    let scope = last
+        .resource_attr("observer.scope")
+        .expect("observer.scope in the resource");
+    assert!(scope.contains(&format!("{pod_path})")), "{scope}");
+    assert!(
+        last.resource_attr("k8s.pod.uid")
+            .is_some_and(|u| u.contains(&uid(1))),
+        "the pod in the resource: {:?}",
+        last.resource
+    );
+}
