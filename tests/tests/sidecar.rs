@@ -683,3 +683,77 @@ fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
         last.resource
     );
 }
+
+/// As in a Kubernetes sidecar under containerd: observer in its own cgroup namespace, where its
+/// cgroup is `/` and its pod is hidden, with a cgroup2 mount of that namespace and a view of the
+/// node's hierarchy (here the test host's own mount). `--cgroup pod` finds its cgroup in the
+/// node's view by id, then its pod: the sibling container's load counts, another pod's not.
+#[test]
+fn scope_pod_from_inside_a_cgroup_namespace_finds_the_pod_in_the_nodes_view() {
+    require_root!();
+    let mut cgroups = match TestCgroups::new() {
+        Ok(c) => c,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let uid = |n: u32| format!("275ecb36-5aa8-4c2a-9c47-{n:012x}");
+    let container = |n: u64| format!("cri-containerd-{}.scope", format!("{n:016x}").repeat(4));
+    let pod = |n: u32| {
+        format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
+            uid(n).replace('-', "_")
+        )
+    };
+    let sidecar = cgroups
+        .create(&format!("{}/{}", pod(1), container(1)))
+        .unwrap();
+    let app = cgroups
+        .create(&format!("{}/{}", pod(1), container(2)))
+        .unwrap();
+    let other = cgroups
+        .create(&format!("{}/{}", pod(2), container(3)))
+        .unwrap();
+    let mnt = std::env::temp_dir().join(observer_tests::unique_name("observer-cgroupns"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    let observer = observer_tests::observer::bin();
+    // The namespace's own cgroup2 mount, as a container runtime makes it, in a private mount
+    // namespace (gone with the process).
+    let script = format!(
+        "mount -t cgroup2 none {mnt} && exec {observer} record --format json --signals runqueue,futex \
+         --cgroup pod --top 100 --duration 6s",
+        mnt = mnt.display(),
+        observer = observer.display()
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--cgroup",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let rec = ChildGuard::new(cgroups.spawn_in(&sidecar, &mut cmd).unwrap());
+    std::thread::sleep(Duration::from_millis(2500));
+    let pids = run_loads(&cgroups, &[&app, &other], 2);
+    let out = rec.wait_output(Duration::from_secs(60)).unwrap();
+    let _ = std::fs::remove_dir(&mnt);
+    if !out.status.success() {
+        skip_or_fail!("observer failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scope = report["scope"].as_str().unwrap();
+    let pod_path = format!("{}/{}", cgroups.top, pod(1));
+    assert!(
+        scope.starts_with("pod (") && scope.ends_with(&format!("{pod_path})")),
+        "{scope}"
+    );
+    let pod_cgroup = Cgroup {
+        path: pod_path,
+        dir: Default::default(),
+        id: 0,
+    };
+    assert_only_inside(&report, &pod_cgroup, &pids[0], &pids[1]);
+}
