@@ -9,10 +9,6 @@
 //! agent's total is their sum, so the total and the breakdown always agree. (A wait thus lands
 //! in the histograms one time slice after it ended.) Without breakdowns every wait goes to
 //! RUNQ_HIST at switch-in and the switch-out work is skipped.
-//!
-//! Sidecar mode (observer_common::scope) judges a wait at that switch-out too, when the task is
-//! `current` and the scope check is one helper call; so with a scope the switch-out path runs
-//! even without breakdowns, and a wait of a task outside the scope is dropped there.
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, task_struct},
@@ -137,6 +133,9 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let wait = now.saturating_sub(state.enqueued_ns);
     state.enqueued_ns = 0;
+    // Sidecar mode (observer_common::scope) judges the wait at the task's next switch-out
+    // too, when it is `current` and the check is one helper call: so with a scope the
+    // switch-out path runs even without breakdowns.
     if attribute() || scope::on() {
         state.pending_wait_ns = wait;
         state.pending = 1;
