@@ -1,12 +1,10 @@
-//! Sidecar mode end to end: real cgroups, the same load inside and outside the scope, and only
-//! the inside shows up, in the totals as in the breakdowns. Scopes given as a path
-//! (`record --cgroup PATH`) and as `self` (observer started inside a test cgroup); a scope that
-//! does not resolve is refused with a clear error.
-//!
-//! Signals checked here: runqueue (waits of both cgroups' scheduler loads) and futex (waits of
-//! known length in both). lock, blockio and tcp use the same check in the kernel (lock: the
-//! current task; blockio: the submitter at insert/issue; tcp: the socket's cgroup) but have no
-//! load here that is cheap to confine to a cgroup.
+//! Sidecar mode end to end: real cgroups, loads inside and outside the scope, and only the
+//! inside shows up, in the totals as in the breakdowns, for every signal: run-queue and futex
+//! waits (`record --cgroup PATH`, `self`, and without breakdowns), lock waits (the waiting
+//! task), block I/O (the submitter, with and without an I/O scheduler) and TCP retransmits (the
+//! socket's cgroup, judged in softirq and timer context). Scopes `self` and `pod` of the agent
+//! (Prometheus and OTLP, in a kubelet layout), `pod` from inside a cgroup namespace, and scopes
+//! that do not resolve (refused with the reason).
 
 use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
