@@ -382,8 +382,8 @@ impl Mount {
         })
     }
 
-    /// The directory of a hierarchy path.
-    fn dir_of(&self, path: &str) -> Option<PathBuf> {
+    /// The directory of a hierarchy path; `None` when the path is outside the mounted subtree.
+    pub fn dir_of(&self, path: &str) -> Option<PathBuf> {
         let rel = path.strip_prefix(self.root.trim_end_matches('/'))?;
         Some(self.point.join(rel.trim_start_matches('/')))
     }

@@ -62,6 +62,10 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_TOP: usize = 1000;
 /// Most batches held for an unreachable collector (`otlp.queue`): bounds memory.
 pub const MAX_QUEUE: usize = 10_000;
+/// Where the agent serves `observer top` by default (`agent.socket`).
+pub const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
+/// The kernel's limit on a Unix socket path (`sun_path`, 108 bytes with its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// gRPC endpoint when none is configured (OpenTelemetry default).
 pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
@@ -94,6 +98,9 @@ pub struct AgentConfig {
     /// Series per breakdown, the top N by activity, plus one "other" series (default 10;
     /// 1..=[`MAX_TOP`]).
     pub top: usize,
+    /// The Unix socket `observer top` reads from (default [`DEFAULT_SOCKET`]; `None` when set
+    /// to `""`: no socket).
+    pub socket: Option<PathBuf>,
 }
 
 /// `[otlp]`: export over OTLP.
@@ -224,6 +231,8 @@ pub struct Overrides {
     pub otlp_endpoint: Option<String>,
     /// `--prometheus-listen`; also turns Prometheus on.
     pub prometheus_listen: Option<SocketAddr>,
+    /// `--socket`: like `agent.socket`, an empty path turns the socket off.
+    pub socket: Option<PathBuf>,
 }
 
 /// Why a configuration was refused. Every message says where the value came from, what was
@@ -303,9 +312,11 @@ impl Config {
             .over(env_layer(&env)?)
             .over(file_layer);
         let config = merged.resolve();
-        // Only the file can turn Prometheus off, so the file is where to point.
+        // Only the file can turn Prometheus off, so the file is where to point. An agent that
+        // only serves `observer top` on its socket is allowed.
         if !config.otlp.enabled
             && !config.prometheus.enabled
+            && config.agent.socket.is_none()
             && let Some(file) = &file
             && let Some(enabled) = &file.raw.prometheus.enabled
         {
@@ -313,7 +324,8 @@ impl Config {
                 enabled.span(),
                 Some("prometheus.enabled".into()),
                 "false, and OTLP is not enabled either, so nothing would be exported; set \
-                 otlp.endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT) or enable [prometheus]"
+                 otlp.endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT), enable [prometheus], or set \
+                 agent.socket to serve `observer top` only"
                     .into(),
             ));
         }
@@ -531,6 +543,25 @@ fn check_timeout(shown: &str, timeout: Duration) -> Result<Duration, String> {
     Ok(timeout)
 }
 
+/// `""` is no socket; anything else must be an absolute path that fits in a socket address.
+fn check_socket(path: &Path) -> Result<Option<PathBuf>, String> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    if !path.is_absolute() {
+        return Err(format!(
+            "{path:?} is not an absolute path; use e.g. {DEFAULT_SOCKET:?}, or \"\" for no socket"
+        ));
+    }
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "{path:?} is {len} bytes; a Unix socket path can have at most {MAX_SOCKET_PATH}"
+        ));
+    }
+    Ok(Some(path.to_owned()))
+}
+
 fn check_signals(signals: Vec<Signal>) -> Result<Vec<Signal>, String> {
     if signals.is_empty() {
         return Err(format!(
@@ -579,6 +610,8 @@ struct Layer {
     scope: Option<Option<ScopeSpec>>,
     strict: Option<bool>,
     top: Option<usize>,
+    /// `Some(None)`: set to `""`, no socket.
+    socket: Option<Option<PathBuf>>,
     otlp_enabled: Option<bool>,
     /// The metrics endpoint.
     endpoint: Option<Endpoint>,
@@ -607,6 +640,7 @@ impl Layer {
             scope: self.scope.or(lower.scope),
             strict: self.strict.or(lower.strict),
             top: self.top.or(lower.top),
+            socket: self.socket.or(lower.socket),
             otlp_enabled: self.otlp_enabled.or(lower.otlp_enabled),
             endpoint: self.endpoint.or(lower.endpoint),
             logs_endpoint: self.logs_endpoint.or(lower.logs_endpoint),
@@ -641,6 +675,9 @@ impl Layer {
                 scope: self.scope.flatten(),
                 strict: self.strict.unwrap_or(false),
                 top: self.top.unwrap_or(10),
+                socket: self
+                    .socket
+                    .unwrap_or_else(|| Some(PathBuf::from(DEFAULT_SOCKET))),
             },
             otlp: OtlpConfig {
                 enabled: self
@@ -685,6 +722,9 @@ fn flag_layer(o: &Overrides) -> Result<Layer, ConfigError> {
     if let Some(listen) = o.prometheus_listen {
         layer.listen = Some(listen);
         layer.prometheus_enabled = Some(true);
+    }
+    if let Some(path) = &o.socket {
+        layer.socket = Some(check_socket(path).map_err(flag("--socket"))?);
     }
     Ok(layer)
 }
@@ -792,6 +832,7 @@ struct FileAgent {
     scope: Option<Spanned<String>>,
     strict: Option<bool>,
     top: Option<Spanned<i64>>,
+    socket: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -957,6 +998,12 @@ impl FileSource {
         if let Some(v) = &agent.top {
             layer.top =
                 Some(in_range(*v.get_ref(), 1, MAX_TOP).map_err(|m| at(v.span(), "agent.top", m))?);
+        }
+        if let Some(v) = &agent.socket {
+            layer.socket = Some(
+                check_socket(Path::new(v.get_ref()))
+                    .map_err(|m| at(v.span(), "agent.socket", m))?,
+            );
         }
 
         layer.otlp_enabled = otlp.enabled;
@@ -1293,6 +1340,7 @@ mod tests {
                 scope: None,
                 strict: false,
                 top: 10,
+                socket: Some(DEFAULT_SOCKET.into()),
             },
             otlp: OtlpConfig {
                 enabled: false,
@@ -1385,7 +1433,7 @@ mod tests {
             }
             comment.clear();
         }
-        assert_eq!(keys, 22, "keys set in observer.toml");
+        assert_eq!(keys, 23, "keys set in observer.toml");
     }
 
     #[test]
@@ -1452,6 +1500,7 @@ mod tests {
                     scope: Some(ScopeSpec::Path("/system.slice/nginx.service".into())),
                     strict: true,
                     top: 3,
+                    socket: Some(DEFAULT_SOCKET.into()),
                 },
                 otlp: OtlpConfig {
                     enabled: true,
@@ -1551,6 +1600,7 @@ mod tests {
             signals: Some(vec![Signal::Futex, Signal::BlockIo]),
             otlp_endpoint: Some("http://flag:4317".into()),
             prometheus_listen: Some("[::1]:9999".parse().unwrap()),
+            socket: None,
         };
         let config = load_text("flags.toml", text, env, &flags).unwrap();
         assert_eq!(config.agent.interval, Duration::from_secs(1));
@@ -1954,14 +2004,54 @@ mod tests {
 
     #[test]
     fn nothing_to_export_points_at_prometheus_enabled() {
-        let e = err_text("off.toml", "[prometheus]\nenabled = false\n");
+        let e = err_text(
+            "off.toml",
+            "[agent]\nsocket = \"\"\n[prometheus]\nenabled = false\n",
+        );
         assert!(
             e.ends_with(
-                ":2:11: prometheus.enabled: false, and OTLP is not enabled either, so \
+                ":4:11: prometheus.enabled: false, and OTLP is not enabled either, so \
                          nothing would be exported; set otlp.endpoint (or \
-                         OTEL_EXPORTER_OTLP_ENDPOINT) or enable [prometheus]"
+                         OTEL_EXPORTER_OTLP_ENDPOINT), enable [prometheus], or set \
+                         agent.socket to serve `observer top` only"
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn socket_only_agent_and_socket_paths() {
+        let text = "[agent]\nsocket = \"/tmp/o.sock\"\n[prometheus]\nenabled = false\n";
+        let config = load_text("sock.toml", text, no_env, &Overrides::default()).unwrap();
+        assert_eq!(config.agent.socket, Some(PathBuf::from("/tmp/o.sock")));
+        let off = load_text(
+            "off.toml",
+            "[agent]\nsocket = \"\"\n",
+            no_env,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(off.agent.socket, None);
+        let e = err_text("rel.toml", "[agent]\nsocket = \"observer.sock\"\n");
+        assert!(
+            e.contains(":2:10: agent.socket: \"observer.sock\" is not an absolute path"),
+            "{e}"
+        );
+        let long = format!("/{}", "x".repeat(120));
+        let e = err_text("long.toml", &format!("[agent]\nsocket = {long:?}\n"));
+        assert!(e.contains("at most 107"), "{e}");
+        // The flag wins over the file, and "" turns the socket off.
+        let flags = Overrides {
+            socket: Some(PathBuf::new()),
+            ..Overrides::default()
+        };
+        let config = load_text("sock.toml", text, no_env, &flags);
+        assert!(
+            config
+                .unwrap_err()
+                .to_string()
+                .contains("nothing would be exported"),
+            "an agent with nothing to export or serve is refused"
         );
     }
 

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod btf;
+pub mod caps;
 pub mod cgroup;
 pub mod check;
 pub mod config;

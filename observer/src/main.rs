@@ -90,10 +90,16 @@ enum Command {
         /// Address:port of the Prometheus endpoint (turns it on).
         #[arg(long)]
         prometheus_listen: Option<std::net::SocketAddr>,
+        /// The Unix socket `observer top` reads from, like agent.socket ("" turns it off).
+        // A String: clap refuses an empty PathBuf.
+        #[arg(long)]
+        socket: Option<String>,
     },
-    /// A live terminal view of every signal (loads the programs itself; q quits, ? helps).
+    /// A live terminal view of every signal, from the running agent if there is one, else from
+    /// programs it loads itself (q quits, ? helps).
     Top {
-        /// How often to refresh: 250ms to 10s (+/- change it while running).
+        /// How often to refresh: 250ms to 10s (+/- change it while running). With an agent,
+        /// its collection interval.
         #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
         /// Signals to show, comma-separated: runqueue, blockio, tcp, lock, futex.
@@ -104,7 +110,14 @@ enum Command {
             default_value = ALL_SIGNALS
         )]
         signals: Vec<Signal>,
-        /// Only what runs in this cgroup subtree (as `record --cgroup`).
+        /// The agent's socket: read from the agent listening there, if any.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+        /// Load the programs in this process even when an agent is running.
+        #[arg(long)]
+        local: bool,
+        /// Only what runs in this cgroup subtree (as `record --cgroup`); loads the programs in
+        /// this process (an agent's view cannot be narrowed from here).
         #[arg(long, value_name = "PATH")]
         cgroup: Option<ScopeSpec>,
     },
@@ -222,12 +235,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             signals,
             otlp_endpoint,
             prometheus_listen,
+            socket,
         } => {
             let overrides = config::Overrides {
                 interval,
                 signals: signals.map(dedup),
                 otlp_endpoint,
                 prometheus_listen,
+                socket: socket.map(Into::into),
             };
             let (loaded, tuning) = config::Config::load_with_rules(
                 config.as_deref(),
@@ -245,10 +260,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top {
             interval,
             signals,
+            socket,
+            local,
             cgroup,
         } => {
             let scope = cgroup.as_ref().map(Scope::resolve).transpose()?;
-            top::run(interval, &dedup(signals), scope.as_ref())?;
+            top::run(&top::Options {
+                interval,
+                signals: dedup(signals),
+                socket,
+                local,
+                scope,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Actions {

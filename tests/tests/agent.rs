@@ -79,6 +79,9 @@ impl Agent {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut full = vec!["-v".to_string(), "run".to_string()];
         full.extend(args.iter().map(|a| a.to_string()));
+        // Tests run agents side by side, and only one may serve a socket: these serve none
+        // (tests/top.rs tests the socket).
+        full.extend(["--socket".to_string(), String::new()]);
         let mut cmd = observer_tests::observer::command();
         cmd.args(&full);
         for (k, _) in std::env::vars_os() {

@@ -218,7 +218,16 @@ fn agent_log(journal: bool) -> String {
         format!("{}:{}", meta.dev(), meta.ino() + 1)
     };
     let mut child = observer::command()
-        .args(["-v", "run", "--interval", "1s", "--signals", "futex"])
+        .args([
+            "-v",
+            "run",
+            "--socket",
+            "",
+            "--interval",
+            "1s",
+            "--signals",
+            "futex",
+        ])
         .args(["--prometheus-listen", "127.0.0.1:0"])
         .env("JOURNAL_STREAM", stream)
         .stderr(file)
@@ -318,5 +327,9 @@ fn sidecar_is_scoped_to_its_pod_with_minimal_privileges_and_a_valid_config() {
     let config_map = of_kind(&docs, "ConfigMap");
     let toml = config_map["data"]["observer.toml"].as_str().unwrap();
     assert!(toml.contains("scope = \"pod\""), "{toml}");
+    assert!(
+        toml.contains("socket = \"\""),
+        "no socket on a read-only root: {toml}"
+    );
     config_checks(config_map);
 }

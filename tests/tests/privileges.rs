@@ -410,3 +410,67 @@ fn record_with_only_capabilities_reports_every_signal() {
         report.signal(k);
     }
 }
+
+/// Least privilege: once `observer run` has attached its programs, it keeps only the
+/// capabilities the rest of the run needs (cgroup naming by file handle, with this
+/// configuration), in every set including the bounding set, and still collects and serves.
+#[test]
+fn the_agent_drops_capabilities_after_attaching() {
+    observer_tests::require_root!();
+    let dir = std::env::temp_dir().join(observer_tests::unique_name("observer-caps"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut guard = observer_tests::ChildGuard::new(
+        observer_tests::observer::command()
+            .args(["-v", "run", "--interval", "1s", "--signals", "runqueue"])
+            .args(["--prometheus-listen", "127.0.0.1:0", "--socket", ""])
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let guard_pid = guard.id();
+    let child = guard.0.as_mut().unwrap();
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains("collecting")
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "exited {status}: {}",
+                std::fs::read_to_string(&log_path).unwrap()
+            );
+        }
+        assert!(start.elapsed().as_secs() < 30);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{guard_pid}/status")).unwrap();
+    let field = |name: &str| {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    const DAC_READ_SEARCH: u64 = 1 << 2;
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(field(set), DAC_READ_SEARCH, "{set} in {status}");
+    }
+    assert_eq!(field("CapInh:"), 0);
+    assert_eq!(field("CapAmb:"), 0);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("capabilities dropped after attaching"),
+        "{log}"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(guard_pid as libc::pid_t, libc::SIGTERM) };
+    assert!(
+        child.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

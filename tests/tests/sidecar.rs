@@ -426,10 +426,18 @@ fn agent_scope_self_exports_only_its_own_cgroup() {
         .and_then(|l| l.local_addr())
         .unwrap();
     let mut cmd = observer_tests::observer::command();
-    cmd.args(["-v", "run", "--config", config.to_str().unwrap()])
-        .args(["--prometheus-listen", &addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    // Tests run agents side by side, and only one may serve the socket `top` reads: none here.
+    cmd.args([
+        "-v",
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--socket",
+        "",
+    ])
+    .args(["--prometheus-listen", &addr.to_string()])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let agent = ChildGuard::new(cgroups.spawn_in(&own, &mut cmd).unwrap());
     let scrape = || {
         observer_tests::prom::http_get(addr, "/metrics", None)
@@ -508,7 +516,13 @@ fn agent_with_a_bad_scope_stops_with_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("observer.toml");
     std::fs::write(&config, "[agent]\nscope = \"/observer-no-such-cgroup\"\n").unwrap();
-    let out = observer_tests::observer::run(&["run", "--config", config.to_str().unwrap()]);
+    let out = observer_tests::observer::run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--socket",
+        "",
+    ]);
     std::fs::remove_dir_all(&dir).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted: {err}");
@@ -615,6 +629,8 @@ fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
         config.to_str().unwrap(),
         "--interval",
         "1s",
+        "--socket",
+        "",
     ])
     .args(["--otlp-endpoint", &rotel.grpc_endpoint()])
     .env_remove("RUST_LOG")

@@ -258,6 +258,8 @@ fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp() {
     let mut cmd = observer_tests::observer::command();
     cmd.args([
         "run",
+        "--socket",
+        "",
         "--config",
         config.to_str().unwrap(),
         "--interval",

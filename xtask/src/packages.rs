@@ -6,14 +6,16 @@ use crate::cmd::{Cmd, is_root};
 
 /// All in Debian 12's main archive: `nft` (nftables), `ip netns` (iproute2), `losetup` and
 /// `setpriv` (util-linux), `setcap` (libcap2-bin), a real Prometheus server (prometheus) for the
-/// scrape tests, and `perf bench` (linux-perf) for load by hand and the benchmarks.
-pub const PACKAGES: [&str; 6] = [
+/// scrape tests, `perf bench` (linux-perf) for load by hand and the benchmarks, and a real
+/// terminal (tmux) for `observer top`.
+pub const PACKAGES: [&str; 7] = [
     "linux-perf",
     "nftables",
     "iproute2",
     "util-linux",
     "libcap2-bin",
     "prometheus",
+    "tmux",
 ];
 
 /// Another apt run (unattended upgrades, a colleague) may hold dpkg's lock: wait instead of
@@ -110,7 +112,8 @@ mod tests {
     fn finds_packages_not_installed() {
         let listed = "libcap2-bin deinstall ok config-files\n\
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
-                      util-linux install ok installed\nprometheus install ok installed\n";
+                      util-linux install ok installed\nprometheus install ok installed\n\
+                      tmux install ok installed\n";
         assert_eq!(missing_from(listed), ["nftables", "libcap2-bin"]);
     }
 }

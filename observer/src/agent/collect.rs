@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     hash::Hash,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use observer_common::{
@@ -199,6 +199,9 @@ pub struct Collector {
     tcp: Breakdown<RemoteKey, u64>,
     lock: [Hist; CLASSES],
     counters: Counters,
+    /// The last collection's deltas and the time they cover, for `observer top` (its clients
+    /// want intervals, not cumulative totals), until taken.
+    interval: Option<(Deltas, Duration)>,
 }
 
 fn process_other() -> Attributes {
@@ -225,6 +228,7 @@ impl Collector {
             tcp: Breakdown::new(top, start, vec![(keys::PEER_ADDRESS, OTHER.into())]),
             lock: [Hist::ZERO; CLASSES],
             counters: Counters::default(),
+            interval: None,
         })
     }
 
@@ -326,6 +330,7 @@ impl Collector {
             .collect();
         self.prev = cur;
         self.prev_time = now;
+        self.interval = Some((d, now.duration_since(since).unwrap_or_default()));
 
         let mut metrics = self.metrics(loaded);
         metrics.push(Metric {
@@ -345,6 +350,12 @@ impl Collector {
         });
         metrics.extend(extra);
         Ok(Snapshot { time: now, metrics })
+    }
+
+    /// What the last collection read, if not taken yet: the deltas since the one before, and
+    /// the time between.
+    pub fn take_interval(&mut self) -> Option<(Deltas, Duration)> {
+        self.interval.take()
     }
 
     fn metrics(&self, loaded: &Loaded) -> Vec<Metric> {

@@ -1,5 +1,6 @@
 //! `observer run`: the long-running agent. A collector reads the kernel's maps every interval and
-//! hands one immutable [`metrics::Snapshot`] to each sink; collection never waits on a sink.
+//! hands one immutable [`metrics::Snapshot`] to each sink; collection never waits on a sink. The
+//! socket of `observer top` ([`socket`]) gets each interval's deltas instead.
 
 pub mod collect;
 pub mod metrics;
@@ -7,6 +8,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod resource;
 pub mod run;
+pub mod socket;
 
 use std::sync::Arc;
 

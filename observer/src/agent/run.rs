@@ -13,10 +13,10 @@ use super::{
     Sink,
     collect::Collector,
     metrics::{Snapshot, Value},
-    otlp, prometheus, resource,
+    otlp, prometheus, resource, socket,
 };
 use crate::{
-    check,
+    caps, check,
     config::{self, Config},
     ebpf::{self, Loaded},
     rules::{
@@ -80,6 +80,7 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
     if loaded.running().next().is_none() {
         bail!("none of the requested signals can run here; `observer check -v` says why");
     }
+    drop_capabilities(&config, engine.as_ref());
     // Two workers: one may be busy reading the maps while the other serves a scrape or sends.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -95,6 +96,23 @@ async fn serve(
     mut engine: Option<Engine>,
     recovered: Vec<Record>,
 ) -> anyhow::Result<()> {
+    // First: another agent already serving it is the clearest reason not to start.
+    let socket = match &config.agent.socket {
+        Some(path) => {
+            let hello = socket::Hello::of_agent(config.agent.interval, &loaded.status);
+            let server = socket::Server::start(path, hello).await?;
+            tracing::info!("serving observer top on {}", path.display());
+            if !config.otlp.enabled && !config.prometheus.enabled {
+                tracing::warn!(
+                    "OTLP and Prometheus are both off: only observer top, on {}, sees what \
+                     this agent collects",
+                    path.display()
+                );
+            }
+            Some(server)
+        }
+        None => None,
+    };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let exporter = if config.otlp.enabled {
         let extra: Vec<(String, String)> = config
@@ -137,7 +155,7 @@ async fn serve(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Some(snapshot) = collect(&mut collector, &mut loaded, &sinks)
+                if let Some(snapshot) = collect(&mut collector, &mut loaded, &sinks, socket.as_ref())
                     && let Some(engine) = &mut engine
                 {
                     report(engine.evaluate(&snapshot, Instant::now()), exporter.as_deref());
@@ -151,7 +169,7 @@ async fn serve(
         }
     }
     tracing::info!("shutting down: final collection and flush");
-    collect(&mut collector, &mut loaded, &sinks);
+    collect(&mut collector, &mut loaded, &sinks, socket.as_ref());
     if let Some(engine) = &mut engine {
         // Every change is put back before the final flush, so the records of that go out too.
         report(engine.shutdown(EXEC_DEADLINE), exporter.as_deref());
@@ -165,12 +183,48 @@ async fn serve(
     Ok(())
 }
 
+/// Least privilege: with the programs attached and what a previous run changed restored, keep
+/// only the capabilities the rest of the run needs (see [`caps`]).
+fn drop_capabilities(config: &Config, engine: Option<&Engine>) {
+    let kinds: Vec<&str> = engine
+        .map(|e| {
+            e.rules()
+                .iter()
+                .flat_map(|r| r.actions.iter().map(|a| a.kind()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let needs = caps::Needs {
+        bpf_stats: false,
+        nice: kinds.iter().any(|k| matches!(*k, "nice" | "affinity")),
+        exec: kinds.contains(&"exec"),
+        low_port: config.prometheus.enabled && (1..1024).contains(&config.prometheus.listen.port()),
+    };
+    let keep = caps::needed(&needs);
+    let list: Vec<caps::Cap> = keep.iter().map(|(c, _)| *c).collect();
+    match caps::drop_all_but(&list, needs.exec) {
+        Ok(after) => {
+            tracing::info!(
+                kept = %caps::names(after.effective),
+                bounding = %caps::names(after.bounding),
+                "capabilities dropped after attaching"
+            );
+            for (cap, why) in keep {
+                tracing::debug!("keeping {cap}: {why}");
+            }
+        }
+        Err(e) => tracing::warn!("{e}; running with the capabilities it started with"),
+    }
+}
+
 /// One collection, offered to every sink. A failed read is logged and retried next interval:
-/// the kernel keeps counting, so the next snapshot still holds everything.
+/// the kernel keeps counting, so the next snapshot still holds everything. The socket of
+/// `observer top` gets the interval's deltas rather than the snapshot (see [`socket`]).
 fn collect(
     collector: &mut Collector,
     loaded: &mut Loaded,
     sinks: &[Arc<dyn Sink>],
+    socket: Option<&socket::Server>,
 ) -> Option<Arc<Snapshot>> {
     let extra = sinks.iter().flat_map(|s| s.metrics()).collect();
     match collector.collect(loaded, extra) {
@@ -178,6 +232,11 @@ fn collect(
             let snapshot = Arc::new(snapshot);
             for sink in sinks {
                 sink.offer(snapshot.clone());
+            }
+            if let Some(socket) = socket
+                && let Some((deltas, elapsed)) = collector.take_interval()
+            {
+                socket.offer(deltas, elapsed, snapshot.time);
             }
             Some(snapshot)
         }

@@ -1,14 +1,20 @@
 //! The state of `observer top` and what keys do to it. No terminal and no kernel here, so tests
-//! can build an `App` from made-up reports and drive it key by key.
+//! can build an `App` from made-up samples and drive it key by key.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hash,
+    path::PathBuf,
+    time::Duration,
+};
 
+use observer_common::Hist;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    hist::{Bucket, Latency, Summary},
-    record::Reports,
-    signals::{Signal, runqueue::ProcessRow},
+    hist::{Bucket, Latency, Summary, count, hist_add},
+    signals::Signal,
 };
 
 /// How many past intervals the p99 history keeps (a minute at the default interval).
@@ -31,27 +37,153 @@ pub fn clamp_interval(d: Duration) -> Duration {
 
 /// What the collector thread sends once per interval.
 pub struct Update {
-    pub reports: Reports,
-    /// The time the reports cover (the interval as it actually ran).
+    /// The signals' samples of the interval, in [`Signal::ALL`] order.
+    pub samples: Vec<Sample>,
+    /// The time they cover (the interval as it actually ran).
     pub elapsed: Duration,
 }
 
-/// One row of a breakdown table. `latency` is `None` for counted events (TCP retransmits).
+/// One signal's events in one interval, every row with its histogram: what this process's
+/// collector and the agent (over its socket) both produce. The screen shows the
+/// [`SignalView`] computed from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    #[serde(with = "crate::agent::socket::signal_name")]
+    pub signal: Signal,
+    pub count: u64,
+    /// `None` for counted events (TCP retransmits).
+    #[serde(with = "crate::agent::socket::sparse_hist")]
+    pub hist: Option<Box<Hist>>,
+    pub tables: Vec<SampleTable>,
+    /// Events the breakdowns missed, worth a line under the table.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleTable {
+    /// "processes", "cgroups", ...
+    pub title: String,
+    /// At most [`TOP`], the most events first.
+    pub rows: Vec<SampleRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleRow {
+    pub name: String,
+    pub count: u64,
+    #[serde(with = "crate::agent::socket::sparse_hist")]
+    pub hist: Option<Box<Hist>>,
+}
+
+impl Sample {
+    /// A latency signal's sample: its histogram, tables and notes.
+    pub fn latency(
+        signal: Signal,
+        total: &Hist,
+        tables: Vec<SampleTable>,
+        notes: Vec<String>,
+    ) -> Self {
+        Self {
+            signal,
+            count: count(total),
+            hist: Some(Box::new(*total)),
+            tables,
+            notes,
+        }
+    }
+}
+
+/// Rows kept per breakdown table: more than fit on screen, so sorting by p50/p99 has some to
+/// choose from.
+pub const TOP: usize = 50;
+
+/// A table of latency rows: `rows` summed by key, the [`TOP`] with the most events kept (ties by
+/// key, so the choice is stable), then named (naming may read /proc or walk the cgroup tree, so
+/// only the kept rows are).
+pub fn hist_table<K: Ord + Hash + Clone>(
+    title: &str,
+    rows: impl IntoIterator<Item = (K, Hist)>,
+    names: impl FnOnce(&[K]) -> Vec<String>,
+) -> SampleTable {
+    let mut by_key: HashMap<K, Hist> = HashMap::new();
+    for (k, h) in rows {
+        hist_add(by_key.entry(k).or_insert(Hist::ZERO), &h);
+    }
+    let mut rows: Vec<(K, Hist, u64)> = by_key
+        .into_iter()
+        .map(|(k, h)| {
+            let n = count(&h);
+            (k, h, n)
+        })
+        .filter(|r| r.2 > 0)
+        .collect();
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    rows.truncate(TOP);
+    let keys: Vec<K> = rows.iter().map(|r| r.0.clone()).collect();
+    SampleTable {
+        title: title.to_owned(),
+        rows: rows
+            .into_iter()
+            .zip(names(&keys))
+            .map(|((_, h, n), name)| SampleRow {
+                name,
+                count: n,
+                hist: Some(Box::new(h)),
+            })
+            .collect(),
+    }
+}
+
+/// A table of counted rows (TCP retransmits): summed by name, the [`TOP`] most first.
+pub fn count_table(title: &str, rows: impl IntoIterator<Item = (String, u64)>) -> SampleTable {
+    let mut by_name: HashMap<String, u64> = HashMap::new();
+    for (name, n) in rows {
+        *by_name.entry(name).or_default() += n;
+    }
+    let mut rows: Vec<SampleRow> = by_name
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, count)| SampleRow {
+            name,
+            count,
+            hist: None,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    rows.truncate(TOP);
+    SampleTable {
+        title: title.to_owned(),
+        rows,
+    }
+}
+
+/// The note for events a full breakdown map could not attribute.
+pub fn dropped(n: u64, what: &str) -> Option<String> {
+    (n > 0).then(|| format!("{n} not attributed to a {what}: the breakdown map was full"))
+}
+
+/// The note for block I/O requests the in-flight map had no room for.
+pub fn untimed(n: u64) -> Option<String> {
+    (n > 0).then(|| format!("{n} requests not timed: the in-flight map was full"))
+}
+
+/// One row of a breakdown table as shown. `latency` is `None` for counted events (TCP
+/// retransmits).
 #[derive(Clone, Debug)]
 pub struct Row {
     pub name: String,
     pub count: u64,
-    pub latency: Option<Summary>,
+    /// The row's own histogram, shown when drilling into it.
+    pub latency: Option<Latency>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Table {
-    /// "processes", "cgroups", ...
-    pub title: &'static str,
+    pub title: String,
     pub rows: Vec<Row>,
 }
 
-/// One signal's report for one interval, in the shape the screen shows.
+/// One signal's interval in the shape the screen shows: percentiles and buckets computed.
 #[derive(Clone, Debug)]
 pub struct SignalView {
     pub count: u64,
@@ -59,130 +191,47 @@ pub struct SignalView {
     pub latency: Option<Summary>,
     pub buckets: Vec<Bucket>,
     pub tables: Vec<Table>,
-    /// Events the breakdowns missed, worth a line under the table.
     pub notes: Vec<String>,
 }
 
-/// A table of latency rows, if the report has that breakdown.
-fn latency_table<T>(
-    title: &'static str,
-    rows: Option<&Vec<T>>,
-    row: impl Fn(&T) -> (String, &Summary),
-) -> Option<Table> {
-    rows.map(|rows| Table {
-        title,
-        rows: rows
-            .iter()
-            .map(|r| {
-                let (name, s) = row(r);
-                Row {
-                    name,
-                    count: s.count,
-                    latency: Some(s.clone()),
-                }
-            })
-            .collect(),
-    })
-}
-
-/// A latency signal's view: its histogram and the tables it has.
-fn latency_view(
-    l: &Latency,
-    tables: impl IntoIterator<Item = Option<Table>>,
-    notes: impl IntoIterator<Item = Option<String>>,
-) -> SignalView {
-    SignalView {
-        count: l.summary.count,
-        latency: Some(l.summary.clone()),
-        buckets: l.buckets.clone(),
-        tables: tables.into_iter().flatten().collect(),
-        notes: notes.into_iter().flatten().collect(),
+impl SignalView {
+    pub fn of(s: &Sample) -> Self {
+        let latency = s.hist.as_deref().map(Latency::of);
+        Self {
+            count: s.count,
+            buckets: latency
+                .as_ref()
+                .map(|l| l.buckets.clone())
+                .unwrap_or_default(),
+            latency: latency.map(|l| l.summary),
+            tables: s
+                .tables
+                .iter()
+                .map(|t| Table {
+                    title: t.title.clone(),
+                    rows: t
+                        .rows
+                        .iter()
+                        .map(|r| Row {
+                            name: r.name.clone(),
+                            count: r.count,
+                            latency: r.hist.as_deref().map(Latency::of),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            notes: s.notes.clone(),
+        }
     }
 }
 
-/// The note for events a full breakdown map could not attribute.
-fn dropped(n: u64, what: &str) -> Option<String> {
-    (n > 0).then(|| format!("{n} not attributed to a {what}: the breakdown map was full"))
-}
-
-fn process(p: &ProcessRow) -> (String, &Summary) {
-    (format!("{} {}", p.tgid, p.comm), &p.summary)
-}
-
-/// The per-signal views of one set of reports, in the fixed signal order.
-pub fn views(r: &Reports) -> Vec<(Signal, SignalView)> {
-    let mut out = Vec::new();
-    if let Some(r) = &r.runqueue {
-        let tables = [
-            latency_table("processes", r.by_process.as_ref(), process),
-            latency_table("cgroups", r.by_cgroup.as_ref(), |c| {
-                (c.workload.name(), &c.summary)
-            }),
-        ];
-        let notes = [dropped(r.dropped.by_process, "process")];
-        out.push((Signal::Runqueue, latency_view(&r.latency, tables, notes)));
-    }
-    if let Some(r) = &r.blockio {
-        let tables = [
-            latency_table("disks x ops (device time)", r.by_disk.as_ref(), |d| {
-                (format!("{} {}", d.disk, d.op), &d.device)
-            }),
-            latency_table("ops (device time)", r.by_op.as_ref(), |o| {
-                (o.op.to_owned(), &o.device)
-            }),
-        ];
-        let notes = [
-            dropped(r.dropped.by_disk, "disk"),
-            (r.dropped.inflight > 0).then(|| {
-                format!(
-                    "{} requests not timed: the in-flight map was full",
-                    r.dropped.inflight
-                )
-            }),
-        ];
-        out.push((Signal::BlockIo, latency_view(&r.device, tables, notes)));
-    }
-    if let Some(r) = &r.tcp {
-        let tables = r
-            .by_remote
-            .iter()
-            .map(|rows| Table {
-                title: "remote endpoints",
-                rows: rows
-                    .iter()
-                    .map(|e| Row {
-                        name: format!("{} :{} {}", e.endpoint(), e.local_port, e.state),
-                        count: e.count,
-                        latency: None,
-                    })
-                    .collect(),
-            })
-            .collect();
-        out.push((
-            Signal::Tcp,
-            SignalView {
-                count: r.count,
-                latency: None,
-                buckets: Vec::new(),
-                tables,
-                notes: dropped(r.dropped.by_remote, "remote endpoint")
-                    .into_iter()
-                    .collect(),
-            },
-        ));
-    }
-    if let Some(r) = &r.lock {
-        let tables = [latency_table("lock classes", r.by_class.as_ref(), |c| {
-            (c.class.to_owned(), &c.summary)
-        })];
-        out.push((Signal::Lock, latency_view(&r.latency, tables, [])));
-    }
-    if let Some(r) = &r.futex {
-        let tables = [latency_table("processes", r.by_process.as_ref(), process)];
-        let notes = [dropped(r.dropped.by_process, "process")];
-        out.push((Signal::Futex, latency_view(&r.latency, tables, notes)));
-    }
-    out
+/// Where the numbers come from: said in the header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// This process loaded the programs.
+    Local,
+    /// A running agent, read over its socket.
+    Agent { pid: u32, socket: PathBuf },
 }
 
 /// The column a breakdown table is sorted by (highest first).
@@ -212,8 +261,8 @@ impl Sort {
 
     fn key(self, row: &Row) -> f64 {
         match (self, &row.latency) {
-            (Self::P50, Some(s)) => s.p50_ns,
-            (Self::P99, Some(s)) => s.p99_ns,
+            (Self::P50, Some(l)) => l.summary.p50_ns,
+            (Self::P99, Some(l)) => l.summary.p99_ns,
             _ => row.count as f64,
         }
     }
@@ -231,6 +280,7 @@ pub struct Slot {
 
 pub struct App {
     pub slots: Vec<Slot>,
+    pub source: Source,
     /// Index into `slots`.
     pub selected: usize,
     /// Which breakdown table of the selected signal.
@@ -243,7 +293,7 @@ pub struct App {
     pub paused: bool,
     pub help: bool,
     pub interval: Duration,
-    /// The time the shown reports cover.
+    /// The time the shown views cover.
     pub elapsed: Option<Duration>,
     /// The collector's last error, until the next good read.
     pub error: Option<String>,
@@ -260,7 +310,13 @@ pub enum Action {
 
 impl App {
     /// `signals`: every requested signal, with why it is not running where it is not.
-    pub fn new(signals: Vec<(Signal, Option<String>)>, interval: Duration) -> Self {
+    /// `interval`: the refresh interval; with an agent, its collection interval, which `+`/`-`
+    /// cannot change.
+    pub fn new(signals: Vec<(Signal, Option<String>)>, interval: Duration, source: Source) -> Self {
+        let interval = match source {
+            Source::Local => clamp_interval(interval),
+            Source::Agent { .. } => interval,
+        };
         Self {
             slots: signals
                 .into_iter()
@@ -271,6 +327,7 @@ impl App {
                     history: VecDeque::with_capacity(HISTORY),
                 })
                 .collect(),
+            source,
             selected: 0,
             table: 0,
             row: 0,
@@ -278,23 +335,24 @@ impl App {
             filter: None,
             paused: false,
             help: false,
-            interval: clamp_interval(interval),
+            interval,
             elapsed: None,
             error: None,
             scope: None,
         }
     }
 
-    /// Takes one interval's reports (dropped while paused, so the screen holds still).
+    /// Takes one interval's views (dropped while paused, so the screen holds still).
     pub fn update(&mut self, u: Update) {
         if self.paused {
             return;
         }
         let secs = u.elapsed.as_secs_f64().max(f64::EPSILON);
-        for (signal, view) in views(&u.reports) {
-            let Some(slot) = self.slots.iter_mut().find(|s| s.signal == signal) else {
+        for sample in &u.samples {
+            let Some(slot) = self.slots.iter_mut().find(|s| s.signal == sample.signal) else {
                 continue;
             };
+            let view = SignalView::of(sample);
             let value = view
                 .latency
                 .as_ref()
@@ -377,6 +435,8 @@ impl App {
             KeyCode::Char('q') => return Action::Quit,
             KeyCode::Char('?' | 'h') => self.help = true,
             KeyCode::Char('p' | ' ') => self.paused = !self.paused,
+            // With an agent, its collection interval is the refresh interval.
+            KeyCode::Char('+' | '-') if self.source != Source::Local => {}
             KeyCode::Char('+') => {
                 self.interval = INTERVALS
                     .into_iter()

@@ -1,14 +1,20 @@
-//! `observer top`: a live terminal view of every signal. A collector thread reads the kernel's
-//! maps once per interval and sends reports over a channel; the UI thread owns all state
-//! ([`app::App`]), handles keys and draws with a pure function ([`view::render`]).
+//! `observer top`: a live terminal view of every signal. A collector thread sends one update
+//! per interval over a channel; the UI thread owns all state ([`app::App`]), handles keys and
+//! draws with a pure function ([`view::render`]).
 //!
-//! The programs are loaded by this process (reading from a running agent is not done yet).
+//! The numbers come from a running agent when there is one: `top` connects to its socket
+//! ([`crate::agent::socket`]), which sends the samples of every interval. Otherwise (or with
+//! `--local`) this process loads the programs and reads the kernel's maps itself. Either way the
+//! samples are made by [`local::samples`] from the deltas between two reads.
 
 pub mod app;
+pub mod local;
 pub mod view;
 
 use std::{
     io::{self, IsTerminal as _, Stdout},
+    net::Shutdown,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -31,58 +37,155 @@ use ratatui::{
 };
 
 use crate::{
+    agent::socket::{Connection, Hello},
     check, ebpf,
     ebpf::Loaded,
-    record::{Deltas, Reports, Snapshot},
+    record::{Deltas, Snapshot},
     scope::Scope,
-    signals::{Breakdowns, ReportOptions, Signal},
+    signals::{Breakdowns, Signal},
 };
-use app::{Action, App, Update};
+use app::{Action, App, Source, Update};
 
-/// Rows kept per breakdown: more than fit on screen, so sorting by p50/p99 has some to choose
-/// from (the kernel's reports keep the top rows by count).
-const TOP: usize = 50;
 /// How long the UI waits for a key before looking at the channel and signals again.
 const TICK: Duration = Duration::from_millis(100);
 
-/// `scope`: restrict every signal to that cgroup subtree (`--cgroup`).
-pub fn run(interval: Duration, signals: &[Signal], scope: Option<&Scope>) -> anyhow::Result<()> {
+/// What `observer top` was asked for.
+pub struct Options {
+    /// The refresh interval when this process loads the programs.
+    pub interval: Duration,
+    pub signals: Vec<Signal>,
+    /// The agent's socket: read from it when an agent is there.
+    pub socket: PathBuf,
+    /// Always load the programs in this process, even with an agent running.
+    pub local: bool,
+    /// Restrict every signal to this cgroup subtree (`--cgroup`): loads the programs in this
+    /// process, as `local`.
+    pub scope: Option<Scope>,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
     if !io::stdout().is_terminal() {
         bail!(
             "observer top needs a terminal; use `observer record` for a one-shot measurement \
              (text or JSON)"
         );
     }
-    check::privileges()?;
-    let loaded = ebpf::load_scoped(signals, &Breakdowns::ALL, scope)?;
-    if loaded.running().next().is_none() {
-        bail!("none of the requested signals can run here; `observer check -v` says why");
-    }
-    let statuses = loaded
-        .status
-        .iter()
-        .map(|(s, r)| (*s, r.as_ref().err().map(ToString::to_string)))
-        .collect();
-    let mut app = App::new(statuses, interval);
-    app.scope = loaded.scope.clone();
-    let interval_ms = Arc::new(AtomicU64::new(app.interval.as_millis() as u64));
+    let agent = if opts.local || opts.scope.is_some() {
+        None
+    } else {
+        Connection::connect(&opts.socket)?
+    };
     let stop = Arc::new(AtomicBool::new(false));
+    // The refresh interval, which `+`/`-` change while the collector runs.
+    let interval_ms = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel();
-    let collector = {
-        let (interval_ms, stop) = (Arc::clone(&interval_ms), Arc::clone(&stop));
-        thread::Builder::new()
-            .name("top-collector".into())
-            .spawn(move || collect(loaded, &interval_ms, &stop, &tx))
-            .context("starting the collector thread")?
+    let (mut app, collector, closer) = match agent {
+        Some(connection) => {
+            let hello = &connection.hello;
+            let source = Source::Agent {
+                pid: hello.pid,
+                socket: opts.socket.clone(),
+            };
+            let signals = agent_signals(hello, &opts.signals, &opts.socket)?;
+            let app = App::new(signals, Duration::from_millis(hello.interval_ms), source);
+            // Shutting the socket down at the end wakes the reader blocked on it.
+            let closer = connection
+                .closer()
+                .context("preparing the agent connection")?;
+            let collector = thread::Builder::new()
+                .name("top-agent".into())
+                .spawn(move || follow(connection, &tx))
+                .context("starting the reader thread")?;
+            (app, collector, Some(closer))
+        }
+        None => {
+            check::privileges()?;
+            let loaded = ebpf::load_scoped(&opts.signals, &Breakdowns::ALL, opts.scope.as_ref())?;
+            if loaded.running().next().is_none() {
+                bail!("none of the requested signals can run here; `observer check -v` says why");
+            }
+            let statuses = loaded
+                .status
+                .iter()
+                .map(|(s, r)| (*s, r.as_ref().err().map(ToString::to_string)))
+                .collect();
+            let mut app = App::new(statuses, opts.interval, Source::Local);
+            app.scope = loaded.scope.clone();
+            interval_ms.store(app.interval.as_millis() as u64, Ordering::Relaxed);
+            let (interval_ms, stop) = (Arc::clone(&interval_ms), Arc::clone(&stop));
+            let collector = thread::Builder::new()
+                .name("top-collector".into())
+                .spawn(move || collect(loaded, &interval_ms, &stop, &tx))
+                .context("starting the collector thread")?;
+            (app, collector, None)
+        }
     };
     catch_termination().context("installing signal handlers")?;
     let result = Screen::enter()
         .context("setting up the terminal")
         .and_then(|mut screen| ui(&mut screen.terminal, &mut app, &rx, &interval_ms));
     stop.store(true, Ordering::Relaxed);
+    if let Some(closer) = closer {
+        let _ = closer.shutdown(Shutdown::Both);
+    }
     // A collector that panicked has already said why (the panic hook restored the terminal).
     let _ = collector.join();
     result
+}
+
+/// Every requested signal, with why it does not run in the agent where it does not. None
+/// running is an error that points to `--local`.
+fn agent_signals(
+    hello: &Hello,
+    requested: &[Signal],
+    socket: &std::path::Path,
+) -> anyhow::Result<Vec<(Signal, Option<String>)>> {
+    let signals: Vec<(Signal, Option<String>)> = requested
+        .iter()
+        .map(|&signal| {
+            let status = hello.signals.iter().find(|s| s.signal == signal.name());
+            let error = match status {
+                Some(s) if s.running => None,
+                Some(s) => Some(
+                    s.error
+                        .clone()
+                        .unwrap_or_else(|| "it does not run in the agent".into()),
+                ),
+                None => Some("the agent does not run it (agent.signals); --local loads it".into()),
+            };
+            (signal, error)
+        })
+        .collect();
+    if signals.iter().all(|(_, e)| e.is_some()) {
+        bail!(
+            "the observer agent (pid {}, {}) runs none of the requested signals; use --local to \
+             load them in this process",
+            hello.pid,
+            socket.display()
+        );
+    }
+    Ok(signals)
+}
+
+/// Reads the agent's intervals and sends them on, until the agent or the UI goes away.
+fn follow(mut connection: Connection, tx: &Sender<Result<Update, String>>) {
+    loop {
+        let update = connection.receive().map(|interval| Update {
+            samples: interval.signals,
+            elapsed: Duration::from_nanos(interval.elapsed_ns),
+        });
+        match update {
+            Ok(update) => {
+                if tx.send(Ok(update)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        }
+    }
 }
 
 /// Reads the maps every interval and sends what happened in it, until `stop` or the UI is gone.
@@ -92,10 +195,6 @@ fn collect(
     stop: &AtomicBool,
     tx: &Sender<Result<Update, String>>,
 ) {
-    let opts = ReportOptions {
-        top: TOP,
-        by: Breakdowns::ALL,
-    };
     let mut prev = match Snapshot::read(&loaded) {
         Ok(s) => s,
         Err(e) => {
@@ -131,14 +230,14 @@ fn collect(
             }
         };
         let now = Instant::now();
-        let reports = Reports::of(&Deltas::between(&cur, &prev), &opts);
+        let samples = local::samples(&Deltas::between(&cur, &prev));
         // Otherwise the bounded per-process maps fill with exited processes over a long
         // session, and new ones go unattributed.
         if let Err(e) = cur.forget_exited(&mut loaded.ebpf) {
             tracing::debug!("forgetting exited processes: {e}");
         }
         let update = Update {
-            reports,
+            samples,
             elapsed: now - at,
         };
         if tx.send(Ok(update)).is_err() {
@@ -163,6 +262,9 @@ fn ui(
                 Ok(Ok(update)) => app.update(update),
                 Ok(Err(e)) => app.fail(e),
                 Err(TryRecvError::Empty) => break,
+                // After saying why (the agent went away): the screen keeps the last numbers
+                // and the reason.
+                Err(TryRecvError::Disconnected) if app.error.is_some() => break,
                 Err(TryRecvError::Disconnected) => bail!("the collector thread stopped"),
             }
         }
@@ -222,14 +324,22 @@ fn restore() {
 /// restored instead of the process dying in raw mode.
 static TERMINATED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(signal: libc::c_int) {
+    // SIGHUP from a terminal that hung up (tmux session killed, ssh gone): there is nothing
+    // left to restore, and crossterm (0.29) spins forever reading the end of file of a hung-up
+    // terminal, so the UI loop would never see the flag. The kernel hangs the terminal's files
+    // up before it signals, so stdout is no longer a terminal by now.
+    // SAFETY: isatty (an ioctl) and _exit are async-signal-safe.
+    if signal == libc::SIGHUP && unsafe { libc::isatty(libc::STDOUT_FILENO) } == 0 {
+        unsafe { libc::_exit(128 + libc::SIGHUP) };
+    }
     TERMINATED.store(true, Ordering::Relaxed);
 }
 
 fn catch_termination() -> io::Result<()> {
     for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
-        // SAFETY: a zeroed sigaction with an empty mask and a handler that only stores to an
-        // atomic, which is async-signal-safe.
+        // SAFETY: a zeroed sigaction with an empty mask and a handler that only makes
+        // async-signal-safe calls and stores to an atomic.
         let rc = unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;

@@ -1,4 +1,4 @@
-//! Rendering from made-up reports, with ratatui's test backend: no kernel, no terminal.
+//! Rendering from made-up kernel deltas, with ratatui's test backend: no kernel, no terminal.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -16,13 +16,14 @@ use ratatui::{
 };
 
 use super::{
-    app::{Action, App, Update},
+    app::{Action, App, Sample, Source, Update},
+    local,
     view::render,
 };
 use crate::{
-    record::{Deltas, Reports},
+    record::Deltas,
     render::ns,
-    signals::{Breakdowns, ReportOptions, Signal, blockio, futex, lock, runqueue, tcp},
+    signals::{Signal, blockio, futex, lock, runqueue, tcp},
 };
 
 fn hist(values: &[u64]) -> Hist {
@@ -52,7 +53,7 @@ fn many(v: u64, n: usize) -> Vec<u64> {
     vec![v; n]
 }
 
-fn reports() -> Reports {
+fn deltas() -> Deltas {
     let mut slow = many(40_000, 90);
     slow.extend(many(3_000_000, 10));
     let runqueue = runqueue::Delta {
@@ -109,29 +110,26 @@ fn reports() -> Reports {
         not_waited: 0,
         dropped: 0,
     };
-    let deltas = Deltas {
+    Deltas {
         runqueue: Some(runqueue),
         blockio: Some(blockio),
         tcp: Some(tcp),
         lock: Some(lock),
         futex: Some(futex),
-    };
-    Reports::of(
-        &deltas,
-        &ReportOptions {
-            top: 50,
-            by: Breakdowns::ALL,
-        },
-    )
+    }
+}
+
+fn samples() -> Vec<Sample> {
+    local::samples(&deltas())
 }
 
 fn app() -> App {
     let mut signals: Vec<_> = Signal::ALL.iter().map(|&s| (s, None)).collect();
     signals[3].1 = Some("no lock:contention_begin here".to_owned());
-    let mut app = App::new(signals, Duration::from_secs(1));
+    let mut app = App::new(signals, Duration::from_secs(1), Source::Local);
     for _ in 0..3 {
         app.update(Update {
-            reports: reports(),
+            samples: samples(),
             elapsed: Duration::from_secs(1),
         });
     }
@@ -152,6 +150,15 @@ fn screen(app: &App, width: u16, height: u16) -> String {
                 + "\n"
         })
         .collect()
+}
+
+/// The screen with runs of spaces squeezed to one, to find a row's cells in order.
+fn squeezed(screen: &str) -> String {
+    screen
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn press(app: &mut App, code: KeyCode) -> Action {
@@ -234,7 +241,7 @@ fn keys_switch_signals_tables_sort_and_drill_down() {
     assert!(s.contains("> 4000000002 postgres: 30/s"), "{s}");
     // The drill-down survives a refresh.
     app.update(Update {
-        reports: reports(),
+        samples: samples(),
         elapsed: Duration::from_secs(2),
     });
     assert!(screen(&app, 80, 24).contains("> 4000000002 postgres: 15/s"));
@@ -255,7 +262,7 @@ fn help_pause_interval_and_quit() {
     assert!(screen(&app, 80, 24).contains("PAUSED"));
     let before = app.slots[0].history.len();
     app.update(Update {
-        reports: reports(),
+        samples: samples(),
         elapsed: Duration::from_secs(1),
     });
     assert_eq!(
@@ -285,7 +292,7 @@ fn history_keeps_the_last_minute() {
     let mut app = app();
     for _ in 0..100 {
         app.update(Update {
-            reports: reports(),
+            samples: samples(),
             elapsed: Duration::from_secs(1),
         });
     }
@@ -293,10 +300,165 @@ fn history_keeps_the_last_minute() {
 }
 
 #[test]
+fn the_header_says_where_the_numbers_come_from() {
+    let mut app = app();
+    assert!(
+        screen(&app, 80, 24)
+            .starts_with("observer top  every 1s  source: programs loaded by this process  ? help")
+    );
+    app.source = Source::Agent {
+        pid: 4242,
+        socket: "/run/observer/observer.sock".into(),
+    };
+    let s = screen(&app, 200, 50);
+    assert!(
+        s.contains("source: agent pid 4242 (/run/observer/observer.sock)"),
+        "{s}"
+    );
+    // The default socket fits at 80 columns.
+    assert!(
+        screen(&app, 80, 24)
+            .contains("every 1s  source: agent pid 4242 (/run/observer/observer.sock)")
+    );
+    // The agent's interval is the refresh interval: + and - leave it alone.
+    press(&mut app, KeyCode::Char('+'));
+    assert_eq!(app.interval, Duration::from_secs(1));
+}
+
+#[test]
+fn futex_waits_have_processes_and_cgroups() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('5'));
+    assert!(screen(&app, 80, 24).contains("by processes (1/2"));
+    press(&mut app, KeyCode::Char('b'));
+    let s = squeezed(&screen(&app, 80, 24));
+    // The test processes' cgroup has id 1: the root, or no cgroup (`?`) where that differs.
+    let cgroup = crate::cgroup::resolve_all(&[1])
+        .get(&1)
+        .map_or_else(|| "?".into(), |w| w.name());
+    assert!(
+        s.contains("by cgroups (2/2") && s.contains(&format!("│{cgroup} 20 ")),
+        "{s}"
+    );
+}
+
+#[test]
+fn drilling_into_a_row_shows_its_own_histogram() {
+    let mut app = app();
+    let s = screen(&app, 80, 24);
+    // The whole signal: stress-ng's 40us and 3ms waits and postgres's 2us ones.
+    assert!(
+        s.contains("runqueue histogram") && s.contains("32.8us-65.5us      90"),
+        "{s}"
+    );
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Enter);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("4000000002 postgres histogram"), "{s}");
+    assert!(s.contains("1.02us-2.05us      30"), "{s}");
+    assert!(!s.contains("32.8us-65.5us"), "only postgres's waits:\n{s}");
+    press(&mut app, KeyCode::Esc);
+    assert!(screen(&app, 80, 24).contains("runqueue histogram"));
+}
+
+/// The agent's socket to the screen: what the agent serves is what `top` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intervals_from_the_agent_socket_render_like_local_ones() {
+    use crate::agent::socket::{Connection, Hello, Server};
+
+    let dir = std::env::temp_dir().join(format!("observer-top-agent-{}", std::process::id()));
+    let path = dir.join("observer.sock");
+    let status = std::collections::BTreeMap::from([(Signal::Runqueue, Ok::<(), String>(()))]);
+    let server = Server::start(&path, Hello::of_agent(Duration::from_secs(1), &status))
+        .await
+        .unwrap();
+    server.offer(
+        deltas(),
+        Duration::from_secs(1),
+        std::time::SystemTime::now(),
+    );
+    let p = path.clone();
+    let (hello, update) = tokio::task::spawn_blocking(move || {
+        let mut c = Connection::connect(&p).unwrap().expect("the agent");
+        let i = c.receive().unwrap();
+        (
+            c.hello.clone(),
+            Update {
+                samples: i.signals,
+                elapsed: Duration::from_nanos(i.elapsed_ns),
+            },
+        )
+    })
+    .await
+    .unwrap();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut app = App::new(
+        vec![(Signal::Runqueue, None)],
+        Duration::from_millis(hello.interval_ms),
+        Source::Agent {
+            pid: hello.pid,
+            socket: path,
+        },
+    );
+    app.update(update);
+    let s = squeezed(&screen(&app, 120, 30));
+    assert!(
+        s.contains(&format!("source: agent pid {}", std::process::id())),
+        "{s}"
+    );
+    // 135 waits in the one-second interval, and the busiest process first.
+    assert!(s.contains("1 runqueue 135"), "{s}");
+    assert!(s.contains("4000000001 stress-ng 100"), "{s}");
+}
+
+#[test]
+fn signals_the_agent_does_not_run_say_why_and_none_at_all_points_to_local() {
+    use crate::agent::socket::Hello;
+
+    let status = std::collections::BTreeMap::from([
+        (Signal::Runqueue, Ok(())),
+        (
+            Signal::Lock,
+            Err("no lock:contention_begin here".to_owned()),
+        ),
+    ]);
+    let hello = Hello::of_agent(Duration::from_secs(10), &status);
+    let socket = std::path::Path::new("/run/observer/observer.sock");
+    let signals = super::agent_signals(
+        &hello,
+        &[Signal::Runqueue, Signal::Lock, Signal::Futex],
+        socket,
+    )
+    .unwrap();
+    assert_eq!(signals[0], (Signal::Runqueue, None));
+    assert_eq!(
+        signals[1].1.as_deref(),
+        Some("no lock:contention_begin here")
+    );
+    assert!(
+        signals[2]
+            .1
+            .as_deref()
+            .is_some_and(|e| e.contains("agent.signals") && e.contains("--local")),
+        "{signals:?}"
+    );
+    let e = super::agent_signals(&hello, &[Signal::Futex], socket).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "the observer agent (pid {}, /run/observer/observer.sock) runs none of the requested \
+             signals; use --local",
+            std::process::id()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_header_names_the_scope() {
     let mut app = app();
     assert!(!screen(&app, 80, 24).contains("cgroup "));
     app.scope = Some("/system.slice/nginx.service".to_owned());
-    let s = screen(&app, 100, 24);
+    let s = screen(&app, 120, 24);
     assert!(s.contains("cgroup /system.slice/nginx.service"), "{s}");
 }

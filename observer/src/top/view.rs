@@ -10,7 +10,7 @@ use ratatui::{
     widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Table},
 };
 
-use super::app::{App, Row, Slot};
+use super::app::{App, Row, Slot, Source};
 use crate::{
     hist::Bucket,
     render::{ns, octaves},
@@ -20,7 +20,10 @@ use crate::{
 pub const KEYS: [(&str, &str); 12] = [
     ("q, Ctrl-C", "quit"),
     ("p, space", "pause / resume"),
-    ("+ / -", "refresh interval longer / shorter (250ms..10s)"),
+    (
+        "+ / -",
+        "refresh longer / shorter (250ms..10s; not with an agent)",
+    ),
     ("Tab, ->", "next signal"),
     ("Shift-Tab, <-", "previous signal"),
     ("1-5", "select signal by number"),
@@ -62,9 +65,21 @@ fn header_line(app: &App) -> Line<'static> {
     if let Some(scope) = &app.scope {
         spans.push(Span::from(format!("  cgroup {scope}")).bold());
     }
-    spans.push(Span::from("  programs loaded by this process").dim());
+    // The source before the help hint: at 80 columns the end of a long socket path, then the
+    // hint (which the footer repeats), are what get cut.
+    spans.push(Span::from(format!("  {}", source(&app.source))).dim());
     spans.push(Span::from("  ? help"));
     Line::from(spans)
+}
+
+/// Where the numbers come from.
+pub fn source(source: &Source) -> String {
+    match source {
+        Source::Local => "source: programs loaded by this process".to_owned(),
+        Source::Agent { pid, socket } => {
+            format!("source: agent pid {pid} ({})", socket.display())
+        }
+    }
 }
 
 /// A refresh interval: `250ms`, `1s`, `2.5s`.
@@ -191,9 +206,15 @@ fn render_body(app: &App, frame: &mut Frame, area: Rect) {
     };
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(area);
-    let hist_block = Block::bordered().title(format!(" {name} histogram "));
+    // Drilling into a row shows that row's histogram.
+    let drilled = app.filtered().and_then(|r| Some((r, r.latency.as_ref()?)));
+    let (title, buckets) = match drilled {
+        Some((row, l)) => (format!(" {} histogram ", row.name), &l.buckets),
+        None => (format!(" {name} histogram "), &view.buckets),
+    };
+    let hist_block = Block::bordered().title(title);
     let hist = if view.latency.is_some() {
-        histogram(&view.buckets, hist_block.inner(left))
+        histogram(buckets, hist_block.inner(left))
     } else {
         vec![
             Line::from("counted events:").dim(),
@@ -291,7 +312,9 @@ fn render_breakdown(app: &App, slot: &Slot, frame: &mut Frame, area: Rect) {
             style = style.reversed();
         }
         let pct = |f: fn(&crate::hist::Summary) -> f64| {
-            row.latency.as_ref().map_or("-".to_owned(), |s| ns(f(s)))
+            row.latency
+                .as_ref()
+                .map_or("-".to_owned(), |l| ns(f(&l.summary)))
         };
         let cells = [
             Cell::from(fit(&row.name, name_width)),
@@ -341,7 +364,7 @@ fn footer_line(app: &App) -> Line<'static> {
 
 fn detail(app: &App, row: &Row) -> String {
     let events = rate(app.rate(row.count));
-    match &row.latency {
+    match row.latency.as_ref().map(|l| &l.summary) {
         Some(s) => format!(
             "> {}: {events}/s  p50 {}  p90 {}  p99 {}  p99.9 {}  max<={}  (Esc clears)",
             row.name,

@@ -7,63 +7,17 @@
 //! /proc/self/mountinfo: /sys/fs/cgroup on a unified system, often /sys/fs/cgroup/unified on a
 //! hybrid one.
 
-use std::{
-    ops::Range,
-    path::{Path, PathBuf},
-};
+use std::{ops::Range, path::Path};
 
 use super::{
     Action, ActionError, Breach, FileAction, Invalid, Knob, Scalar, Step, Target, normalise,
     required,
 };
 
-/// Where the cgroup2 hierarchy is mounted (the first cgroup2 mount of this mount namespace).
-pub fn cgroup2_mount() -> Result<PathBuf, ActionError> {
-    let text = super::read_file(Path::new("/proc/self/mountinfo"), "the mount table")?;
-    parse_mountinfo(&text).ok_or_else(|| {
-        ActionError::Unavailable(
-            "no cgroup2 file system is mounted (none in /proc/self/mountinfo); the cgroup \
-             action needs cgroup v2: mount it with `mount -t cgroup2 none /sys/fs/cgroup`"
-                .to_owned(),
-        )
-    })
-}
-
-/// The mount point of the first `cgroup2` mount in a mountinfo text (proc(5): `id parent
-/// major:minor root mount-point options [optional fields] - type source super-options`).
-fn parse_mountinfo(text: &str) -> Option<PathBuf> {
-    text.lines().find_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        if fs.split(' ').next() != Some("cgroup2") {
-            return None;
-        }
-        mount.split(' ').nth(4).map(|p| PathBuf::from(unescape(p)))
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` is a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
-            d.iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-                .then(|| d.iter().fold(0u32, |n, b| n * 8 + u32::from(b - b'0')))
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(n)) if n <= 0xff => {
-                out.push(n as u8);
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Where the cgroup2 hierarchy is mounted (crate::cgroup finds it in /proc/self/mountinfo).
+pub fn cgroup2_mount() -> Result<crate::cgroup::Mount, ActionError> {
+    crate::cgroup::Mount::find()
+        .map_err(|e| ActionError::Unavailable(format!("{e}; the cgroup action needs cgroup v2")))
 }
 
 /// The interface files the action may set.
@@ -432,7 +386,14 @@ impl Action for CgroupAction {
         }
         let relative = check_path(&relative).map_err(ActionError::Unavailable)?;
         let mount = cgroup2_mount()?;
-        let dir = mount.join(&relative);
+        let dir = mount.dir_of(&relative).ok_or_else(|| {
+            ActionError::Unavailable(format!(
+                "cgroup {relative} is outside the cgroup tree mounted at {} (mounted from {})",
+                mount.point.display(),
+                mount.root
+            ))
+        })?;
+        let mount = mount.point;
         if !dir.is_dir() {
             return Err(gone(&dir));
         }
@@ -454,27 +415,13 @@ impl Action for CgroupAction {
 mod tests {
     use super::super::testing::{breach, built, invalid};
     use super::super::{Per, Target};
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
-    fn the_cgroup2_mount_is_found_in_mountinfo() {
-        let text = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
-";
-        assert_eq!(
-            parse_mountinfo(text),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        let escaped = "41 31 0:38 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
-        assert_eq!(
-            parse_mountinfo(escaped),
-            Some(PathBuf::from("/mnt/my cgroups"))
-        );
-        assert_eq!(parse_mountinfo(&text[..text.find("41 ").unwrap()]), None);
-        // This machine's.
-        let mount = cgroup2_mount().unwrap();
+    fn the_cgroup2_mount_is_this_machines() {
+        let mount = cgroup2_mount().unwrap().point;
         assert!(mount.join("cgroup.controllers").exists(), "{mount:?}");
     }
 
@@ -621,6 +568,7 @@ mod tests {
                 "cgroup {} no longer exists",
                 cgroup2_mount()
                     .unwrap()
+                    .point
                     .join("no/such/cgroup/here")
                     .display()
             )
@@ -713,7 +661,7 @@ mod tests {
     impl TestCgroup {
         fn create() -> Self {
             let relative = observer_tests::unique_name("observer-test");
-            let dir = cgroup2_mount().unwrap().join(&relative);
+            let dir = cgroup2_mount().unwrap().point.join(&relative);
             std::fs::create_dir(&dir).unwrap();
             Self {
                 dir,
@@ -749,7 +697,7 @@ mod tests {
     #[test]
     fn cgroup_files_round_trip_on_a_cgroup_the_test_creates() {
         observer_tests::require_root!();
-        let mount = cgroup2_mount().unwrap();
+        let mount = cgroup2_mount().unwrap().point;
         let root_has_cpu = std::fs::read_to_string(mount.join("cgroup.controllers"))
             .unwrap()
             .split_whitespace()
