@@ -18,6 +18,16 @@ pub const BY_PROCESS_ENTRIES: u32 = 4096;
 /// so a user who wants only the histogram does not pay for it.
 pub const GLOBAL_ATTRIBUTE: &str = "RUNQ_ATTRIBUTE";
 
+/// Array of one `u32`: the sample shift `k`, written by the agent at run time (its overhead
+/// budget, `agent.max_overhead_percent`). 0 times every wait; `k` > 0 times a wait only when the
+/// enqueue that starts it (a wakeup, or a preemption that leaves the task runnable) draws 1 in
+/// `2^k`, so the switch-in that ends a sampled wait always finds its stamp and an unsampled one
+/// finds none. A map rather than a global: `.rodata` is frozen at load, and the shift must change
+/// without reloading.
+pub const SAMPLING_MAP: &str = "RUNQ_SAMPLING";
+/// Largest sample shift: 1 in 1024 wakeups.
+pub const MAX_SAMPLE_SHIFT: u32 = 10;
+
 /// Programs of this signal, as named in the object, with the tracepoint each attaches to.
 pub const PROGRAMS: &[(&str, &str)] = &[
     ("runq_sched_wakeup", "sched_wakeup"),

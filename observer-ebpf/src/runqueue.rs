@@ -9,11 +9,21 @@
 //! agent's total is their sum, so the total and the breakdown always agree. (A wait thus lands
 //! in the histograms one time slice after it ended.) Without breakdowns every wait goes to
 //! RUNQ_HIST at switch-in and the switch-out work is skipped.
+//!
+//! Sampling (the agent's overhead budget): with a sample shift `k` > 0 in RUNQ_SAMPLING, an
+//! enqueue stamps the task only when it draws 1 in 2^k (bpf_get_prandom_u32), so an unsampled
+//! wakeup touches no task storage and an unsampled wait is never attributed. The switch-in
+//! needs no decision of its own: it times whatever stamp it finds. For that to be exactly the
+//! sampled waits, a task going to sleep loses its stamp (a wakeup that came while it still ran
+//! stamped it; with every wakeup sampled the next one overwrote it, with sampling it might not).
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, task_struct},
-    btf_maps::{HashMap, PerCpuArray},
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    },
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
@@ -43,6 +53,9 @@ static RUNQ_BY_PROCESS: HashMap<
 > = HashMap::new();
 #[btf_map]
 static RUNQ_TASKS: TaskStorage<TaskState> = TaskStorage::new();
+/// observer_common::runqueue::SAMPLING_MAP: the sample shift, written by the agent.
+#[btf_map]
+static RUNQ_SAMPLING: Array<u32, 1> = Array::new();
 
 /// observer_common::runqueue::GLOBAL_ATTRIBUTE.
 #[unsafe(no_mangle)]
@@ -81,9 +94,29 @@ pub fn runq_sched_switch(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
+/// The sample shift: 0 (every wait timed) unless the agent's budget asked for sampling. An
+/// array lookup with a constant key, which the verifier inlines: no helper call.
+#[inline(always)]
+fn sample_shift() -> u32 {
+    // SAFETY: a live array value; a plain aligned u32 the agent rewrites whole.
+    RUNQ_SAMPLING
+        .get_ptr(0)
+        .map_or(0, |p| unsafe { core::ptr::read_volatile(p) })
+}
+
+/// Whether an enqueue starts a timed wait: always with `shift` 0, else 1 in 2^`shift`.
+#[inline(always)]
+fn sampled(shift: u32) -> bool {
+    // SAFETY: a BPF helper with no preconditions.
+    shift == 0 || unsafe { bpf_get_prandom_u32() } & ((1u32 << (shift & 31)) - 1) == 0
+}
+
 /// sched_wakeup(struct task_struct *p) and sched_wakeup_new(struct task_struct *p)
 #[inline(always)]
 fn try_enqueue(task: *mut task_struct) -> Result<(), ()> {
+    if !sampled(sample_shift()) {
+        return Ok(());
+    }
     // SAFETY: a BPF helper with no preconditions.
     RUNQ_TASKS.get_or_create(task).ok_or(())?.enqueued_ns = unsafe { bpf_ktime_get_ns() };
     Ok(())
@@ -95,8 +128,16 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let prev: *mut task_struct = ctx.arg(1);
     let next: *mut task_struct = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
-    // SAFETY: BPF helpers with no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Read once, and only when a stamp is set or a wait ends: most switches under sampling do
+    // neither.
+    let mut now = 0;
+    let mut clock = || {
+        if now == 0 {
+            // SAFETY: a BPF helper with no preconditions.
+            now = unsafe { bpf_ktime_get_ns() };
+        }
+        now
+    };
 
     // `prev` is still `current` here. The idle task (pid 0) never waits in a run queue.
     if bpf_get_current_pid_tgid() as u32 != 0
@@ -121,17 +162,22 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
                 record(&RUNQ_HIST, 0, wait);
             }
         }
-        // Preempted, or yielding while runnable: it goes straight back to the queue.
-        if preempt & 1 != 0 || prev_state as u32 as u64 == TASK_RUNNING {
-            state.enqueued_ns = now;
-        }
+        // Preempted, or yielding while runnable: it goes straight back to the queue (a new
+        // wait, sampled like a wakeup). Going to sleep: any stamp is stale (see the module doc).
+        state.enqueued_ns = if (preempt & 1 != 0 || prev_state as u32 as u64 == TASK_RUNNING)
+            && sampled(sample_shift())
+        {
+            clock()
+        } else {
+            0
+        };
     }
 
     let state = RUNQ_TASKS.get_existing(next).ok_or(())?;
     if state.enqueued_ns == 0 {
         return Ok(());
     }
-    let wait = now.saturating_sub(state.enqueued_ns);
+    let wait = clock().saturating_sub(state.enqueued_ns);
     state.enqueued_ns = 0;
     // Sidecar mode (observer_common::scope) judges the wait at the task's next switch-out
     // too, when it is `current` and the check is one helper call: so with a scope the

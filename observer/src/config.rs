@@ -101,6 +101,37 @@ pub struct AgentConfig {
     /// The Unix socket `observer top` reads from (default [`DEFAULT_SOCKET`]; `None` when set
     /// to `""`: no socket).
     pub socket: Option<PathBuf>,
+    /// The overhead budget: the most the kernel programs may cost, in percent of all CPUs'
+    /// time, beyond which the run-queue signal samples (`crate::agent::budget`). `None` (the
+    /// file's 0, the default): no budget, every wait timed.
+    pub max_overhead_percent: Option<Percent>,
+}
+
+/// A share of all CPUs' time in percent, above 0 and at most 100 (see [`check_overhead`]).
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Percent(f64);
+
+// Finite by construction, so equality is reflexive.
+impl Eq for Percent {}
+
+impl Percent {
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// `agent.max_overhead_percent`: 0 is no budget.
+fn check_overhead(v: f64) -> Result<Option<Percent>, String> {
+    if v == 0.0 {
+        Ok(None)
+    } else if v.is_finite() && v > 0.0 && v <= 100.0 {
+        Ok(Some(Percent(v)))
+    } else {
+        Err(format!(
+            "{v} is out of range; use a percentage of all CPUs' time above 0 and at most 100 \
+             (for example 0.5), or 0 for no budget"
+        ))
+    }
 }
 
 /// `[otlp]`: export over OTLP.
@@ -612,6 +643,8 @@ struct Layer {
     top: Option<usize>,
     /// `Some(None)`: set to `""`, no socket.
     socket: Option<Option<PathBuf>>,
+    /// `Some(None)`: the source says no budget.
+    max_overhead_percent: Option<Option<Percent>>,
     otlp_enabled: Option<bool>,
     /// The metrics endpoint.
     endpoint: Option<Endpoint>,
@@ -641,6 +674,7 @@ impl Layer {
             strict: self.strict.or(lower.strict),
             top: self.top.or(lower.top),
             socket: self.socket.or(lower.socket),
+            max_overhead_percent: self.max_overhead_percent.or(lower.max_overhead_percent),
             otlp_enabled: self.otlp_enabled.or(lower.otlp_enabled),
             endpoint: self.endpoint.or(lower.endpoint),
             logs_endpoint: self.logs_endpoint.or(lower.logs_endpoint),
@@ -678,6 +712,7 @@ impl Layer {
                 socket: self
                     .socket
                     .unwrap_or_else(|| Some(PathBuf::from(DEFAULT_SOCKET))),
+                max_overhead_percent: self.max_overhead_percent.flatten(),
             },
             otlp: OtlpConfig {
                 enabled: self
@@ -833,6 +868,7 @@ struct FileAgent {
     strict: Option<bool>,
     top: Option<Spanned<i64>>,
     socket: Option<Spanned<String>>,
+    max_overhead_percent: Option<Spanned<f64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -1003,6 +1039,12 @@ impl FileSource {
             layer.socket = Some(
                 check_socket(Path::new(v.get_ref()))
                     .map_err(|m| at(v.span(), "agent.socket", m))?,
+            );
+        }
+        if let Some(v) = &agent.max_overhead_percent {
+            layer.max_overhead_percent = Some(
+                check_overhead(*v.get_ref())
+                    .map_err(|m| at(v.span(), "agent.max_overhead_percent", m))?,
             );
         }
 
@@ -1341,6 +1383,7 @@ mod tests {
                 strict: false,
                 top: 10,
                 socket: Some(DEFAULT_SOCKET.into()),
+                max_overhead_percent: None,
             },
             otlp: OtlpConfig {
                 enabled: false,
@@ -1477,6 +1520,7 @@ mod tests {
             scope = "/system.slice/nginx.service/"
             strict = true
             top = 3
+            max_overhead_percent = 0.25
             [otlp]
             enabled = true
             endpoint = "https://collector.example:4318/otlp/"
@@ -1501,6 +1545,7 @@ mod tests {
                     strict: true,
                     top: 3,
                     socket: Some(DEFAULT_SOCKET.into()),
+                    max_overhead_percent: Some(Percent(0.25)),
                 },
                 otlp: OtlpConfig {
                     enabled: true,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,12 +19,18 @@ use crate::tasks::{self, Profile};
 /// Touched before the timed build so that it redoes both the eBPF object and the binary.
 const TOUCHED: &str = "observer-ebpf/src/main.rs";
 
-/// The peer tool compared with, from Debian's libbpf-tools.
+/// The peer tools compared with, from Debian's libbpf-tools.
 const RUNQLAT: &str = "/usr/sbin/runqlat";
+const BIOLATENCY: &str = "/usr/sbin/biolatency";
 /// What the benchmarks run, and the Debian package of each. Installed here rather than through
-/// packages.rs, which brings every test package (a Prometheus server among them); libbpf-tools is
-/// only the benchmarks'.
-const TOOLS: [(&str, &str); 2] = [("/usr/bin/perf", "linux-perf"), (RUNQLAT, "libbpf-tools")];
+/// packages.rs, which brings every test package (a Prometheus server among them); libbpf-tools and
+/// fio are only the benchmarks'.
+const TOOLS: [(&str, &str); 4] = [
+    ("/usr/bin/perf", "linux-perf"),
+    (RUNQLAT, "libbpf-tools"),
+    (BIOLATENCY, "libbpf-tools"),
+    ("/usr/bin/fio", "fio"),
+];
 
 /// kernel.bpf_stats_enabled: left on, it would tax every variant; runqlat has no --stats of its
 /// own, so it is turned on around runqlat's measured runs.
@@ -36,6 +42,26 @@ const SCHED_PIPE: [&str; 7] = ["taskset", "-c", "0", "perf", "bench", "sched", "
 /// getppid() in a loop: nearly nothing but sys_enter and sys_exit, which the futex programs hook
 /// for every system call.
 const SYSCALL_BASIC: [&str; 4] = ["perf", "bench", "syscall", "basic"];
+/// Direct (O_DIRECT) 4 KiB random reads, one at a time, from a loop device: every read is one
+/// request through block_rq_insert/issue/complete, and the loop device's backing file is in
+/// memory, so the block layer rather than a disk sets the pace. `--filename` and `--number_ios`
+/// are added per run.
+const FIO_RANDREAD: [&str; 10] = [
+    "fio",
+    "--name=observer-bench",
+    "--direct=1",
+    "--rw=randread",
+    "--bs=4k",
+    "--ioengine=psync",
+    "--iodepth=1",
+    "--norandommap",
+    "--randrepeat=0",
+    "--output-format=json",
+];
+/// Size of the loop device's backing file (sparse, so reads are served from memory).
+const LOOP_BYTES: u64 = 256 << 20;
+/// How long the agent's own cost is measured, scraped every second.
+const AGENT_WINDOW: Duration = Duration::from_secs(10);
 
 /// A tool's programs count as attached once its number of BPF links has stayed the same for
 /// this long (observer and runqlat attach all of theirs within milliseconds of each other).
@@ -76,7 +102,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
         report,
         "- each run starts the tracer, waits until its BPF links are attached, then runs the \
          workload: `{shown} record ARGS --duration WINDOW --format json` (WINDOW outlasts the \
-         workload), or `{RUNQLAT}`, stopped with SIGINT after the workload"
+         workload), or `{RUNQLAT}` / `{BIOLATENCY}`, stopped with SIGINT after the workload"
     );
     let _ = writeln!(report, "- load average before: {}", load_average()?);
     if fs::read_to_string(BPF_STATS_SYSCTL)?.trim() != "0" {
@@ -97,28 +123,57 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
         }
     );
 
+    let disk = LoopDevice::create()?;
+    let fio: Vec<String> = FIO_RANDREAD
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([format!("--filename={}", disk.device)])
+        .collect();
     let scenarios = [
         Scenario {
             title: "scheduler hot path (sched_switch, sched_wakeup)",
-            workload: Workload::calibrated(&SCHED_PIPE, 20_000, seconds)?,
+            workload: Workload::calibrated(Kind::PerfBench, &SCHED_PIPE, 20_000, seconds)?,
             variants: vec![
                 Alongside::Observer(&["--signals", "runqueue"]),
                 Alongside::Observer(&["--signals", "runqueue", "--by", "disk"]),
                 Alongside::Observer(&["--signals", "runqueue", "--stats"]),
                 Alongside::Observer(&["--signals", "runqueue", "--by", "disk", "--stats"]),
-                Alongside::Runqlat { stats: false },
-                Alongside::Runqlat { stats: true },
+                Alongside::Peer {
+                    tool: RUNQLAT,
+                    stats: false,
+                },
+                Alongside::Peer {
+                    tool: RUNQLAT,
+                    stats: true,
+                },
             ],
             tracepoints: ["sched_switch", "sched_wakeup"],
         },
         Scenario {
             title: "system call hot path (sys_enter, sys_exit)",
-            workload: Workload::calibrated(&SYSCALL_BASIC, 1_000_000, seconds)?,
+            workload: Workload::calibrated(Kind::PerfBench, &SYSCALL_BASIC, 1_000_000, seconds)?,
             variants: vec![
                 Alongside::Observer(&["--signals", "futex"]),
                 Alongside::Observer(&["--signals", "futex", "--stats"]),
             ],
             tracepoints: ["sys_enter", "sys_exit"],
+        },
+        Scenario {
+            title: "block I/O (block_rq_issue, block_rq_complete)",
+            workload: Workload::calibrated(Kind::Fio, &fio, 2_000, seconds)?,
+            variants: vec![
+                Alongside::Observer(&["--signals", "blockio"]),
+                Alongside::Observer(&["--signals", "blockio", "--stats"]),
+                Alongside::Peer {
+                    tool: BIOLATENCY,
+                    stats: false,
+                },
+                Alongside::Peer {
+                    tool: BIOLATENCY,
+                    stats: true,
+                },
+            ],
+            tracepoints: ["block_rq_issue", "block_rq_complete"],
         },
     ];
     for scenario in &scenarios {
@@ -127,6 +182,10 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
         let busy = CpuUse::read()?.since(&before);
         scenario.table(&baseline, &results, runs, &busy, &mut report);
     }
+
+    drop(disk);
+    agent_cost(&binary, &mut report)?;
+    budget_demo(&binary, &mut report)?;
 
     let _ = writeln!(report, "\n- load average after: {}", load_average()?);
     let others = other_bpf_links();
@@ -303,9 +362,19 @@ fn bpf_links(pid: u32) -> usize {
         .count()
 }
 
-/// A `perf bench` command whose loop count makes it last about `--seconds` when nothing watches.
+/// What runs a workload, which decides how its count is passed and its time per operation read.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `perf bench ... -l N`, which prints `usecs/op`.
+    PerfBench,
+    /// `fio ... --number_ios=N --output-format=json`: one read per operation.
+    Fio,
+}
+
+/// A benchmark command whose count makes it last about `--seconds` when nothing watches.
 struct Workload {
-    command: &'static [&'static str],
+    kind: Kind,
+    command: Vec<String>,
     loops: u64,
 }
 
@@ -317,18 +386,25 @@ struct Sample {
 
 impl Workload {
     /// Times `probe_loops` loops once and scales the loop count to `seconds`.
-    fn calibrated(
-        command: &'static [&'static str],
+    fn calibrated<S: AsRef<str>>(
+        kind: Kind,
+        command: &[S],
         probe_loops: u64,
         seconds: f64,
     ) -> Result<Self> {
+        let command: Vec<String> = command.iter().map(|a| a.as_ref().to_owned()).collect();
         let probe = Self {
-            command,
+            kind,
+            command: command.clone(),
             loops: probe_loops,
         }
         .run()?;
         let loops = ((seconds * 1e6 / probe.us_per_op).round() as u64).max(probe_loops);
-        let workload = Self { command, loops };
+        let workload = Self {
+            kind,
+            command,
+            loops,
+        };
         println!(
             "calibrated `{}`: {:.3} us/op, so {loops} loops for about {seconds} s",
             workload.shown(),
@@ -337,19 +413,31 @@ impl Workload {
         Ok(workload)
     }
 
+    fn count_args(&self) -> Vec<String> {
+        match self.kind {
+            Kind::PerfBench => vec!["-l".to_owned(), self.loops.to_string()],
+            Kind::Fio => vec![format!("--number_ios={}", self.loops)],
+        }
+    }
+
     fn shown(&self) -> String {
-        format!("{} -l {}", self.command.join(" "), self.loops)
+        format!("{} {}", self.command.join(" "), self.count_args().join(" "))
     }
 
     fn run(&self) -> Result<Sample> {
-        let loops = self.loops.to_string();
-        let mut args = self.command[1..].to_vec();
-        args.extend(["-l", &loops]);
+        let mut args: Vec<&str> = self.command[1..].iter().map(String::as_str).collect();
+        let count = self.count_args();
+        args.extend(count.iter().map(String::as_str));
         let start = Instant::now();
-        let output = Cmd::new(self.command[0], &args).query()?;
+        let output = Cmd::new(&self.command[0], &args).query()?;
         let took = start.elapsed();
-        let us_per_op = parse_us_per_op(&output)
-            .with_context(|| format!("no `usecs/op` line in the output of `{}`", self.shown()))?;
+        let us_per_op = match self.kind {
+            Kind::PerfBench => parse_us_per_op(&output).with_context(|| {
+                format!("no `usecs/op` line in the output of `{}`", self.shown())
+            })?,
+            Kind::Fio => parse_fio_us_per_read(&output)
+                .with_context(|| format!("no read IOPS in the output of `{}`", self.shown()))?,
+        };
         Ok(Sample { us_per_op, took })
     }
 }
@@ -362,21 +450,30 @@ fn parse_us_per_op(output: &str) -> Option<f64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
+/// fio's JSON: microseconds per read, from the job's read IOPS (one read in flight at a time).
+fn parse_fio_us_per_read(output: &str) -> Option<f64> {
+    // fio may print notes before the JSON document.
+    let json: serde_json::Value = serde_json::from_str(&output[output.find('{')?..]).ok()?;
+    let iops = json["jobs"][0]["read"]["iops"].as_f64()?;
+    (iops > 0.0).then(|| 1e6 / iops)
+}
+
 /// What runs next to the workload, in the runs compared with the baseline.
 enum Alongside {
     /// `observer record` with these arguments (plus `--duration` and `--format json`).
     Observer(&'static [&'static str]),
-    /// libbpf-tools' runqlat; with `stats`, kernel.bpf_stats_enabled is on while it runs.
-    Runqlat { stats: bool },
+    /// A libbpf-tools peer (runqlat, biolatency) with its default options; with `stats`,
+    /// kernel.bpf_stats_enabled is on while it runs.
+    Peer { tool: &'static str, stats: bool },
 }
 
 impl Alongside {
     fn label(&self) -> String {
         match self {
             Self::Observer(args) => format!("`observer record {}`", args.join(" ")),
-            Self::Runqlat { stats: false } => format!("`{RUNQLAT}` (libbpf-tools)"),
-            Self::Runqlat { stats: true } => {
-                format!("`{RUNQLAT}` with `sysctl kernel.bpf_stats_enabled=1`")
+            Self::Peer { tool, stats: false } => format!("`{tool}` (libbpf-tools)"),
+            Self::Peer { tool, stats: true } => {
+                format!("`{tool}` with `sysctl kernel.bpf_stats_enabled=1`")
             }
         }
     }
@@ -437,7 +534,7 @@ impl Scenario {
                             window *= 2;
                         }
                     }
-                    Alongside::Runqlat { stats } => with_runqlat(&self.workload, *stats)?,
+                    Alongside::Peer { tool, stats } => with_peer(tool, &self.workload, *stats)?,
                 };
                 let vs_baseline = (sample.us_per_op / before - 1.0) * 100.0;
                 let mut shown = format!(
@@ -593,23 +690,23 @@ fn program_costs(json: &str) -> Result<BTreeMap<String, f64>> {
         .context("an entry of observer's \"programs\" lacks \"tracepoint\" or \"ns_per_run\"")
 }
 
-/// Runs the workload while libbpf-tools' runqlat traces, then stops runqlat as Ctrl-C would.
-/// runqlat has no --stats: with `stats`, bpf_stats is turned on around it and its programs'
-/// counters are read from /proc, before and after the workload.
-fn with_runqlat(workload: &Workload, stats: bool) -> Result<(Sample, Costs)> {
+/// Runs the workload while a libbpf-tools peer traces, then stops it as Ctrl-C would. The peers
+/// have no --stats: with `stats`, bpf_stats is turned on around it and its programs' counters
+/// are read from /proc, before and after the workload.
+fn with_peer(tool: &'static str, workload: &Workload, stats: bool) -> Result<(Sample, Costs)> {
     let stats = stats.then(BpfStats::enable).transpose()?;
-    let mut command = Command::new(RUNQLAT);
+    let mut command = Command::new(tool);
     command.stdout(Stdio::null());
-    let mut runqlat = Background::spawn(command, "runqlat")?;
-    runqlat.wait_attached()?;
-    let pid = runqlat.child.id();
+    let mut peer = Background::spawn(command, tool)?;
+    peer.wait_attached()?;
+    let pid = peer.child.id();
     let before = stats.as_ref().map(|_| tracepoint_runs(pid)).transpose()?;
     let sample = workload.run()?;
     let after = stats.as_ref().map(|_| tracepoint_runs(pid)).transpose()?;
     Cmd::new("kill", &["-INT", &pid.to_string()]).query()?;
-    let status = runqlat.child.wait()?;
+    let status = peer.child.wait()?;
     if !status.success() {
-        bail!("{RUNQLAT} failed ({status}); its error is above");
+        bail!("{tool} failed ({status}); its error is above");
     }
     let costs = before.zip(after).map(|(before, after)| {
         after
@@ -623,6 +720,254 @@ fn with_runqlat(workload: &Workload, stats: bool) -> Result<(Sample, Costs)> {
     });
     Ok((sample, costs))
 }
+
+/// A loop device over a sparse file in the temporary directory, detached and removed when
+/// dropped (also when the bench fails).
+struct LoopDevice {
+    device: String,
+    file: PathBuf,
+}
+
+impl LoopDevice {
+    fn create() -> Result<Self> {
+        let file = std::env::temp_dir().join(format!("observer-bench-{}.img", std::process::id()));
+        fs::File::create(&file)
+            .and_then(|f| f.set_len(LOOP_BYTES))
+            .with_context(|| format!("creating {}", file.display()))?;
+        let shown = file.to_string_lossy().into_owned();
+        let device = match Cmd::new("losetup", &["--find", "--show", &shown]).query() {
+            Ok(device) => device.trim().to_owned(),
+            Err(e) => {
+                let _ = fs::remove_file(&file);
+                return Err(e.context("attaching a loop device for the block I/O benchmark"));
+            }
+        };
+        println!(
+            "block I/O benchmark on {device} ({} MiB sparse file)",
+            LOOP_BYTES >> 20
+        );
+        Ok(Self { device, file })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Cmd::new("losetup", &["-d", &self.device]).query();
+        let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// `observer run` in the background with only a Prometheus endpoint on a free loopback port
+/// (no OTLP: no `OTEL_*` variable reaches it), killed when dropped.
+struct Agent {
+    process: Background,
+    addr: std::net::SocketAddr,
+}
+
+impl Agent {
+    fn start(binary: &Path, config: &str) -> Result<Self> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free loopback port")?;
+        let path = std::env::temp_dir().join(format!("observer-bench-{}.toml", std::process::id()));
+        fs::write(
+            &path,
+            format!("{config}\n[otlp]\nenabled = false\n[prometheus]\nlisten = \"{addr}\"\n"),
+        )?;
+        let mut command = Command::new(binary);
+        command
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OTEL_") {
+                command.env_remove(key);
+            }
+        }
+        let process = Background::spawn(command, "observer run")?;
+        let agent = Self { process, addr };
+        let start = Instant::now();
+        while agent.scrape().is_err() {
+            if start.elapsed() > ATTACH_TIMEOUT * 3 {
+                bail!("observer run did not serve /metrics on {addr} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = fs::remove_file(&path);
+        Ok(agent)
+    }
+
+    /// GET /metrics (Prometheus text format).
+    fn scrape(&self) -> Result<String> {
+        use std::io::Write as _;
+        let mut stream = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.addr
+        )?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        match reply.split_once("\r\n\r\n") {
+            Some((head, body)) if head.contains(" 200 ") => Ok(body.to_owned()),
+            _ => bail!("unexpected reply from observer's /metrics"),
+        }
+    }
+
+    /// The value of the one sample of `name` whose labels contain `labels`.
+    fn value(&self, name: &str, labels: &str) -> Result<Option<f64>> {
+        Ok(sample_value(&self.scrape()?, name, labels))
+    }
+
+    /// /proc/<pid>/stat utime + stime, in clock ticks (USER_HZ, 100 per second on Linux).
+    fn cpu_ticks(&self) -> Result<u64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.process.child.id()))?;
+        stat.rsplit_once(") ")
+            .context("no `(comm) ` in the agent's stat")?
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(str::parse::<u64>)
+            .sum::<Result<_, _>>()
+            .context("parsing the agent's stat")
+    }
+
+    /// A `VmRSS`-style line of /proc/<pid>/status, in kB.
+    fn status_kb(&self, key: &str) -> Result<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.process.child.id()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {key} in the agent's status"))
+    }
+}
+
+/// The value of the one sample of `name` in a Prometheus text exposition whose labels contain
+/// `labels` (`""`: any).
+fn sample_value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let mut found = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && rest.contains(labels)).then(|| value.parse().ok())?
+        });
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+/// The agent's own CPU and memory while it collects every second (all signals) and is scraped
+/// every second, on whatever else the machine is doing.
+fn agent_cost(binary: &Path, report: &mut String) -> Result<()> {
+    println!("==> the agent's own cost: observer run --interval 1s, scraped every second");
+    let agent = Agent::start(binary, "[agent]\ninterval = \"1s\"")?;
+    // Warm up: a few collections and scrapes.
+    for _ in 0..3 {
+        agent.scrape()?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (ticks0, start) = (agent.cpu_ticks()?, Instant::now());
+    let mut rss = Vec::new();
+    let mut scrapes = 0;
+    while start.elapsed() < AGENT_WINDOW {
+        let body = agent.scrape()?;
+        scrapes += 1;
+        rss.push(agent.status_kb("VmRSS")?);
+        if scrapes == 1 {
+            println!("  scrape of {} bytes", body.len());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = (agent.cpu_ticks()? - ticks0) as f64 / 100.0;
+    let hwm = agent.status_kb("VmHWM")?;
+    let _ = writeln!(
+        report,
+        "\nthe agent itself (`observer run`, all signals, collecting every 1 s, Prometheus \
+         scraped every 1 s by the bench, no OTLP): {:.2}% of one CPU ({cpu:.2} s of CPU in \
+         {wall:.1} s, {scrapes} scrapes; /proc/PID/stat at 10 ms resolution); VmRSS {}..{} kB, \
+         VmHWM {hwm} kB",
+        100.0 * cpu / wall,
+        rss.iter().min().copied().unwrap_or_default(),
+        rss.iter().max().copied().unwrap_or_default(),
+    );
+    Ok(())
+}
+
+/// The overhead budget at work under the scheduler workload: the agent (run-queue signal only)
+/// measures its programs' cost at start, with every wait timed; with a budget of half that cost
+/// it samples, and its next measurement, one period later, gives the cost at the rate chosen.
+fn budget_demo(binary: &Path, report: &mut String) -> Result<()> {
+    println!("==> the overhead budget under `{}`", SCHED_PIPE.join(" "));
+    // Long enough for two measurements, a measurement period apart; killed when done.
+    let mut load = Command::new(SCHED_PIPE[0]);
+    load.args(&SCHED_PIPE[1..])
+        .args(["-l", "4000000000"])
+        .stdout(Stdio::null());
+    let _load = Background::spawn(load, "perf bench sched pipe")?;
+    let cost = |agent: &Agent| agent.value("observer_overhead_cpu_utilization", "runqueue");
+    let sampling = |agent: &Agent| agent.value("observer_runqueue_sampling", "");
+    let wait_for = |agent: &Agent, what: &str, done: &dyn Fn(&Agent) -> Result<bool>| {
+        let start = Instant::now();
+        loop {
+            if done(agent)? {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(75) {
+                bail!("observer run: {what} not seen within 75 s");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let config = |budget: f64| {
+        format!(
+            "[agent]\ninterval = \"1s\"\nsignals = [\"runqueue\"]\nmax_overhead_percent = {budget}"
+        )
+    };
+
+    let agent = Agent::start(binary, &config(0.0))?;
+    wait_for(&agent, "a first cost", &|a| Ok(cost(a)?.is_some()))?;
+    let full = cost(&agent)?.unwrap_or_default() * 100.0;
+    drop(agent);
+    if full <= 0.0 {
+        bail!("observer run measured no cost for the run-queue programs under the load");
+    }
+    let budget = full / 2.0;
+    println!("  no budget: {full:.3}% of all CPUs' time; now with a budget of {budget:.3}%");
+    let agent = Agent::start(binary, &config(budget))?;
+    wait_for(&agent, "a first cost", &|a| Ok(cost(a)?.is_some()))?;
+    let first = cost(&agent)?.unwrap_or_default() * 100.0;
+    let chosen = sampling(&agent)?.unwrap_or(1.0);
+    // The next measurement, one period later, is at the sampling chosen.
+    wait_for(&agent, "a second measurement", &|a| {
+        Ok(cost(a)?.is_some_and(|c| (c * 100.0 - first).abs() > f64::EPSILON))
+    })?;
+    let second = cost(&agent)?.unwrap_or_default() * 100.0;
+    let after = sampling(&agent)?.unwrap_or(1.0);
+    let _ = writeln!(
+        report,
+        "\noverhead budget under `{} -l ...` (running throughout; `observer run` with the \
+         run-queue signal only, interval 1 s): every wait timed, the programs cost {full:.3}% of \
+         all CPUs' time; with `max_overhead_percent = {budget:.3}` (half that) the first \
+         measurement ({first:.3}%) made it time 1 in {chosen:.0} waits, and the next, {} s later, \
+         measured {second:.3}% ({}), after which it times 1 in {after:.0}",
+        SCHED_PIPE.join(" "),
+        BUDGET_PERIOD_S,
+        if second <= budget {
+            "within the budget"
+        } else {
+            "still over the budget"
+        }
+    );
+    Ok(())
+}
+
+/// The agent's measurement period at a 1 s interval (observer's agent::budget::PERIOD_MIN).
+const BUDGET_PERIOD_S: u64 = 30;
 
 /// kernel.bpf_stats_enabled turned on, and back to what it was when dropped.
 struct BpfStats {
@@ -754,7 +1099,30 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{median, parse_us_per_op, program_costs, spread};
+    use super::{
+        median, parse_fio_us_per_read, parse_us_per_op, program_costs, sample_value, spread,
+    };
+
+    #[test]
+    fn reads_fio_json_as_us_per_read() {
+        let output = "note: both iodepth >= 1 and synchronous I/O engine are selected\n\
+                      {\"fio version\": \"fio-3.33\", \"jobs\": [{\"jobname\": \"x\", \
+                      \"read\": {\"io_bytes\": 4096, \"iops\": 50000.0}}]}";
+        assert_eq!(parse_fio_us_per_read(output), Some(20.0));
+        assert_eq!(parse_fio_us_per_read("{\"jobs\": []}"), None);
+        assert_eq!(parse_fio_us_per_read("fio: no such file"), None);
+    }
+
+    #[test]
+    fn reads_one_prometheus_sample() {
+        let text = "# TYPE a gauge\na 1.5\nb{signal=\"runqueue\"} 0.25\n\
+                    b{signal=\"futex\"} 0.5\n";
+        assert_eq!(sample_value(text, "a", ""), Some(1.5));
+        assert_eq!(sample_value(text, "b", "runqueue"), Some(0.25));
+        // Two samples match: ambiguous, so none.
+        assert_eq!(sample_value(text, "b", ""), None);
+        assert_eq!(sample_value(text, "c", ""), None);
+    }
 
     #[test]
     fn reads_perf_bench_us_per_op() {

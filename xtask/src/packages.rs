@@ -7,8 +7,8 @@ use crate::cmd::{Cmd, is_root};
 /// All in Debian 12's main archive: `nft` (nftables), `ip netns` (iproute2), `losetup` and
 /// `setpriv` (util-linux), `setcap` (libcap2-bin), a real Prometheus server (prometheus) for the
 /// scrape tests, `perf bench` (linux-perf) for load by hand and the benchmarks, and a real
-/// terminal (tmux) for `observer top`.
-pub const PACKAGES: [&str; 7] = [
+/// terminal (tmux) for `observer top`, and `systemd-analyze` (systemd) to verify the unit file.
+pub const PACKAGES: [&str; 8] = [
     "linux-perf",
     "nftables",
     "iproute2",
@@ -16,6 +16,7 @@ pub const PACKAGES: [&str; 7] = [
     "libcap2-bin",
     "prometheus",
     "tmux",
+    "systemd",
 ];
 
 /// Another apt run (unattended upgrades, a colleague) may hold dpkg's lock: wait instead of
@@ -113,7 +114,7 @@ mod tests {
         let listed = "libcap2-bin deinstall ok config-files\n\
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
                       util-linux install ok installed\nprometheus install ok installed\n\
-                      tmux install ok installed\n";
+                      tmux install ok installed\nsystemd install ok installed\n";
         assert_eq!(missing_from(listed), ["nftables", "libcap2-bin"]);
     }
 }

@@ -100,6 +100,8 @@ pub mod names {
     pub const COLLECTION_DURATION: &str = "observer.collection.duration";
     pub const MAP_FULLNESS: &str = "observer.map.fullness";
     pub const EXPORT_BATCHES: &str = "observer.export.batches";
+    pub const RUNQUEUE_SAMPLING: &str = "observer.runqueue.sampling";
+    pub const OVERHEAD_CPU: &str = "observer.overhead.cpu_utilization";
 }
 
 /// The description of [`names::EXPORT_BATCHES`], which every sink reports: one text, so the

@@ -2,6 +2,7 @@
 //! hands one immutable [`metrics::Snapshot`] to each sink; collection never waits on a sink. The
 //! socket of `observer top` ([`socket`]) gets each interval's deltas instead.
 
+pub mod budget;
 pub mod collect;
 pub mod metrics;
 pub mod otlp;

@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
     Sink,
+    budget::Budget,
     collect::Collector,
     metrics::{Snapshot, Value},
     otlp, prometheus, resource, socket,
@@ -144,6 +145,13 @@ async fn serve(
     // What the start-up restored, now that it can be exported.
     report(recovered, exporter.as_deref());
     let mut collector = Collector::new(&loaded, config.agent.top)?;
+    // Its first measurement window opens now and closes before the first collection.
+    let mut budget = Budget::new(
+        &loaded,
+        config.agent.interval,
+        config.agent.max_overhead_percent.map(config::Percent::get),
+    );
+    budget.poll(&mut loaded);
     let mut tick = tokio::time::interval(config.agent.interval);
     // A late collection is not made up for with a burst: the next one simply covers more time.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,8 +162,10 @@ async fn serve(
     tracing::info!(interval = ?config.agent.interval, "collecting");
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(budget.deadline().into()) => budget.poll(&mut loaded),
             _ = tick.tick() => {
-                if let Some(snapshot) = collect(&mut collector, &mut loaded, &sinks, socket.as_ref())
+                budget.poll(&mut loaded);
+                if let Some(snapshot) = collect(&mut collector, &mut loaded, &budget, &sinks, socket.as_ref())
                     && let Some(engine) = &mut engine
                 {
                     report(engine.evaluate(&snapshot, Instant::now()), exporter.as_deref());
@@ -169,7 +179,13 @@ async fn serve(
         }
     }
     tracing::info!("shutting down: final collection and flush");
-    collect(&mut collector, &mut loaded, &sinks, socket.as_ref());
+    collect(
+        &mut collector,
+        &mut loaded,
+        &budget,
+        &sinks,
+        socket.as_ref(),
+    );
     if let Some(engine) = &mut engine {
         // Every change is put back before the final flush, so the records of that go out too.
         report(engine.shutdown(EXEC_DEADLINE), exporter.as_deref());
@@ -195,7 +211,7 @@ fn drop_capabilities(config: &Config, engine: Option<&Engine>) {
         })
         .unwrap_or_default();
     let needs = caps::Needs {
-        bpf_stats: false,
+        bpf_stats: config.agent.max_overhead_percent.is_some(),
         nice: kinds.iter().any(|k| matches!(*k, "nice" | "affinity")),
         exec: kinds.contains(&"exec"),
         low_port: config.prometheus.enabled && (1..1024).contains(&config.prometheus.listen.port()),
@@ -223,10 +239,15 @@ fn drop_capabilities(config: &Config, engine: Option<&Engine>) {
 fn collect(
     collector: &mut Collector,
     loaded: &mut Loaded,
+    budget: &Budget,
     sinks: &[Arc<dyn Sink>],
     socket: Option<&socket::Server>,
 ) -> Option<Arc<Snapshot>> {
-    let extra = sinks.iter().flat_map(|s| s.metrics()).collect();
+    let extra = budget
+        .metrics()
+        .into_iter()
+        .chain(sinks.iter().flat_map(|s| s.metrics()))
+        .collect();
     match collector.collect(loaded, extra) {
         Ok(snapshot) => {
             let snapshot = Arc::new(snapshot);

@@ -1,0 +1,268 @@
+//! The overhead budget (`agent.max_overhead_percent`), end to end: the agent runs with the
+//! run-queue signal under `taskset -c 0 perf bench sched pipe` (the scheduler-heavy workload of
+//! `./x bench`), exporting every second on a Prometheus endpoint that the test scrapes.
+//!
+//! With a budget far below what the programs cost (0.001% of the CPUs' time), the agent must
+//! measure that cost, export it, and sample: `observer_runqueue_sampling` goes above 1 (a power of
+//! two) while sampled waits keep arriving in the histogram. Without a budget the cost is still
+//! measured and exported, and every wait stays timed (sampling 1).
+//!
+//! Like every end-to-end test these need root and BPF, and fail without them; `perf` (Debian
+//! package linux-perf) missing fails them too, unless skipping is allowed.
+
+use std::{
+    fs,
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use observer_tests::{ChildGuard, prom::http_get, require_root, rotel::TempDir, skip_or_fail};
+
+/// The budget that no real workload can meet: the agent must sample.
+const TINY_BUDGET: &str = "0.001";
+
+/// `taskset -c 0 perf bench sched pipe`, long enough to outlast the test; killed (by its pid)
+/// when dropped.
+fn sched_pipe() -> Result<ChildGuard, String> {
+    let child = Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "perf",
+            "bench",
+            "sched",
+            "pipe",
+            "-l",
+            "1000000000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start taskset -c 0 perf bench sched pipe: {e}"))?;
+    let mut guard = ChildGuard::new(child);
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(status) = guard.0.as_mut().unwrap().try_wait().unwrap() {
+        return Err(format!(
+            "perf bench sched pipe exited at once ({status}); install linux-perf \
+             (apt-get install linux-perf)"
+        ));
+    }
+    Ok(guard)
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+}
+
+/// `observer run` with only the run-queue signal, exporting every second to a Prometheus
+/// endpoint only, with `max_overhead_percent` as given. Its stderr goes to a file in `dir`.
+struct Agent {
+    child: ChildGuard,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &TempDir, budget: &str) -> Self {
+        let addr = free_addr();
+        let config = dir.0.join("observer.toml");
+        fs::write(
+            &config,
+            format!(
+                "[agent]\ninterval = \"1s\"\nsignals = [\"runqueue\"]\n\
+                 max_overhead_percent = {budget}\n\
+                 [otlp]\nenabled = false\n\
+                 [prometheus]\nlisten = \"{addr}\"\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.0.join("observer.log");
+        let mut cmd = observer_tests::observer::command();
+        cmd.args([
+            "-v",
+            "run",
+            "--socket",
+            "",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
+        let child = ChildGuard::new(cmd.spawn().expect("start observer run"));
+        eprintln!("started observer run (pid {}) with {config:?}", child.id());
+        Self { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One scrape, parsed; `None` while the endpoint is not up yet. Fails the test if the agent
+    /// exited.
+    fn scrape(&mut self) -> Option<Scrape> {
+        if let Some(status) = self.child.0.as_mut().unwrap().try_wait().unwrap() {
+            panic!("observer run exited ({status}):\n{}", self.log());
+        }
+        let (status, _, body) = http_get(self.addr, "/metrics", None).ok()?;
+        (status == 200).then(|| Scrape(String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Scrapes until `done` holds, for at most `timeout`.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Scrape) -> bool,
+    ) -> Scrape {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < timeout {
+            if let Some(s) = self.scrape() {
+                if done(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "{what}: not seen within {timeout:?}; last scrape:\n{}\nlog:\n{}",
+            last.map_or_else(|| "(none)".into(), |s| s.0),
+            self.log()
+        );
+    }
+}
+
+/// A Prometheus text exposition.
+struct Scrape(String);
+
+impl Scrape {
+    /// Values of the samples of `name` whose labels contain `labels` (e.g. `signal="runqueue"`).
+    fn values(&self, name: &str, labels: &str) -> Vec<f64> {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                (metric == name && rest.contains(labels)).then(|| value.parse().ok())?
+            })
+            .collect()
+    }
+
+    fn one(&self, name: &str, labels: &str) -> Option<f64> {
+        match self.values(name, labels)[..] {
+            [v] => Some(v),
+            _ => None,
+        }
+    }
+
+    fn sampling(&self) -> Option<f64> {
+        self.one("observer_runqueue_sampling", "")
+    }
+
+    /// The measured cost of the run-queue programs, as a fraction of all CPUs' time.
+    fn cost(&self) -> Option<f64> {
+        self.one("observer_overhead_cpu_utilization", "signal=\"runqueue\"")
+    }
+
+    /// Waits timed so far, over every series of the run-queue histogram.
+    fn waits(&self) -> f64 {
+        self.values("observer_runqueue_latency_seconds_count", "")
+            .iter()
+            .sum()
+    }
+}
+
+#[test]
+fn a_tiny_budget_makes_the_runqueue_signal_sample_and_says_so() {
+    require_root!();
+    let _load = match sched_pipe() {
+        Ok(l) => l,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    let dir = TempDir::new("budget-tiny");
+    let mut agent = Agent::start(&dir, TINY_BUDGET);
+    // The first measurement window closes before the first collection.
+    let first = agent.wait_for("the first snapshot", Duration::from_secs(30), |s| {
+        s.cost().is_some()
+    });
+    eprintln!(
+        "first snapshot: cost {:?}, sampling {:?}",
+        first.cost(),
+        first.sampling()
+    );
+    let cost = first.cost().unwrap();
+    // A fraction of all CPUs' time: above the budget (the load keeps CPU 0 busy switching) and
+    // below everything.
+    assert!(
+        cost > 0.001 / 100.0 && cost < 1.0,
+        "measured cost {cost} is not a plausible fraction above the budget"
+    );
+    let sampling = first
+        .sampling()
+        .expect("observer_runqueue_sampling is exported");
+    assert!(
+        sampling > 1.0,
+        "cost {cost} is over the budget of {TINY_BUDGET}% but sampling is {sampling}"
+    );
+    assert!(
+        sampling <= 1024.0 && (sampling as u64).is_power_of_two() && sampling.fract() == 0.0,
+        "sampling {sampling} is not 2^k with k <= 10"
+    );
+    // Sampled waits keep arriving: the signal still measures, only less often.
+    let before = first.waits();
+    let later = agent.wait_for(
+        "sampled waits after the first snapshot",
+        Duration::from_secs(20),
+        |s| s.waits() > before,
+    );
+    eprintln!(
+        "waits timed: {before} then {}; sampling {:?}",
+        later.waits(),
+        later.sampling()
+    );
+    assert!(later.sampling().unwrap() > 1.0, "sampling went back to 1");
+    let log = agent.log();
+    assert!(
+        log.contains("overhead budget") && log.contains("run-queue waits"),
+        "the agent does not log what it did:\n{log}"
+    );
+}
+
+#[test]
+fn without_a_budget_every_wait_is_timed_and_nothing_is_measured() {
+    require_root!();
+    let _load = match sched_pipe() {
+        Ok(l) => l,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    let dir = TempDir::new("budget-none");
+    let mut agent = Agent::start(&dir, "0");
+    agent.wait_for("the first snapshot", Duration::from_secs(30), |s| {
+        s.sampling().is_some()
+    });
+    // Several snapshots later (each scrape sees a new one): still every wait timed, and no
+    // statistics window was ever opened (it would cost every BPF program on the host).
+    let mut seen = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let s = agent.scrape().expect("the endpoint stays up");
+        assert_eq!(s.sampling(), Some(1.0), "sampling without a budget");
+        assert_eq!(s.cost(), None, "measured without a budget");
+        seen += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("sampling 1 in {seen} scrapes, no cost measured");
+    assert!(
+        !agent.log().contains("now timing 1 in") && !agent.log().contains("overhead budget:"),
+        "the agent sampled or measured without a budget:\n{}",
+        agent.log()
+    );
+}
