@@ -1476,7 +1476,7 @@ mod tests {
             }
             comment.clear();
         }
-        assert_eq!(keys, 23, "keys set in observer.toml");
+        assert_eq!(keys, 24, "keys set in observer.toml");
     }
 
     #[test]
