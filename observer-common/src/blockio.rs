@@ -103,4 +103,9 @@ pub struct Inflight {
     pub disk: DiskKey,
 }
 
+/// `Inflight::inserted_ns` of a request inserted by a task outside the scope (sidecar mode,
+/// [`crate::scope`]): its issue, which may run in another task's context, then drops it
+/// instead of judging it again by whoever happens to be current.
+pub const OUT_OF_SCOPE: u64 = u64::MAX;
+
 const _: () = assert!(core::mem::size_of::<DiskKey>() == 8);

@@ -11,6 +11,7 @@ pub mod blockio;
 pub mod hist;
 pub mod lock;
 pub mod runqueue;
+pub mod scope;
 pub mod tcp;
 
 pub use hist::Hist;

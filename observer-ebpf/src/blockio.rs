@@ -15,11 +15,14 @@ use observer_common::{
     Hist,
     blockio::{
         BY_DISK_ENTRIES, COUNTERS, Counter, DiskHists, DiskKey, HIST_ENTRIES, INFLIGHT_ENTRIES,
-        Inflight, MINOR_BITS, STAGE_DEVICE, STAGE_QUEUE, hist_index, op_class,
+        Inflight, MINOR_BITS, OUT_OF_SCOPE, STAGE_DEVICE, STAGE_QUEUE, hist_index, op_class,
     },
 };
 
-use crate::hist::{add_shared, count, entry, record};
+use crate::{
+    hist::{add_shared, count, entry, record},
+    scope,
+};
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
@@ -74,15 +77,29 @@ pub fn bio_rq_complete(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn try_insert(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let rq: u64 = ctx.arg(0);
+    // Sidecar mode: judged here, where `current` is normally the task that submitted the
+    // request (or flushed its plug); an outsider's request is marked, so that its issue, which
+    // may run in any task's context, does not judge it again by whoever is current.
+    // A request seen before (requeued, then inserted again from a kworker) keeps the verdict
+    // of its submitter.
+    let in_scope = scope::current_in_scope()
+        || BIO_INFLIGHT
+            .get_ptr(&rq)
+            // SAFETY: a live map value.
+            .is_some_and(|p| unsafe { (*p).inserted_ns } != OUT_OF_SCOPE);
     let started = Inflight {
-        // SAFETY: a BPF helper with no preconditions.
-        inserted_ns: unsafe { bpf_ktime_get_ns() },
+        inserted_ns: if in_scope {
+            // SAFETY: a BPF helper with no preconditions.
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            OUT_OF_SCOPE
+        },
         issued_ns: 0,
         disk: DiskKey { dev: 0, op: 0 },
     };
     // BPF_ANY: a request address is reused once the request is freed; a stale entry from a
     // request that never completed is simply replaced.
-    if BIO_INFLIGHT.insert(&rq, &started, BPF_ANY.into()).is_err() {
+    if BIO_INFLIGHT.insert(&rq, &started, BPF_ANY.into()).is_err() && in_scope {
         count(&BIO_COUNTERS, Counter::InflightOverflow as u32, 1);
     }
     Ok(())
@@ -92,11 +109,24 @@ fn try_insert(ctx: &BtfTracePointContext) -> Result<(), ()> {
 #[inline(always)]
 fn try_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let rq: u64 = ctx.arg(0);
+    let found = BIO_INFLIGHT.get_ptr_mut(&rq);
+    if scope::on() {
+        match found {
+            // SAFETY: a live map value.
+            Some(inflight) if unsafe { (*inflight).inserted_ns } == OUT_OF_SCOPE => {
+                let _ = BIO_INFLIGHT.remove(&rq);
+                return Ok(());
+            }
+            // Issued without an insert: judged by the issuing task, normally the submitter.
+            None if !scope::current_in_scope() => return Ok(()),
+            _ => {}
+        }
+    }
     // SAFETY: a BPF helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // Read once per request, here, and kept for completion.
     let disk = disk_key(rq)?;
-    match BIO_INFLIGHT.get_ptr_mut(&rq) {
+    match found {
         Some(inflight) => {
             // SAFETY: a live map value.
             let inflight = unsafe { &mut *inflight };

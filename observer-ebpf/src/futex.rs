@@ -23,6 +23,7 @@ use observer_common::{
 
 use crate::{
     hist::{count, current_process, record, record_process, rename_current_process},
+    scope,
     task_storage::TaskStorage,
 };
 
@@ -98,6 +99,10 @@ fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
             return Ok(());
         }
     } else if id != nr_waitv && id != nr_wait {
+        return Ok(());
+    }
+    // Sidecar mode: a wait outside the scope is never started, so its exit finds nothing.
+    if !scope::current_in_scope() {
         return Ok(());
     }
     // SAFETY: BPF helpers with no preconditions.

@@ -14,6 +14,7 @@ use observer_common::{
 
 use crate::{
     hist::{count, record},
+    scope,
     task_storage::TaskStorage,
 };
 
@@ -42,6 +43,11 @@ pub fn lock_contention_end(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_begin(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // Sidecar mode: the waiter is current. A wait outside the scope is never started, so its
+    // contention_end finds nothing.
+    if !scope::current_in_scope() {
+        return Ok(());
+    }
     let lock: u64 = ctx.arg(0);
     let flags: u64 = ctx.arg(1);
     // SAFETY: BPF helpers with no preconditions.

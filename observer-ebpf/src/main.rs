@@ -15,6 +15,7 @@ mod futex;
 mod hist;
 mod lock;
 mod runqueue;
+mod scope;
 mod task_storage;
 mod tcp;
 

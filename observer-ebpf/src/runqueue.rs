@@ -34,6 +34,7 @@ use observer_common::{
 
 use crate::{
     hist::{current_process, record, record_process, rename_current_process},
+    scope,
     task_storage::TaskStorage,
 };
 
@@ -145,13 +146,19 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         if state.pending != 0 {
             state.pending = 0;
             let wait = state.pending_wait_ns;
-            if !record_process(
-                &RUNQ_BY_PROCESS,
-                &current_process(),
-                wait,
-                &RUNQ_COUNTERS,
-                Counter::ProcessOverflow as u32,
-            ) {
+            // Sidecar mode drops a wait of a task outside the scope. Pending without
+            // attribution (only in sidecar mode) goes to the histogram; attributed, to the
+            // task's process, or the histogram when the map is full.
+            if scope::current_in_scope()
+                && (!attribute()
+                    || !record_process(
+                        &RUNQ_BY_PROCESS,
+                        &current_process(),
+                        wait,
+                        &RUNQ_COUNTERS,
+                        Counter::ProcessOverflow as u32,
+                    ))
+            {
                 record(&RUNQ_HIST, 0, wait);
             }
         }
@@ -172,12 +179,21 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let wait = clock().saturating_sub(state.enqueued_ns);
     state.enqueued_ns = 0;
-    // SAFETY: a global the loader initialised; volatile so its placeholder is not folded.
-    if unsafe { core::ptr::read_volatile(&RUNQ_ATTRIBUTE) } != 0 {
+    // Sidecar mode (observer_common::scope) judges the wait at the task's next switch-out
+    // too, when it is `current` and the check is one helper call: so with a scope the
+    // switch-out path runs even without breakdowns.
+    if attribute() || scope::on() {
         state.pending_wait_ns = wait;
         state.pending = 1;
     } else {
         record(&RUNQ_HIST, 0, wait);
     }
     Ok(())
+}
+
+/// Whether waits are attributed to (cgroup, process) (observer_common::runqueue::GLOBAL_ATTRIBUTE).
+#[inline(always)]
+fn attribute() -> bool {
+    // SAFETY: a global the loader initialised; volatile so its placeholder is not folded.
+    unsafe { core::ptr::read_volatile(&RUNQ_ATTRIBUTE) != 0 }
 }

@@ -11,7 +11,10 @@ use aya_ebpf::{
 };
 use observer_common::tcp::{AF_INET, AF_INET6, BY_REMOTE_ENTRIES, COUNTERS, Counter, RemoteKey};
 
-use crate::hist::{atomic_add, count, entry};
+use crate::{
+    hist::{atomic_add, count, entry},
+    scope,
+};
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
@@ -50,6 +53,12 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_retransmit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // Sidecar mode: this runs in timer or softirq context, where `current` is whoever was
+    // interrupted, so the socket's own cgroup is judged.
+    let sk: u64 = ctx.arg(0);
+    if !scope::sock_in_scope(sk) {
+        return Ok(());
+    }
     // SAFETY: a global the loader initialised; volatile so its placeholder is not folded.
     if unsafe { core::ptr::read_volatile(&TCP_HAS_ERR) } != 0 {
         let err: i64 = ctx.arg(2);
@@ -60,7 +69,6 @@ fn try_retransmit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     // The per-endpoint counts are the record; TCP_COUNTERS counts only what they miss (the map
     // was full, or the socket could not be read), and the total is the sum of both.
-    let sk: u64 = ctx.arg(0);
     match remote_key(sk)
         .ok()
         .and_then(|key| entry(&TCP_BY_REMOTE, &key, &ZERO))

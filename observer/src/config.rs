@@ -51,6 +51,7 @@ use toml::{
 
 use crate::{
     rules::spec::{self, Tuning},
+    scope::ScopeSpec,
     signals::Signal,
 };
 
@@ -89,6 +90,9 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Signals to load, deduplicated, in [`Signal::ALL`] order (default: all).
     pub signals: Vec<Signal>,
+    /// Sidecar mode: every signal restricted to this cgroup subtree (default `None`: the whole
+    /// host). Resolved when the agent starts (`crate::scope`).
+    pub scope: Option<ScopeSpec>,
     /// A signal that cannot load is fatal (default false: it is reported and the others run).
     pub strict: bool,
     /// Series per breakdown, the top N by activity, plus one "other" series (default 10;
@@ -633,6 +637,8 @@ impl Endpoint {
 struct Layer {
     interval: Option<Duration>,
     signals: Option<Vec<Signal>>,
+    /// `Some(None)`: the source says the whole host (`scope = ""`).
+    scope: Option<Option<ScopeSpec>>,
     strict: Option<bool>,
     top: Option<usize>,
     /// `Some(None)`: set to `""`, no socket.
@@ -664,6 +670,7 @@ impl Layer {
         Layer {
             interval: self.interval.or(lower.interval),
             signals: self.signals.or(lower.signals),
+            scope: self.scope.or(lower.scope),
             strict: self.strict.or(lower.strict),
             top: self.top.or(lower.top),
             socket: self.socket.or(lower.socket),
@@ -699,6 +706,7 @@ impl Layer {
             agent: AgentConfig {
                 interval: self.interval.unwrap_or(Duration::from_secs(10)),
                 signals: self.signals.unwrap_or_else(|| Signal::ALL.to_vec()),
+                scope: self.scope.flatten(),
                 strict: self.strict.unwrap_or(false),
                 top: self.top.unwrap_or(10),
                 socket: self
@@ -856,6 +864,7 @@ fn section<'de, D: de::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T
 struct FileAgent {
     interval: Option<Spanned<FileDuration>>,
     signals: Option<Spanned<Vec<Spanned<String>>>>,
+    scope: Option<Spanned<String>>,
     strict: Option<bool>,
     top: Option<Spanned<i64>>,
     socket: Option<Spanned<String>>,
@@ -1014,6 +1023,12 @@ impl FileSource {
             }
             layer.signals =
                 Some(check_signals(signals).map_err(|m| at(list.span(), "agent.signals", m))?);
+        }
+        if let Some(v) = &agent.scope {
+            layer.scope = Some(match v.get_ref().as_str() {
+                "" => None,
+                s => Some(s.parse().map_err(|m| at(v.span(), "agent.scope", m))?),
+            });
         }
         layer.strict = agent.strict;
         if let Some(v) = &agent.top {
@@ -1364,6 +1379,7 @@ mod tests {
             agent: AgentConfig {
                 interval: Duration::from_secs(10),
                 signals: Signal::ALL.to_vec(),
+                scope: None,
                 strict: false,
                 top: 10,
                 socket: Some(DEFAULT_SOCKET.into()),
@@ -1460,7 +1476,7 @@ mod tests {
             }
             comment.clear();
         }
-        assert_eq!(keys, 23, "keys set in observer.toml");
+        assert_eq!(keys, 24, "keys set in observer.toml");
     }
 
     #[test]
@@ -1501,6 +1517,7 @@ mod tests {
             [agent]
             interval = 2
             signals = ["tcp", "runqueue", "tcp"]
+            scope = "/system.slice/nginx.service/"
             strict = true
             top = 3
             max_overhead_percent = 0.25
@@ -1524,6 +1541,7 @@ mod tests {
                 agent: AgentConfig {
                     interval: Duration::from_secs(2),
                     signals: vec![Signal::Runqueue, Signal::Tcp],
+                    scope: Some(ScopeSpec::Path("/system.slice/nginx.service".into())),
                     strict: true,
                     top: 3,
                     socket: Some(DEFAULT_SOCKET.into()),

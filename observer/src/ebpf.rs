@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfError, EbpfLoader,
+    maps::{CgroupArray, MapError},
     programs::{BtfTracePoint, ProgramError},
 };
+use observer_common::scope as common_scope;
 
 use crate::{
     btf::{Btf, BtfError},
-    signals::{Breakdowns, Global, GlobalsError, Signal},
+    scope::Scope,
+    signals::{Breakdowns, Global, GlobalsError, Signal, offset_global},
 };
 
 /// The object built from observer-ebpf by build.rs.
@@ -62,12 +65,16 @@ pub enum LoadError {
     AyaBtf(#[source] aya::BtfError),
     #[error("loading observer's eBPF object: {0}")]
     Object(#[source] Box<EbpfError>),
+    #[error("giving the kernel programs the scope's cgroup: {0}")]
+    Scope(#[source] MapError),
 }
 
 /// The loaded object, with the status of every requested signal.
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub status: BTreeMap<Signal, Result<(), SignalError>>,
+    /// The scope every signal is restricted to ([`Scope::describe`]); `None`: the whole host.
+    pub scope: Option<String>,
 }
 
 impl Loaded {
@@ -96,6 +103,15 @@ pub fn preflight(btf: &Btf, signal: Signal, by: &Breakdowns) -> Result<Vec<Globa
 /// Loads the object and attaches every signal in `signals` it can. A signal that cannot run
 /// is reported in `status`; the others keep working.
 pub fn load(signals: &[Signal], by: &Breakdowns) -> Result<Loaded, LoadError> {
+    load_scoped(signals, by, None)
+}
+
+/// [`load`], with every signal restricted to `scope` when there is one (sidecar mode).
+pub fn load_scoped(
+    signals: &[Signal],
+    by: &Breakdowns,
+    scope: Option<&Scope>,
+) -> Result<Loaded, LoadError> {
     let btf = Btf::from_sys_fs()?;
     let mut status = BTreeMap::new();
     let mut globals = Vec::new();
@@ -107,6 +123,20 @@ pub fn load(signals: &[Signal], by: &Breakdowns) -> Result<Loaded, LoadError> {
             }
         }
     }
+    if let Some(scope) = scope {
+        globals.push(Global::U32(common_scope::GLOBAL_ON, 1));
+        globals.push(Global::U64(common_scope::GLOBAL_ID, scope.id));
+        // Only TCP reads these (the socket's cgroup): without them it cannot be scoped, and so
+        // cannot run, but the others can.
+        if signals.contains(&Signal::Tcp) && !status.contains_key(&Signal::Tcp) {
+            match socket_cgroup_globals(&btf) {
+                Ok(g) => globals.extend(g),
+                Err(e) => {
+                    status.insert(Signal::Tcp, Err(e.into()));
+                }
+            }
+        }
+    }
 
     let mut loader = EbpfLoader::new();
     // Task storage maps are only used by the programs; aya has no userspace type for them.
@@ -114,12 +144,27 @@ pub fn load(signals: &[Signal], by: &Breakdowns) -> Result<Loaded, LoadError> {
     for global in &globals {
         match global {
             Global::U32(name, v) => loader.override_global(name, v, true),
+            Global::U64(name, v) => loader.override_global(name, v, true),
             Global::I64(name, v) => loader.override_global(name, v, true),
         };
     }
     let mut ebpf = loader
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
+
+    // Before anything is attached: until the slot is set a scoped program counts nothing.
+    if let Some(scope) = scope {
+        let mut cgroups: CgroupArray<_> = ebpf
+            .map_mut(common_scope::CGROUP_MAP)
+            .ok_or_else(|| MapError::InvalidName {
+                name: common_scope::CGROUP_MAP.into(),
+            })
+            .and_then(TryInto::try_into)
+            .map_err(LoadError::Scope)?;
+        cgroups
+            .set(0, std::os::fd::AsFd::as_fd(&scope.file), 0)
+            .map_err(LoadError::Scope)?;
+    }
 
     let aya_btf = AyaBtf::from_sys_fs().map_err(LoadError::AyaBtf)?;
     for &signal in signals {
@@ -132,7 +177,32 @@ pub fn load(signals: &[Signal], by: &Breakdowns) -> Result<Loaded, LoadError> {
         }
         status.insert(signal, result);
     }
-    Ok(Loaded { ebpf, status })
+    Ok(Loaded {
+        ebpf,
+        status,
+        scope: scope.map(Scope::describe),
+    })
+}
+
+/// The offsets the TCP program's scope check reads: a socket's cgroup and that cgroup's
+/// ancestors' ids (observer_common::scope).
+fn socket_cgroup_globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
+    Ok(vec![
+        offset_global(
+            btf,
+            common_scope::GLOBAL_SK_CGROUP,
+            "sock",
+            "sk_cgrp_data.cgroup",
+            8,
+        )?,
+        offset_global(btf, common_scope::GLOBAL_CGROUP_LEVEL, "cgroup", "level", 4)?,
+        Global::U32(
+            common_scope::GLOBAL_CGROUP_ANCESTORS,
+            btf.member_offset("cgroup", "ancestors")?,
+        ),
+        offset_global(btf, common_scope::GLOBAL_CGROUP_KN, "cgroup", "kn", 8)?,
+        offset_global(btf, common_scope::GLOBAL_KN_ID, "kernfs_node", "id", 8)?,
+    ])
 }
 
 fn attach(ebpf: &mut Ebpf, btf: &AyaBtf, signal: Signal) -> Result<(), SignalError> {

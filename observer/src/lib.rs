@@ -16,5 +16,6 @@ pub mod logging;
 pub mod record;
 pub mod render;
 pub mod rules;
+pub mod scope;
 pub mod signals;
 pub mod top;

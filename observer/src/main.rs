@@ -4,6 +4,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use observer::{
     agent, check, config, ebpf, record, render, rules,
+    scope::{Scope, ScopeSpec},
     signals::{Breakdowns, ReportOptions, Signal},
     top,
 };
@@ -54,6 +55,11 @@ enum Command {
         /// recording, which itself adds about 50 ns per run).
         #[arg(long)]
         stats: bool,
+        /// Only what runs in this cgroup subtree: a path relative to the cgroup2 mount
+        /// (`/system.slice/nginx.service`), `self` (observer's own cgroup) or `pod` (its
+        /// Kubernetes pod).
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<ScopeSpec>,
     },
     /// Check what this kernel supports, signal by signal, by loading each for real.
     Check {
@@ -110,6 +116,10 @@ enum Command {
         /// Load the programs in this process even when an agent is running.
         #[arg(long)]
         local: bool,
+        /// Only what runs in this cgroup subtree (as `record --cgroup`); loads the programs in
+        /// this process (an agent's view cannot be narrowed from here).
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<ScopeSpec>,
     },
     /// List the decisions of the agent's rules from its audit journal (tuning.journal).
     Actions {
@@ -188,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             strict,
             stats,
+            cgroup,
         } => {
             let by = if by.is_empty() {
                 Breakdowns::ALL
@@ -195,7 +206,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Breakdowns::only(&by).map_err(anyhow::Error::msg)?
             };
             check::privileges()?;
-            let loaded = ebpf::load(&dedup(signals), &by)?;
+            let scope = cgroup.as_ref().map(Scope::resolve).transpose()?;
+            let loaded = ebpf::load_scoped(&dedup(signals), &by, scope.as_ref())?;
             for (signal, status) in &loaded.status {
                 if let Err(e) = status {
                     if strict {
@@ -208,8 +220,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("none of the requested signals can run here; `observer check -v` says why");
             }
             let opts = ReportOptions { top, by };
-            let record = record::record(&loaded, duration, &opts, stats)
+            let mut record = record::record(&loaded, duration, &opts, stats)
                 .context("reading the kernel's histograms")?;
+            record.scope = scope.as_ref().map(Scope::describe);
             match format {
                 Format::Text => print!("{}", render::text(&record)),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&record)?),
@@ -249,12 +262,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             signals,
             socket,
             local,
+            cgroup,
         } => {
+            let scope = cgroup.as_ref().map(Scope::resolve).transpose()?;
             top::run(&top::Options {
                 interval,
                 signals: dedup(signals),
                 socket,
                 local,
+                scope,
             })?;
             Ok(ExitCode::SUCCESS)
         }

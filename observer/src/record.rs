@@ -160,6 +160,9 @@ fn program_runs(loaded: &Loaded) -> Vec<(&'static str, &'static str, u64, u64)> 
 #[derive(Debug, Serialize)]
 pub struct Record {
     pub duration_s: f64,
+    /// The cgroup every signal was restricted to (`--cgroup`); absent for the whole host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     pub signals: Reports,
     /// Per-program cost, with `--stats`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,6 +219,7 @@ pub fn record(
         .collect();
     Ok(Record {
         duration_s: began.elapsed().as_secs_f64(),
+        scope: None,
         signals: Reports::of(&Deltas::between(&end, &start), opts),
         programs,
         errors,

@@ -15,6 +15,9 @@ pub fn text(record: &Record) -> String {
     let mut out = String::new();
     let s = &record.signals;
     let _ = writeln!(out, "observer record: {:.1} s", record.duration_s);
+    if let Some(scope) = &record.scope {
+        let _ = writeln!(out, "scope: cgroup {scope} (only what runs in it)");
+    }
     if let Some(r) = &s.runqueue {
         latency(&mut out, "run-queue latency", "waits", &r.latency);
         if let Some(rows) = &r.by_cgroup {

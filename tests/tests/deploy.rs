@@ -279,3 +279,57 @@ fn logs_use_journal_priorities_when_stderr_is_the_journal() {
         "{log}"
     );
 }
+
+#[test]
+fn sidecar_is_scoped_to_its_pod_with_minimal_privileges_and_a_valid_config() {
+    let docs = documents("deploy/kubernetes/sidecar.yaml");
+    let pod = of_kind(&docs, "Pod");
+    assert_eq!(pod["apiVersion"].as_str(), Some("v1"));
+    let spec = &pod["spec"];
+    assert!(
+        spec["hostPID"].is_badvalue(),
+        "a sidecar needs no host PIDs"
+    );
+    assert!(spec["hostNetwork"].is_badvalue(), "nor the host network");
+    let containers = spec["containers"].as_vec().unwrap();
+    assert_eq!(containers.len(), 2, "an application and observer");
+    let c = containers
+        .iter()
+        .find(|c| c["name"].as_str() == Some("observer"))
+        .expect("an observer container");
+    assert_eq!(
+        strings(&c["args"]),
+        ["run", "--config", "/etc/observer/observer.toml"]
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"].as_bool(), Some(false));
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(
+        strings(&sc["capabilities"]["add"]),
+        ["BPF", "PERFMON", "DAC_READ_SEARCH", "SYS_RESOURCE"]
+    );
+    // The node's cgroup tree, read-only, not over the container's own /sys/fs/cgroup.
+    let volumes = spec["volumes"].as_vec().unwrap();
+    for m in c["volumeMounts"].as_vec().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let v = volumes
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("mount {name} has no volume"));
+        if let Some(host) = v["hostPath"]["path"].as_str() {
+            assert_eq!(host, "/sys/fs/cgroup", "the only host path");
+            assert_eq!(m["mountPath"].as_str(), Some("/host/cgroup"));
+            assert_eq!(m["readOnly"].as_bool(), Some(true));
+        }
+    }
+    let config_map = of_kind(&docs, "ConfigMap");
+    let toml = config_map["data"]["observer.toml"].as_str().unwrap();
+    assert!(toml.contains("scope = \"pod\""), "{toml}");
+    assert!(
+        toml.contains("socket = \"\""),
+        "no socket on a read-only root: {toml}"
+    );
+    config_checks(config_map);
+}

@@ -489,6 +489,19 @@ impl Collector {
                     .collect(),
             ),
         });
+        out.push(Metric {
+            name: names::SCOPE,
+            description: "What every signal is restricted to (sidecar mode), always 1: \
+                          observer.scope names the cgroup, or is \"host\" for the whole host.",
+            unit: "1",
+            data: Data::Gauge(vec![GaugePoint {
+                attributes: vec![(
+                    keys::SCOPE,
+                    loaded.scope.as_deref().unwrap_or("host").into(),
+                )],
+                value: 1.0,
+            }]),
+        });
         out
     }
 }

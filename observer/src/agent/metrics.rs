@@ -96,6 +96,7 @@ pub mod names {
     pub const BLOCK_IO_UNTIMED: &str = "observer.block_io.untimed";
     pub const LOCK_MISMATCHED: &str = "observer.lock.mismatched";
     pub const SIGNAL_ATTACHED: &str = "observer.signal.attached";
+    pub const SCOPE: &str = "observer.scope";
     pub const COLLECTION_DURATION: &str = "observer.collection.duration";
     pub const MAP_FULLNESS: &str = "observer.map.fullness";
     pub const EXPORT_BATCHES: &str = "observer.export.batches";
@@ -135,6 +136,7 @@ pub mod keys {
     pub const TCP_STATE: &str = "tcp.state";
     pub const LOCK_CLASS: &str = "lock.class";
     pub const SIGNAL: &str = "signal";
+    pub const SCOPE: &str = "observer.scope";
     pub const MAP: &str = "map";
     pub const EXPORTER: &str = "exporter";
     pub const RESULT: &str = "result";

@@ -25,8 +25,12 @@ use crate::{
         journal::{Outcome, Record},
         spec::Tuning,
     },
+    scope::Scope,
     signals::Breakdowns,
 };
+
+/// The resource attribute naming the agent's scope (sidecar mode), absent for the whole host.
+pub const SCOPE_ATTRIBUTE: &str = "observer.scope";
 
 /// How long the final OTLP flush may take at shutdown.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
@@ -48,7 +52,24 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
         tracing::info!(rules = engine.rules().len(), "rules loaded");
         Some(engine)
     };
-    let loaded = ebpf::load(&config.agent.signals, &Breakdowns::ALL)?;
+    // Sidecar mode: resolved before loading, so a scope that does not resolve stops the agent
+    // rather than silently watching the whole host.
+    let scope = config
+        .agent
+        .scope
+        .as_ref()
+        .map(Scope::resolve)
+        .transpose()?;
+    let mut config = config;
+    if let Some(scope) = &scope {
+        tracing::info!(scope = %scope.describe(), id = scope.id, "every signal restricted to this cgroup");
+        // In every export, so a collector can tell a sidecar's view from a host's.
+        config
+            .otlp
+            .resource_attributes
+            .insert(SCOPE_ATTRIBUTE.into(), scope.describe());
+    }
+    let loaded = ebpf::load_scoped(&config.agent.signals, &Breakdowns::ALL, scope.as_ref())?;
     for (signal, status) in &loaded.status {
         if let Err(e) = status {
             if config.agent.strict {

@@ -119,6 +119,7 @@ impl FromStr for Signal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Global {
     U32(&'static str, u32),
+    U64(&'static str, u64),
     I64(&'static str, i64),
 }
 

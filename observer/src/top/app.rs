@@ -297,6 +297,8 @@ pub struct App {
     pub elapsed: Option<Duration>,
     /// The collector's last error, until the next good read.
     pub error: Option<String>,
+    /// The cgroup every signal is restricted to (`--cgroup`); `None`: the whole host.
+    pub scope: Option<String>,
 }
 
 /// What the event loop should do after a key.
@@ -336,6 +338,7 @@ impl App {
             interval,
             elapsed: None,
             error: None,
+            scope: None,
         }
     }
 

@@ -41,6 +41,7 @@ use crate::{
     check, ebpf,
     ebpf::Loaded,
     record::{Deltas, Snapshot},
+    scope::Scope,
     signals::{Breakdowns, Signal},
 };
 use app::{Action, App, Source, Update};
@@ -57,6 +58,9 @@ pub struct Options {
     pub socket: PathBuf,
     /// Always load the programs in this process, even with an agent running.
     pub local: bool,
+    /// Restrict every signal to this cgroup subtree (`--cgroup`): loads the programs in this
+    /// process, as `local`.
+    pub scope: Option<Scope>,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
@@ -66,7 +70,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
              (text or JSON)"
         );
     }
-    let agent = if opts.local {
+    let agent = if opts.local || opts.scope.is_some() {
         None
     } else {
         Connection::connect(&opts.socket)?
@@ -96,7 +100,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         None => {
             check::privileges()?;
-            let loaded = ebpf::load(&opts.signals, &Breakdowns::ALL)?;
+            let loaded = ebpf::load_scoped(&opts.signals, &Breakdowns::ALL, opts.scope.as_ref())?;
             if loaded.running().next().is_none() {
                 bail!("none of the requested signals can run here; `observer check -v` says why");
             }
@@ -105,7 +109,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 .iter()
                 .map(|(s, r)| (*s, r.as_ref().err().map(ToString::to_string)))
                 .collect();
-            let app = App::new(statuses, opts.interval, Source::Local);
+            let mut app = App::new(statuses, opts.interval, Source::Local);
+            app.scope = loaded.scope.clone();
             interval_ms.store(app.interval.as_millis() as u64, Ordering::Relaxed);
             let (interval_ms, stop) = (Arc::clone(&interval_ms), Arc::clone(&stop));
             let collector = thread::Builder::new()

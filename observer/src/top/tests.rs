@@ -453,3 +453,12 @@ fn signals_the_agent_does_not_run_say_why_and_none_at_all_points_to_local() {
         "{e}"
     );
 }
+
+#[test]
+fn the_header_names_the_scope() {
+    let mut app = app();
+    assert!(!screen(&app, 80, 24).contains("cgroup "));
+    app.scope = Some("/system.slice/nginx.service".to_owned());
+    let s = screen(&app, 120, 24);
+    assert!(s.contains("cgroup /system.slice/nginx.service"), "{s}");
+}

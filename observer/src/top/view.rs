@@ -62,6 +62,9 @@ fn header_line(app: &App) -> Line<'static> {
     if app.paused {
         spans.push(Span::from("  PAUSED").reversed());
     }
+    if let Some(scope) = &app.scope {
+        spans.push(Span::from(format!("  cgroup {scope}")).bold());
+    }
     // The source before the help hint: at 80 columns the end of a long socket path, then the
     // hint (which the footer repeats), are what get cut.
     spans.push(Span::from(format!("  {}", source(&app.source))).dim());

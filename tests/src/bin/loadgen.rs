@@ -8,6 +8,8 @@
 //!   observer-loadgen futex HOLD_MS REPS  one thread holds a Mutex for HOLD_MS while another waits
 //!   observer-loadgen wake SECS        sleeps 1 ms at a time: a wakeup (a run-queue wait) each,
 //!                                     with almost no CPU (to attribute waits to many processes)
+//!   observer-loadgen tcp ADDR PORT MIB  sends MIB MiB to itself over TCP, listening on
+//!                                     ADDR:PORT (its sockets are this process's, so its cgroup's)
 //!
 //! Prints what it measured itself, one `key value` per line, on stdout.
 
@@ -28,13 +30,21 @@ fn main() {
         Some("mmap") => mmap(num(1) as usize, Duration::from_secs(num(2))),
         Some("futex") => futex(Duration::from_millis(num(1)), num(2)),
         Some("wake") => wake(Duration::from_secs(num(1))),
+        Some("tcp") => tcp(
+            args.get(1)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| usage()),
+            num(2) as u16,
+            num(3) as usize,
+        ),
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: observer-loadgen sched SECS | mmap THREADS SECS | futex HOLD_MS REPS | wake SECS"
+        "usage: observer-loadgen sched SECS | mmap THREADS SECS | futex HOLD_MS REPS | wake SECS \
+         | tcp ADDR PORT MIB"
     );
     std::process::exit(2)
 }
@@ -242,4 +252,33 @@ fn futex(hold: Duration, reps: u64) {
     for w in waits {
         writeln!(out, "wait_ns {}", w.as_nanos()).unwrap();
     }
+}
+
+/// A bulk transfer to itself: listen on `addr:port`, connect, send `mib` MiB, and read it all
+/// back on the accepted socket.
+fn tcp(addr: std::net::IpAddr, port: u16, mib: usize) {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    let listener = TcpListener::bind(SocketAddr::new(addr, port)).expect("bind");
+    let mut client = TcpStream::connect(SocketAddr::new(addr, port)).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        loop {
+            match server.read(&mut buf).expect("read") {
+                0 => return total,
+                n => total += n,
+            }
+        }
+    });
+    let chunk = vec![0x42u8; 1 << 20];
+    for _ in 0..mib {
+        client.write_all(&chunk).expect("write");
+    }
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let got = reader.join().expect("reader thread");
+    assert_eq!(got, mib << 20, "received");
+    println!("sent_bytes {got}");
 }
