@@ -899,8 +899,9 @@ fn agent_cost(binary: &Path, report: &mut String) -> Result<()> {
 }
 
 /// The overhead budget at work under the scheduler workload: the agent (run-queue signal only)
-/// measures its programs' cost at start, with every wait timed; with a budget of half that cost
-/// it samples, and its next measurement, one period later, gives the cost at the rate chosen.
+/// measures its programs' cost at start with a budget of 100% (measured, never reached: every
+/// wait timed; without a budget nothing is measured); with a budget of half that cost it
+/// samples, and its next measurement, one period later, gives the cost at the rate chosen.
 fn budget_demo(binary: &Path, report: &mut String) -> Result<()> {
     println!("==> the overhead budget under `{}`", SCHED_PIPE.join(" "));
     // Long enough for two measurements, a measurement period apart; killed when done.
@@ -929,7 +930,7 @@ fn budget_demo(binary: &Path, report: &mut String) -> Result<()> {
         )
     };
 
-    let agent = Agent::start(binary, &config(0.0))?;
+    let agent = Agent::start(binary, &config(100.0))?;
     wait_for(&agent, "a first cost", &|a| Ok(cost(a)?.is_some()))?;
     let full = cost(&agent)?.unwrap_or_default() * 100.0;
     drop(agent);
@@ -937,7 +938,7 @@ fn budget_demo(binary: &Path, report: &mut String) -> Result<()> {
         bail!("observer run measured no cost for the run-queue programs under the load");
     }
     let budget = full / 2.0;
-    println!("  no budget: {full:.3}% of all CPUs' time; now with a budget of {budget:.3}%");
+    println!("  every wait timed: {full:.3}% of all CPUs' time; now with a budget of {budget:.3}%");
     let agent = Agent::start(binary, &config(budget))?;
     wait_for(&agent, "a first cost", &|a| Ok(cost(a)?.is_some()))?;
     let first = cost(&agent)?.unwrap_or_default() * 100.0;
