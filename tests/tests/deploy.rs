@@ -96,6 +96,16 @@ fn strings(y: &Yaml) -> Vec<&str> {
         .collect()
 }
 
+/// A container's securityContext: not privileged, no escalation, a read-only root, every
+/// capability dropped but exactly `caps`.
+fn least_privilege(sc: &Yaml, caps: &[&str]) {
+    assert_eq!(sc["privileged"].as_bool(), Some(false));
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(strings(&sc["capabilities"]["add"]), caps);
+}
+
 /// Writes the ConfigMap's observer.toml to a file and checks it as observer would.
 fn config_checks(config_map: &Yaml) {
     let toml = config_map["data"]["observer.toml"]
@@ -126,20 +136,15 @@ fn daemonset_has_the_documented_privileges_and_a_valid_config() {
         strings(&c["args"]),
         ["run", "--config", "/etc/observer/observer.toml"]
     );
-    let sc = &c["securityContext"];
-    assert_eq!(sc["privileged"].as_bool(), Some(false));
-    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
-    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
-    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(
-        strings(&sc["capabilities"]["add"]),
-        [
+    least_privilege(
+        &c["securityContext"],
+        &[
             "BPF",
             "PERFMON",
             "SYS_ADMIN",
             "DAC_READ_SEARCH",
-            "SYS_RESOURCE"
-        ]
+            "SYS_RESOURCE",
+        ],
     );
     // Every mount has a volume, and the host paths are the ones the README lists.
     let volumes = pod["volumes"].as_vec().unwrap();
@@ -301,14 +306,9 @@ fn sidecar_is_scoped_to_its_pod_with_minimal_privileges_and_a_valid_config() {
         strings(&c["args"]),
         ["run", "--config", "/etc/observer/observer.toml"]
     );
-    let sc = &c["securityContext"];
-    assert_eq!(sc["privileged"].as_bool(), Some(false));
-    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
-    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
-    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(
-        strings(&sc["capabilities"]["add"]),
-        ["BPF", "PERFMON", "DAC_READ_SEARCH", "SYS_RESOURCE"]
+    least_privilege(
+        &c["securityContext"],
+        &["BPF", "PERFMON", "DAC_READ_SEARCH", "SYS_RESOURCE"],
     );
     // The node's cgroup tree, read-only, not over the container's own /sys/fs/cgroup.
     let volumes = spec["volumes"].as_vec().unwrap();

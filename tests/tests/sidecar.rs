@@ -595,24 +595,13 @@ fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
         Ok(c) => c,
         Err(e) => skip_or_fail!("{e}"),
     };
-    let uid = |n: u32| format!("275ecb36-5aa8-4c2a-9c47-{n:012x}");
-    let container = |n: u64| format!("cri-containerd-{}.scope", format!("{n:016x}").repeat(4));
-    let pod = |n: u32| {
-        format!(
-            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
-            uid(n).replace('-', "_")
-        )
-    };
-    let sidecar = cgroups
-        .create(&format!("{}/{}", pod(1), container(1)))
-        .unwrap();
-    let app = cgroups
-        .create(&format!("{}/{}", pod(1), container(2)))
-        .unwrap();
-    let other = cgroups
-        .create(&format!("{}/{}", pod(2), container(3)))
-        .unwrap();
-    let pod_path = format!("{}/{}", cgroups.top, pod(1));
+    let TwoPods {
+        sidecar,
+        app,
+        other,
+        pod_path,
+        uid,
+    } = two_pods(&mut cgroups, "burstable");
 
     let dir = TempDir::new("sidecar-otlp");
     let rotel = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
@@ -692,7 +681,7 @@ fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
     assert!(scope.contains(&format!("{pod_path})")), "{scope}");
     assert!(
         last.resource_attr("k8s.pod.uid")
-            .is_some_and(|u| u.contains(&uid(1))),
+            .is_some_and(|u| u.contains(&uid)),
         "the pod in the resource: {:?}",
         last.resource
     );
@@ -709,23 +698,13 @@ fn scope_pod_from_inside_a_cgroup_namespace_finds_the_pod_in_the_nodes_view() {
         Ok(c) => c,
         Err(e) => skip_or_fail!("{e}"),
     };
-    let uid = |n: u32| format!("275ecb36-5aa8-4c2a-9c47-{n:012x}");
-    let container = |n: u64| format!("cri-containerd-{}.scope", format!("{n:016x}").repeat(4));
-    let pod = |n: u32| {
-        format!(
-            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
-            uid(n).replace('-', "_")
-        )
-    };
-    let sidecar = cgroups
-        .create(&format!("{}/{}", pod(1), container(1)))
-        .unwrap();
-    let app = cgroups
-        .create(&format!("{}/{}", pod(1), container(2)))
-        .unwrap();
-    let other = cgroups
-        .create(&format!("{}/{}", pod(2), container(3)))
-        .unwrap();
+    let TwoPods {
+        sidecar,
+        app,
+        other,
+        pod_path,
+        ..
+    } = two_pods(&mut cgroups, "besteffort");
     let mnt = std::env::temp_dir().join(observer_tests::unique_name("observer-cgroupns"));
     std::fs::create_dir_all(&mnt).unwrap();
     let observer = observer_tests::observer::bin();
@@ -759,7 +738,6 @@ fn scope_pod_from_inside_a_cgroup_namespace_finds_the_pod_in_the_nodes_view() {
     }
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let scope = report["scope"].as_str().unwrap();
-    let pod_path = format!("{}/{}", cgroups.top, pod(1));
     assert!(
         scope.starts_with("pod (") && scope.ends_with(&format!("{pod_path})")),
         "{scope}"
@@ -770,4 +748,40 @@ fn scope_pod_from_inside_a_cgroup_namespace_finds_the_pod_in_the_nodes_view() {
         id: 0,
     };
     assert_only_inside(&report, &pod_cgroup, &pids[0], &pids[1]);
+}
+
+/// Two Kubernetes pods under containerd's systemd layout, in `qos`'s slice: the first with two
+/// containers (observer's and an application's), the second with one.
+struct TwoPods {
+    sidecar: Cgroup,
+    app: Cgroup,
+    other: Cgroup,
+    /// The first pod's cgroup path.
+    pod_path: String,
+    /// The first pod's UID.
+    uid: String,
+}
+
+fn two_pods(cgroups: &mut TestCgroups, qos: &str) -> TwoPods {
+    let uid = |n: u32| format!("275ecb36-5aa8-4c2a-9c47-{n:012x}");
+    let container = |n: u64| format!("cri-containerd-{}.scope", format!("{n:016x}").repeat(4));
+    let pod = |n: u32| {
+        format!(
+            "kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{}.slice",
+            uid(n).replace('-', "_")
+        )
+    };
+    let mut create = |n: u32, c: u64| {
+        cgroups
+            .create(&format!("{}/{}", pod(n), container(c)))
+            .unwrap()
+    };
+    let (sidecar, app, other) = (create(1, 1), create(1, 2), create(2, 3));
+    TwoPods {
+        sidecar,
+        app,
+        other,
+        pod_path: format!("{}/{}", cgroups.top, pod(1)),
+        uid: uid(1),
+    }
 }
