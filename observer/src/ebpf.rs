@@ -32,6 +32,11 @@ pub enum SignalError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "{REJECT_SIGNAL_ENV} could not make the kernel refuse this signal: every program loads \
+         against {0}"
+    )]
+    NotRejected(&'static str),
 }
 
 impl SignalError {
@@ -167,11 +172,16 @@ pub fn load_scoped(
     }
 
     let aya_btf = AyaBtf::from_sys_fs().map_err(LoadError::AyaBtf)?;
+    let reject = signal_to_reject();
     for &signal in signals {
         if status.contains_key(&signal) {
             continue;
         }
-        let result = attach(&mut ebpf, &aya_btf, signal);
+        let result = if reject == Some(signal) {
+            load_rejected(&mut ebpf, &aya_btf, signal)
+        } else {
+            attach(&mut ebpf, &aya_btf, signal)
+        };
         if result.is_err() {
             detach(&mut ebpf, signal);
         }
@@ -203,6 +213,58 @@ fn socket_cgroup_globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
         offset_global(btf, common_scope::GLOBAL_CGROUP_KN, "cgroup", "kn", 8)?,
         offset_global(btf, common_scope::GLOBAL_KN_ID, "kernfs_node", "id", 8)?,
     ])
+}
+
+/// Test-only fault injection, read only here: `OBSERVER_TESTONLY_REJECT_SIGNAL=<signal>` makes
+/// the kernel refuse that signal's programs, so the fault-injection tests (tests/tests/faults.rs)
+/// can check that the other signals keep running and that the failure is logged and exported.
+/// The failure is the kernel's own: each program is loaded against [`REJECT_TARGET`], a
+/// tracepoint with a single argument, and the verifier rejects a program that reads a second
+/// one ("func 'btf_trace_sched_wakeup' doesn't have 2-th argument"), exactly as it rejects any
+/// program it cannot accept. Nothing is attached in this mode. The name says what it is for, so
+/// that nobody sets it by accident; the agent warns when it is set.
+pub const REJECT_SIGNAL_ENV: &str = "OBSERVER_TESTONLY_REJECT_SIGNAL";
+/// Every kernel observer supports has it (the run-queue signal needs it), with one argument.
+const REJECT_TARGET: &str = "sched_wakeup";
+
+/// The signal [`REJECT_SIGNAL_ENV`] names, if any.
+fn signal_to_reject() -> Option<Signal> {
+    let value = std::env::var(REJECT_SIGNAL_ENV).ok()?;
+    match value.parse() {
+        Ok(signal) => {
+            tracing::warn!(
+                "{REJECT_SIGNAL_ENV}={value} is set: signal {value} is made to fail on purpose \
+                 (a switch for observer's own tests)"
+            );
+            Some(signal)
+        }
+        Err(e) => {
+            tracing::warn!("{REJECT_SIGNAL_ENV} ignored: {e}");
+            None
+        }
+    }
+}
+
+/// [`REJECT_SIGNAL_ENV`]: loads each program of `signal` against [`REJECT_TARGET`] and returns
+/// the kernel's refusal. A program the kernel accepts there (it reads only the first argument)
+/// is unloaded again; if every one is accepted, the injection cannot work for this signal and
+/// says so rather than pretending.
+fn load_rejected(ebpf: &mut Ebpf, btf: &AyaBtf, signal: Signal) -> Result<(), SignalError> {
+    for &(program, _) in signal.programs() {
+        let err = |source| SignalError::Program {
+            program,
+            tracepoint: REJECT_TARGET,
+            source,
+        };
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(ProgramError::NotLoaded)
+            .and_then(TryInto::try_into)
+            .map_err(err)?;
+        prog.load(REJECT_TARGET, btf).map_err(err)?;
+        prog.unload().map_err(err)?;
+    }
+    Err(SignalError::NotRejected(REJECT_TARGET))
 }
 
 fn attach(ebpf: &mut Ebpf, btf: &AyaBtf, signal: Signal) -> Result<(), SignalError> {

@@ -45,14 +45,24 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// Deletes the kernel's per-process entries of processes that have exited.
-    pub fn forget_exited(&mut self, ebpf: &mut aya::Ebpf) -> Result<usize, ReadError> {
+    /// Deletes the kernel's breakdown entries that are no longer needed, once the delta from
+    /// `prev` to this read holds their counts: those of processes that have exited, and TCP
+    /// endpoints idle since `prev` ([`tcp::Raw::forget_idle`]). Without this the bounded maps
+    /// fill up over a long run and new keys go unattributed.
+    pub fn forget_stale(
+        &mut self,
+        ebpf: &mut aya::Ebpf,
+        prev: &Snapshot,
+    ) -> Result<usize, ReadError> {
         let mut n = 0;
         if let Some(raw) = &mut self.runqueue {
             n += raw.forget_exited(ebpf)?;
         }
         if let Some(raw) = &mut self.futex {
             n += raw.forget_exited(ebpf)?;
+        }
+        if let (Some(raw), Some(prev)) = (&mut self.tcp, &prev.tcp) {
+            n += raw.forget_idle(ebpf, prev)?;
         }
         Ok(n)
     }

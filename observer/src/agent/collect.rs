@@ -318,8 +318,8 @@ impl Collector {
             }
             self.counters.lock_mismatched += d.mismatched;
         }
-        // After the deltas: the exited processes' last counts are in them.
-        cur.forget_exited(&mut loaded.ebpf)?;
+        // After the deltas: the exited processes' and idle peers' last counts are in them.
+        cur.forget_stale(&mut loaded.ebpf, &self.prev)?;
         let fullness = cur
             .map_entries()
             .into_iter()

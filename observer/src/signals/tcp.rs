@@ -3,9 +3,13 @@
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
 };
 
-use aya::Ebpf;
+use aya::{
+    Ebpf,
+    maps::{Map, MapError},
+};
 use observer_common::tcp::{
     AF_INET, AF_INET6, BY_REMOTE_MAP, COUNTERS_MAP, Counter, GLOBAL_HAS_ERR, GLOBAL_SKC_DADDR,
     GLOBAL_SKC_DPORT, GLOBAL_SKC_FAMILY, GLOBAL_SKC_NUM, GLOBAL_SKC_STATE, GLOBAL_SKC_V6_DADDR,
@@ -46,6 +50,9 @@ pub fn globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
 pub struct Raw {
     counters: Vec<Vec<u64>>,
     by_remote: HashMap<RemoteKey, u64>,
+    /// Retransmits of endpoints [`Raw::forget_idle`] deleted that the kernel counted after this
+    /// read and before the deletion: the next delta adds them.
+    late: HashMap<RemoteKey, u64>,
 }
 
 impl Raw {
@@ -53,12 +60,107 @@ impl Raw {
     pub fn entries(&self) -> usize {
         self.by_remote.len()
     }
+
+    /// Deletes from the kernel's endpoint map the entries that did not change since `prev`
+    /// (no retransmit for a whole interval), once their counts are in the delta from `prev` to
+    /// this read. Returns how many were deleted.
+    ///
+    /// Why: the map is bounded and nothing else ever removes an entry, so on a long-running
+    /// agent it fills with peers seen once, long ago, and every new peer's retransmits go
+    /// unattributed for good. Deleting only IDLE entries keeps the counts exact, which an LRU
+    /// map would not (it evicts an entry with whatever it counted since the last read): each is
+    /// removed with BPF_MAP_LOOKUP_AND_DELETE_ELEM, which returns its final value atomically,
+    /// and a retransmit counted between this read and the deletion is carried to the next
+    /// delta (`late`). An entry re-created later counts from 0, which the next delta takes as
+    /// new (it is no longer in this read). The one count that can still be lost is a
+    /// retransmit whose program looked the entry up on another CPU in the same instant as the
+    /// deletion and adds to it after it (nanoseconds, and only for a peer idle for an interval).
+    /// Busy peers stay, so with more busy peers than entries the overflow is still counted
+    /// (`Counter::Unattributed`).
+    pub fn forget_idle(&mut self, ebpf: &Ebpf, prev: &Raw) -> Result<usize, ReadError> {
+        let err = |source| ReadError {
+            map: BY_REMOTE_MAP,
+            source,
+        };
+        let Some(Map::HashMap(data)) = ebpf.map(BY_REMOTE_MAP) else {
+            return Err(err(MapError::InvalidName {
+                name: BY_REMOTE_MAP.into(),
+            }));
+        };
+        let idle: Vec<(RemoteKey, u64)> = self
+            .by_remote
+            .iter()
+            .filter(|(k, n)| prev.by_remote.get(k) == Some(n))
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        for (key, read) in &idle {
+            self.by_remote.remove(key);
+            match lookup_and_delete(data.fd().as_fd(), key) {
+                Ok(Some(last)) if last != *read => {
+                    self.late.insert(*key, counter_delta(last, *read));
+                }
+                // Unchanged, or already gone: nothing more to count.
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(err(MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_lookup_and_delete_elem",
+                        io_error: e,
+                    })));
+                }
+            }
+        }
+        Ok(idle.len())
+    }
+}
+
+/// `bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM)` on a hash map of [`RemoteKey`] -> `u64` (Linux 5.14
+/// for hash maps): the value and the deletion in one step under the bucket's lock. aya has the
+/// call only for queues and stacks. `None`: the key was not there.
+fn lookup_and_delete(map: BorrowedFd<'_>, key: &RemoteKey) -> std::io::Result<Option<u64>> {
+    /// The map-element part of `union bpf_attr` (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    let mut value = 0u64;
+    let attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(key) as u64,
+        value: std::ptr::from_mut(&mut value) as u64,
+        flags: 0,
+    };
+    // SAFETY: `attr` points at a key and a value of the map's sizes (RemoteKey and u64, checked
+    // by aya when the map was read), both live for the call; the size passed is attr's own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(Some(value));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
 }
 
 pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     Ok(Raw {
         counters: read_percpu(ebpf, COUNTERS_MAP)?,
         by_remote: read_hash(ebpf, BY_REMOTE_MAP)?,
+        late: HashMap::new(),
     })
 }
 
@@ -102,12 +204,19 @@ pub struct Delta {
 pub fn delta(cur: &Raw, prev: &Raw) -> Delta {
     Delta {
         unattributed: counter(&cur.counters, &prev.counters, Counter::Unattributed as u32),
-        by_remote: keyed_delta(
-            &cur.by_remote,
-            &prev.by_remote,
-            |c, p| counter_delta(*c, p.copied().unwrap_or(0)),
-            |n| *n == 0,
-        ),
+        by_remote: {
+            let mut d = keyed_delta(
+                &cur.by_remote,
+                &prev.by_remote,
+                |c, p| counter_delta(*c, p.copied().unwrap_or(0)),
+                |n| *n == 0,
+            );
+            for (k, n) in &prev.late {
+                let e = d.entry(*k).or_default();
+                *e = e.wrapping_add(*n);
+            }
+            d
+        },
         failed: counter(&cur.counters, &prev.counters, Counter::Failed as u32),
     }
 }
@@ -181,5 +290,45 @@ pub fn address(k: &RemoteKey) -> String {
     } else {
         let [a, b, c, d, ..] = k.raddr;
         Ipv4Addr::new(a, b, c, d).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(rport: u16) -> RemoteKey {
+        RemoteKey {
+            raddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: AF_INET,
+            rport,
+            lport: 40000,
+            state: 1,
+            _pad: 0,
+        }
+    }
+
+    fn raw(by_remote: &[(u16, u64)], late: &[(u16, u64)]) -> Raw {
+        Raw {
+            counters: Vec::new(),
+            by_remote: by_remote.iter().map(|(p, n)| (key(*p), *n)).collect(),
+            late: late.iter().map(|(p, n)| (key(*p), *n)).collect(),
+        }
+    }
+
+    /// A deleted idle endpoint: what the kernel counted after the read that deleted it (late)
+    /// and what its re-created entry counted since are both in the next delta, once.
+    #[test]
+    fn counts_of_a_deleted_idle_endpoint_are_carried_into_the_next_delta() {
+        // Endpoint 1 was idle and deleted (no longer in `prev`), with 2 late retransmits; its
+        // entry was re-created and holds 3. Endpoint 2 grew from 5 to 9.
+        let prev = raw(&[(2, 5)], &[(1, 2)]);
+        let cur = raw(&[(1, 3), (2, 9)], &[]);
+        let d = delta(&cur, &prev);
+        assert_eq!(d.by_remote, HashMap::from([(key(1), 5), (key(2), 4)]));
+        // Late counts of an endpoint not re-created arrive too.
+        let cur = raw(&[(2, 5)], &[]);
+        let d = delta(&cur, &prev);
+        assert_eq!(d.by_remote, HashMap::from([(key(1), 2)]));
     }
 }

@@ -231,10 +231,10 @@ fn collect(
         };
         let now = Instant::now();
         let samples = local::samples(&Deltas::between(&cur, &prev));
-        // Otherwise the bounded per-process maps fill with exited processes over a long
-        // session, and new ones go unattributed.
-        if let Err(e) = cur.forget_exited(&mut loaded.ebpf) {
-            tracing::debug!("forgetting exited processes: {e}");
+        // Otherwise the bounded breakdown maps fill with exited processes and idle peers over
+        // a long session, and new ones go unattributed.
+        if let Err(e) = cur.forget_stale(&mut loaded.ebpf, &prev) {
+            tracing::debug!("forgetting exited processes and idle peers: {e}");
         }
         let update = Update {
             samples,
