@@ -6,6 +6,7 @@
 //! developer may opt in to skipping: with `CI` unset and `OBSERVER_TESTS_ALLOW_SKIP=1`, a test
 //! that cannot run prints `SKIPPED: <reason>` to stderr and returns.
 
+pub mod agent;
 pub mod blockdev;
 pub mod cgroup;
 pub mod hist;

@@ -76,6 +76,10 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
                 bail!("signal {signal} cannot run: {e}");
             }
             tracing::warn!("signal {signal} cannot run: {e}");
+            // The message points at -v for the kernel's reasons: -v shows info.
+            if let Some(log) = e.verifier_log() {
+                tracing::info!("verifier log of signal {signal}:\n{log}");
+            }
         }
     }
     if loaded.running().next().is_none() {
