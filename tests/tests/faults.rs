@@ -142,3 +142,296 @@ fn a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running() {
     );
     agent.terminate_ok();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Thousands of TCP peers.
+
+/// The busy connection's server port: an nftables rule drops a few percent of its data packets.
+const HEAVY_PORT: u16 = 5201;
+/// SYNs to these ports are all dropped: each connection retransmits its SYN after 1 s.
+const SYN_PORTS: (u16, u16) = (20000, 29999);
+/// More endpoints than the kernel map holds (observer_common::tcp::BY_REMOTE_ENTRIES, 4096).
+const STORM: usize = 6000;
+/// New endpoints after the storm, which must all find room.
+const AFTER: usize = 1000;
+
+/// Opens a non-blocking connection from inside the namespace to each of `n` distinct endpoints
+/// (127.<net>.x.y, one port of [`SYN_PORTS`]), whose SYNs are dropped; holds them until each
+/// SYN has been retransmitted once (the first retransmit is after 1 s, the next after 3 s),
+/// then closes them all. Returns how long the connects took.
+fn syn_storm(net: u8, n: usize) -> anyhow::Result<Duration> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let start = Instant::now();
+    let mut fds = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: plain socket(2); the fd is owned (and closed) by `fds`.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh fd we own.
+        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        let ip = Ipv4Addr::new(127, net, (i / 250) as u8, (1 + i % 250) as u8);
+        let port = SYN_PORTS.0 + (i % usize::from(SYN_PORTS.1 - SYN_PORTS.0 + 1)) as u16;
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: a valid sockaddr_in and its size.
+        let rc = unsafe {
+            libc::connect(
+                fd,
+                std::ptr::from_ref(&addr).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        anyhow::ensure!(
+            rc < 0 && err.raw_os_error() == Some(libc::EINPROGRESS),
+            "connect to {ip}:{port}: expected EINPROGRESS, got {rc} ({err})"
+        );
+    }
+    let connects = start.elapsed();
+    std::thread::sleep(Duration::from_millis(1700).saturating_sub(connects));
+    drop(fds);
+    Ok(connects)
+}
+
+/// Bytes the kernel has not yet had acknowledged on a socket (SIOCOUTQ).
+fn unacked(s: &TcpStream) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(r, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    n
+}
+
+/// The connection's retransmitted segments so far (TCP_INFO tcpi_total_retrans).
+fn total_retrans(s: &TcpStream) -> u64 {
+    // SAFETY: a zeroed tcp_info is valid; getsockopt writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    u64::from(info.tcpi_total_retrans)
+}
+
+/// Raises the open-file limit to at least `n` (the storm holds thousands of sockets).
+fn allow_open_files(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < n {
+            lim.rlim_cur = n;
+            lim.rlim_max = lim.rlim_max.max(n);
+            assert_eq!(
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
+                0,
+                "raising RLIMIT_NOFILE to {n}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+const TCP_SERIES: &str = "observer_tcp_retransmits_total";
+
+/// The busy connection's series: its count over every TCP state.
+fn heavy_count(samples: &[Sample], lport: u16) -> f64 {
+    total(
+        samples,
+        TCP_SERIES,
+        &[
+            ("network_peer_address", "127.0.0.1"),
+            ("network_peer_port", &HEAVY_PORT.to_string()),
+            ("network_local_port", &lport.to_string()),
+        ],
+    )
+}
+
+#[test]
+fn thousands_of_tcp_peers() {
+    require_root!();
+    allow_open_files(STORM as u64 + 1024);
+    let ns = NetNs::create().expect("create network namespace");
+    // One segment per skb: the connection's tcpi_total_retrans (segments) is then its number of
+    // retransmitted skbs, which is what observer counts (see tests/tcp.rs).
+    netns::one_segment_per_skb(&ns).expect("set gso_max_segs 1 on lo");
+    ns.exec(
+        &["nft", "-f", "-"],
+        &format!(
+            "table inet observer_test {{
+               chain input {{
+                 type filter hook input priority 0; policy accept;
+                 tcp dport {HEAVY_PORT} meta length > 200 numgen random mod 100 < 3 drop
+                 tcp dport {}-{} tcp flags & (syn | ack) == syn drop
+               }}
+             }}",
+            SYN_PORTS.0, SYN_PORTS.1
+        ),
+    )
+    .expect("add nftables drop rules in the namespace (needs `nft`: apt-get install nftables)");
+
+    let mut agent = observer_ok!(Agent::start(&["--signals", "tcp", "--interval", "1s"], &[]).ready());
+    agent.sample_rss();
+    let baseline_at = agent.elapsed();
+
+    // The busy connection, sending until told to stop, from before the storm to after it.
+    let (client, server) = ns
+        .run(|| -> anyhow::Result<(TcpStream, TcpStream)> {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, HEAVY_PORT))?;
+            let client = TcpStream::connect((Ipv4Addr::LOCALHOST, HEAVY_PORT))?;
+            let (server, _) = listener.accept()?;
+            Ok((client, server))
+        })
+        .unwrap()
+        .expect("busy connection");
+    let lport = client.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let mut server = server;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            while matches!(server.read(&mut buf), Ok(n) if n > 0) {}
+        })
+    };
+    let sender = {
+        let stop = stop.clone();
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let chunk = vec![0x42u8; 1 << 20];
+            while !stop.load(Ordering::Relaxed) {
+                client.write_all(&chunk).expect("send on the busy connection");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    // Tracked before the storm: a breakdown's members are sticky (tests in agent::collect).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heavy_count(&agent.scrape(), lport) == 0.0 {
+        assert!(Instant::now() < deadline, "the busy connection's retransmits are not exported");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dropped = |s: &[Sample]| {
+        agent::value(s, "observer_breakdown_dropped_total", &[("signal", "tcp")]).unwrap_or(0.0)
+    };
+    let fullness = |s: &[Sample]| {
+        agent::value(s, "observer_map_fullness", &[("map", "TCP_BY_REMOTE")])
+            .expect("observer_map_fullness{map=TCP_BY_REMOTE}")
+    };
+    let before = agent.scrape();
+    let all_before = total(&before, TCP_SERIES, &[]);
+    let retrans_before = ns.run(|| netns::tcp_snmp("RetransSegs")).unwrap().unwrap();
+
+    // 1. The storm: more endpoints at once than the map holds.
+    let took = ns.run(|| syn_storm(1, STORM)).unwrap().expect("SYN storm");
+    eprintln!("{STORM} connects took {took:.2?}");
+    // Until the storm's endpoints are removed (idle for an interval after being read), the map
+    // stays full; then only the busy connection (and any other host's peers) is left.
+    let mut max_fullness: f64 = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let after_storm = loop {
+        agent.run_for(Duration::from_millis(200), "during the SYN storm");
+        let s = agent.scrape();
+        let f = fullness(&s);
+        max_fullness = max_fullness.max(f);
+        if f < 0.05 && dropped(&s) > 0.0 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "8 s after the storm the endpoint map is still {:.0}% full (dropped {}): idle peers \
+             are not removed",
+            f * 100.0,
+            dropped(&s)
+        );
+    };
+    let dropped_storm = dropped(&after_storm) - dropped(&before);
+    eprintln!(
+        "after the storm: dropped +{dropped_storm}, map at most {:.1}% full when read",
+        max_fullness * 100.0
+    );
+    assert!(max_fullness <= 1.0, "a kernel map above its capacity?");
+    // The kernel map holds 4096: at least the rest of the storm was counted as dropped.
+    assert!(
+        dropped_storm >= (STORM - 4096) as f64,
+        "{STORM} endpoints at once into a map of 4096, yet only {dropped_storm} dropped"
+    );
+
+    // 2. New peers after the storm all find room: nothing more is dropped.
+    ns.run(|| syn_storm(2, AFTER)).unwrap().expect("second storm");
+    agent.run_for(Duration::from_millis(2500), "after the second storm");
+    let after_second = agent.scrape();
+    assert_eq!(
+        dropped(&after_second),
+        dropped(&after_storm),
+        "{AFTER} new endpoints after the storm were not all attributed: the map did not make \
+         room (stale peers kept)"
+    );
+
+    // 3. The busy connection stops; its count must be exact, and the top of the breakdown.
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    let t = Instant::now();
+    while unacked(&client) > 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "data still unacknowledged after 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let heavy = total_retrans(&client);
+    let retrans = ns.run(|| netns::tcp_snmp("RetransSegs")).unwrap().unwrap() - retrans_before;
+    // Two reads later everything is in, and the connection's entry has been removed as idle
+    // (its last counts carried exactly).
+    agent.run_for(Duration::from_millis(2500), "after the busy connection stopped");
+    let end = agent.scrape();
+    let observed = heavy_count(&end, lport);
+    let all = total(&end, TCP_SERIES, &[]) - all_before;
+    eprintln!(
+        "busy connection: {heavy} retransmits (TCP_INFO), observer {observed}; namespace \
+         RetransSegs +{retrans}, observer's series +{all} (host-wide)"
+    );
+    assert_eq!(observed, heavy as f64, "the busy connection's count is not exact");
+    let top = agent::select(&end, TCP_SERIES, &[])
+        .filter(|s| s.label("network_peer_address") != Some("other"))
+        .max_by(|a, b| a.value.total_cmp(&b.value))
+        .unwrap();
+    assert_eq!(
+        (top.label("network_peer_port"), top.label("network_local_port")),
+        (Some(HEAVY_PORT.to_string().as_str()), Some(lport.to_string().as_str())),
+        "the busiest series is not the busy connection: {top:?}"
+    );
+    // Host-wide, so other namespaces may add some; none of ours may be missing.
+    assert!(
+        all >= retrans as f64,
+        "observer's series grew by {all}, the namespace alone retransmitted {retrans}"
+    );
+    let base = agent.rss[0].1;
+    let peak = agent.max_rss_since(baseline_at);
+    eprintln!("agent VmRSS: {base} kB at start, at most {peak} kB");
+    assert!(
+        peak < base + 30 * 1024,
+        "the agent's memory grew from {base} kB to {peak} kB with thousands of peers"
+    );
+    agent.terminate_ok();
+    drop(client);
+    reader.join().unwrap();
+}
