@@ -435,3 +435,213 @@ fn thousands_of_tcp_peers() {
     drop(client);
     reader.join().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// A fork storm across many cgroups.
+
+/// Short-lived processes in each storm: more than the run-queue map's 4096 entries alive at once.
+const FORKS: usize = 5000;
+/// Cgroups they are spread over.
+const STORM_CGROUPS: usize = 1000;
+/// How long after the storm begins its processes exit (together, whatever the forking took).
+const FORK_LIFE: Duration = Duration::from_secs(4);
+
+/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// CLOCK_MONOTONIC now plus `d`.
+fn monotonic_after(d: Duration) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let ns = now.tv_nsec as u64 + u64::from(d.subsec_nanos());
+    libc::timespec {
+        tv_sec: now.tv_sec + d.as_secs() as libc::time_t + (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Forks a child straight into the cgroup directory `cgroup` (clone3 with CLONE_INTO_CGROUP,
+/// so every event of its life is in that cgroup); it sleeps until `until` (CLOCK_MONOTONIC)
+/// and exits. Returns its pid.
+fn fork_into(cgroup: &std::fs::File, until: &libc::timespec) -> libc::pid_t {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork: the child has a copy of this memory and runs
+    // only async-signal-safe calls (clock_nanosleep, _exit) on what was prepared before.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_ref(&args),
+            size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: in the child, as above.
+        unsafe {
+            while libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                until,
+                std::ptr::null_mut(),
+            ) == libc::EINTR
+            {}
+            libc::_exit(0);
+        }
+    }
+    assert!(pid > 0, "clone3: {}", std::io::Error::last_os_error());
+    pid as libc::pid_t
+}
+
+#[test]
+fn fork_storm_in_thousands_of_cgroups() {
+    require_root!();
+    let mut cgroups = match TestCgroups::new() {
+        Ok(c) => c,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let heavy_cg = cgroups.create("heavy").expect("heavy cgroup");
+    let storm: Vec<std::fs::File> = (0..STORM_CGROUPS)
+        .map(|i| {
+            let cg = cgroups.create(&format!("storm/c{i}")).expect("storm cgroup");
+            std::fs::File::open(&cg.dir).expect("open the cgroup directory")
+        })
+        .collect();
+    // The steady heavy workload, running before the agent starts so it is the busiest process
+    // of the agent's first interval (a breakdown's members are sticky).
+    let heavy = ChildGuard::new(
+        cgroups
+            .spawn_in(
+                &heavy_cg,
+                observer_tests::loadgen_cmd(LOADGEN)
+                    .args(["sched", "30"])
+                    .stdout(Stdio::null()),
+            )
+            .expect("start the heavy workload"),
+    );
+    let heavy_pid = heavy.id().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut agent =
+        observer_ok!(Agent::start(&["--signals", "runqueue", "--interval", "1s"], &[]).ready());
+    agent.run_for(Duration::from_millis(2200), "before the storm");
+    let rq = "observer_runqueue_latency_seconds_count";
+    let dropped = |s: &[Sample]| {
+        agent::value(s, "observer_breakdown_dropped_total", &[("signal", "runqueue")])
+            .unwrap_or(0.0)
+    };
+    let fullness = |s: &[Sample]| {
+        agent::value(s, "observer_map_fullness", &[("map", "RUNQ_BY_PROCESS")])
+            .expect("observer_map_fullness{map=RUNQ_BY_PROCESS}")
+    };
+    let before = agent.scrape();
+    let baseline = agent.sample_rss();
+    assert!(
+        total(&before, rq, &[("process_pid", &heavy_pid)]) > 0.0,
+        "the heavy workload is not a series before the storm"
+    );
+
+    // Two storms of FORKS processes over STORM_CGROUPS cgroups, each all alive at once for a
+    // while: the second shows that memory does not grow from one to the next.
+    let mut peaks = Vec::new();
+    let mut after = before.clone();
+    for round in 1..=2 {
+        let start = Instant::now();
+        let from = agent.elapsed();
+        let until = monotonic_after(FORK_LIFE);
+        let pids: Vec<libc::pid_t> = (0..FORKS)
+            .map(|i| fork_into(&storm[i % STORM_CGROUPS], &until))
+            .collect();
+        let forked = start.elapsed();
+        let mut max_fullness: f64 = 0.0;
+        while start.elapsed() < FORK_LIFE {
+            agent.run_for(Duration::from_millis(250), "during the fork storm");
+            max_fullness = max_fullness.max(fullness(&agent.scrape()));
+        }
+        for pid in pids {
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        }
+        // Two reads after the last exit: their entries are removed, their last counts read.
+        agent.run_for(Duration::from_millis(2500), "after the fork storm");
+        let prev = std::mem::replace(&mut after, agent.scrape());
+        let peak = agent.max_rss_since(from);
+        peaks.push(peak);
+        let end_fullness = fullness(&after);
+        eprintln!(
+            "storm {round}: {FORKS} processes forked into {STORM_CGROUPS} cgroups in \
+             {forked:.2?}; dropped +{}, map at most {:.1}% full, {:.1}% after; agent VmRSS at \
+             most {peak} kB (before the storms: {baseline} kB)",
+            dropped(&after) - dropped(&prev),
+            max_fullness * 100.0,
+            end_fullness * 100.0
+        );
+        assert!(
+            forked < FORK_LIFE - Duration::from_secs(1),
+            "forking took {forked:?}: the processes were not all alive at once (machine too busy?)"
+        );
+        // Read after the entries of processes that exited meanwhile were removed: not quite 1.
+        assert!(
+            (0.9..=1.0).contains(&max_fullness),
+            "{FORKS} live processes should fill the map to its capacity, no further: \
+             {max_fullness}"
+        );
+        assert!(dropped(&after) > dropped(&prev), "the overflow was not counted");
+        assert!(
+            end_fullness < 0.5,
+            "the exited processes' entries were not removed: the map is {end_fullness} full"
+        );
+    }
+    // The user-space copies of a full map (read, previous read, delta) are bounded by its
+    // capacity: the first storm may raise the peak, the second must not raise it further.
+    assert!(
+        peaks[1] < peaks[0] + 8 * 1024,
+        "the agent's memory grew from storm to storm: peaks {peaks:?} kB"
+    );
+    assert!(
+        peaks[1] < baseline + 100 * 1024,
+        "the agent's memory grew from {baseline} kB to {} kB in the fork storms",
+        peaks[1]
+    );
+    // The top of the breakdown is still the heavy workload, in its cgroup.
+    let top = agent::select(&after, rq, &[])
+        .filter(|s| s.label("process_executable_name") != Some("other"))
+        .max_by(|a, b| a.value.total_cmp(&b.value))
+        .unwrap();
+    eprintln!("top run-queue series: {top:?}");
+    assert_eq!(
+        (top.label("process_pid"), top.label("cgroup_path")),
+        (Some(heavy_pid.as_str()), Some(heavy_cg.path.as_str())),
+        "the busiest series is not the heavy workload: {top:?}"
+    );
+    let grew = total(&after, rq, &[("process_pid", &heavy_pid)])
+        - total(&before, rq, &[("process_pid", &heavy_pid)]);
+    assert!(
+        grew > 1000.0,
+        "the heavy workload's series grew by only {grew} during the storms"
+    );
+    agent.terminate_ok();
+    drop(heavy);
+    drop(storm);
+}
