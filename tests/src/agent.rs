@@ -140,8 +140,7 @@ impl Agent {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
             .expect("VmRSS in /proc/<pid>/status");
-        self.rss
-            .push((self.started.elapsed().as_secs_f64(), kb));
+        self.rss.push((self.started.elapsed().as_secs_f64(), kb));
         kb
     }
 
@@ -235,9 +234,9 @@ pub fn select<'a>(
     name: &'a str,
     labels: &'a [(&'a str, &'a str)],
 ) -> impl Iterator<Item = &'a Sample> + 'a {
-    samples.iter().filter(move |s| {
-        s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v))
-    })
+    samples
+        .iter()
+        .filter(move |s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v)))
 }
 
 /// The value of the one sample of `name` with `labels`, `None` when there is none.
@@ -286,7 +285,11 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
         if key.is_empty() {
             return out;
         }
-        assert_eq!(chars.next(), Some('"'), "label {key} without a quoted value");
+        assert_eq!(
+            chars.next(),
+            Some('"'),
+            "label {key} without a quoted value"
+        );
         let mut value = String::new();
         while let Some(c) = chars.next() {
             match c {

@@ -26,7 +26,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::Stdio,
@@ -102,7 +102,8 @@ fn a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running() {
             .expect("start the load generator"),
     );
     let pid = load.id().to_string();
-    load.wait_output(Duration::from_secs(30)).expect("load generator");
+    load.wait_output(Duration::from_secs(30))
+        .expect("load generator");
     let name = "observer_runqueue_latency_seconds_count";
     let deadline = Instant::now() + Duration::from_secs(10);
     let samples = loop {
@@ -131,7 +132,9 @@ fn a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running() {
         );
     }
     assert!(
-        !samples.iter().any(|s| s.name.starts_with("observer_futex_")),
+        !samples
+            .iter()
+            .any(|s| s.name.starts_with("observer_futex_")),
         "a refused signal exports no data"
     );
     assert!(
@@ -292,7 +295,8 @@ fn thousands_of_tcp_peers() {
     )
     .expect("add nftables drop rules in the namespace (needs `nft`: apt-get install nftables)");
 
-    let mut agent = observer_ok!(Agent::start(&["--signals", "tcp", "--interval", "1s"], &[]).ready());
+    let mut agent =
+        observer_ok!(Agent::start(&["--signals", "tcp", "--interval", "1s"], &[]).ready());
     agent.sample_rss();
     let baseline_at = agent.elapsed();
 
@@ -321,7 +325,9 @@ fn thousands_of_tcp_peers() {
         std::thread::spawn(move || {
             let chunk = vec![0x42u8; 1 << 20];
             while !stop.load(Ordering::Relaxed) {
-                client.write_all(&chunk).expect("send on the busy connection");
+                client
+                    .write_all(&chunk)
+                    .expect("send on the busy connection");
                 std::thread::sleep(Duration::from_millis(5));
             }
         })
@@ -329,7 +335,10 @@ fn thousands_of_tcp_peers() {
     // Tracked before the storm: a breakdown's members are sticky (tests in agent::collect).
     let deadline = Instant::now() + Duration::from_secs(10);
     while heavy_count(&agent.scrape(), lport) == 0.0 {
-        assert!(Instant::now() < deadline, "the busy connection's retransmits are not exported");
+        assert!(
+            Instant::now() < deadline,
+            "the busy connection's retransmits are not exported"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let dropped = |s: &[Sample]| {
@@ -379,7 +388,9 @@ fn thousands_of_tcp_peers() {
     );
 
     // 2. New peers after the storm all find room: nothing more is dropped.
-    ns.run(|| syn_storm(2, AFTER)).unwrap().expect("second storm");
+    ns.run(|| syn_storm(2, AFTER))
+        .unwrap()
+        .expect("second storm");
     agent.run_for(Duration::from_millis(2500), "after the second storm");
     let after_second = agent.scrape();
     assert_eq!(
@@ -394,14 +405,20 @@ fn thousands_of_tcp_peers() {
     sender.join().unwrap();
     let t = Instant::now();
     while unacked(&client) > 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "data still unacknowledged after 10 s");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "data still unacknowledged after 10 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let heavy = total_retrans(&client);
     let retrans = ns.run(|| netns::tcp_snmp("RetransSegs")).unwrap().unwrap() - retrans_before;
     // Two reads later everything is in, and the connection's entry has been removed as idle
     // (its last counts carried exactly).
-    agent.run_for(Duration::from_millis(2500), "after the busy connection stopped");
+    agent.run_for(
+        Duration::from_millis(2500),
+        "after the busy connection stopped",
+    );
     let end = agent.scrape();
     let observed = heavy_count(&end, lport);
     let all = total(&end, TCP_SERIES, &[]) - all_before;
@@ -409,14 +426,23 @@ fn thousands_of_tcp_peers() {
         "busy connection: {heavy} retransmits (TCP_INFO), observer {observed}; namespace \
          RetransSegs +{retrans}, observer's series +{all} (host-wide)"
     );
-    assert_eq!(observed, heavy as f64, "the busy connection's count is not exact");
+    assert_eq!(
+        observed, heavy as f64,
+        "the busy connection's count is not exact"
+    );
     let top = agent::select(&end, TCP_SERIES, &[])
         .filter(|s| s.label("network_peer_address") != Some("other"))
         .max_by(|a, b| a.value.total_cmp(&b.value))
         .unwrap();
     assert_eq!(
-        (top.label("network_peer_port"), top.label("network_local_port")),
-        (Some(HEAVY_PORT.to_string().as_str()), Some(lport.to_string().as_str())),
+        (
+            top.label("network_peer_port"),
+            top.label("network_local_port")
+        ),
+        (
+            Some(HEAVY_PORT.to_string().as_str()),
+            Some(lport.to_string().as_str())
+        ),
         "the busiest series is not the busy connection: {top:?}"
     );
     // Host-wide, so other namespaces may add some; none of ours may be missing.
@@ -525,7 +551,9 @@ fn fork_storm_in_thousands_of_cgroups() {
     let heavy_cg = cgroups.create("heavy").expect("heavy cgroup");
     let storm: Vec<std::fs::File> = (0..STORM_CGROUPS)
         .map(|i| {
-            let cg = cgroups.create(&format!("storm/c{i}")).expect("storm cgroup");
+            let cg = cgroups
+                .create(&format!("storm/c{i}"))
+                .expect("storm cgroup");
             std::fs::File::open(&cg.dir).expect("open the cgroup directory")
         })
         .collect();
@@ -548,8 +576,12 @@ fn fork_storm_in_thousands_of_cgroups() {
     agent.run_for(Duration::from_millis(2200), "before the storm");
     let rq = "observer_runqueue_latency_seconds_count";
     let dropped = |s: &[Sample]| {
-        agent::value(s, "observer_breakdown_dropped_total", &[("signal", "runqueue")])
-            .unwrap_or(0.0)
+        agent::value(
+            s,
+            "observer_breakdown_dropped_total",
+            &[("signal", "runqueue")],
+        )
+        .unwrap_or(0.0)
     };
     let fullness = |s: &[Sample]| {
         agent::value(s, "observer_map_fullness", &[("map", "RUNQ_BY_PROCESS")])
@@ -607,7 +639,10 @@ fn fork_storm_in_thousands_of_cgroups() {
             "{FORKS} live processes should fill the map to its capacity, no further: \
              {max_fullness}"
         );
-        assert!(dropped(&after) > dropped(&prev), "the overflow was not counted");
+        assert!(
+            dropped(&after) > dropped(&prev),
+            "the overflow was not counted"
+        );
         assert!(
             end_fullness < 0.5,
             "the exited processes' entries were not removed: the map is {end_fullness} full"
@@ -644,4 +679,315 @@ fn fork_storm_in_thousands_of_cgroups() {
     agent.terminate_ok();
     drop(heavy);
     drop(storm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The collector down, slow, restarting.
+
+/// The load generator's futex waits of HOLD_MS each (see tests/agent.rs).
+const HOLD_MS: u64 = 51;
+/// Waits of the long load, which spans both faults (about 100 ms each): its series stays busy,
+/// so it is never folded into "other" as idle (30 intervals).
+const LONG_REPS: u64 = 950;
+const REPS: u64 = 6;
+
+/// Starts `observer-loadgen futex HOLD_MS reps`.
+fn futex_load(reps: u64) -> ChildGuard {
+    ChildGuard::new(
+        observer_tests::loadgen_cmd(LOADGEN)
+            .args(["futex", &HOLD_MS.to_string(), &reps.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the load generator"),
+    )
+}
+
+/// Waits for a load generator to finish: how many waits it made.
+fn finish(load: ChildGuard) -> u64 {
+    let out = load
+        .wait_output(Duration::from_secs(300))
+        .expect("load generator");
+    assert!(out.status.success(), "load generator failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("wait_ns "))
+        .count() as u64
+}
+
+/// The futex series of `pid` in an export: (start, count, waits in HOLD_MS's bucket).
+fn futex_series(e: &rotel::Export, pid: u32) -> Option<(u64, u64, u64)> {
+    let want = format!("Int({pid})");
+    let p = e
+        .metric("observer.futex.wait")?
+        .points
+        .iter()
+        .find(|p| p.attr("process.pid") == Some(want.as_str()))?;
+    let index = observer_tests::hist::index_of(HOLD_MS as f64 * 1e6);
+    let positive = p.positive()?;
+    let in_bucket = usize::try_from(index - positive.offset)
+        .ok()
+        .and_then(|i| positive.counts.get(i))
+        .copied()
+        .unwrap_or(0);
+    Some((p.start, p.count?, in_bucket))
+}
+
+/// The agent's own count of `pid`'s futex waits (its Prometheus endpoint).
+fn own_count(agent: &Agent, pid: u32) -> f64 {
+    total(
+        &agent.scrape(),
+        "observer_futex_wait_seconds_count",
+        &[("process_pid", &pid.to_string())],
+    )
+}
+
+/// Holds the port: accepts every connection and never reads or answers (a collector that hangs).
+struct SlowCollector {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowCollector {
+    fn start(port: u16) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("bind the port");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, accepted) = (stop.clone(), accepted.clone());
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            held.push(s);
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })
+        };
+        Self {
+            stop,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SlowCollector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Batches {
+    success: f64,
+    failure: f64,
+    dropped: f64,
+}
+
+fn batches(s: &[Sample]) -> Batches {
+    let get = |result| {
+        agent::value(
+            s,
+            "observer_export_batches_total",
+            &[("exporter", "otlp"), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    Batches {
+        success: get("success"),
+        failure: get("failure"),
+        dropped: get("dropped"),
+    }
+}
+
+/// How long the collector stays away (the issue says minutes; one fits CI).
+const OUTAGE: Duration = Duration::from_secs(60);
+
+#[test]
+fn collector_down_slow_and_restarted() {
+    require_root!();
+    let bin = match rotel::find_binary() {
+        Ok(b) => b,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let dir = TempDir::new("faults-collector");
+    let ports = rotel::free_ports();
+    // A queue of 4 batches so that drops happen; a 2 s deadline so that a hung collector is
+    // given up on quickly; every process a series of its own, so the load generators' are found.
+    let config = write(
+        &dir.0,
+        "observer.toml",
+        "[agent]\ntop = 1000\n\n[otlp]\nqueue = 4\ntimeout = \"2s\"\n",
+    );
+    let endpoint = format!("http://127.0.0.1:{}", ports.0);
+    let mut agent = observer_ok!(
+        Agent::start(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--signals",
+                "futex",
+                "--interval",
+                "1s",
+                "--otlp-endpoint",
+                &endpoint,
+            ],
+            &[],
+        )
+        .ready()
+    );
+    agent.run_for(Duration::from_secs(2), "at start");
+
+    // A futex load through both faults and beyond.
+    let long = futex_load(LONG_REPS);
+    let long_pid = long.id();
+
+    // 1. A collector that accepts and never answers.
+    let slow = SlowCollector::start(ports.0);
+    agent.run_for(Duration::from_secs(15), "while the collector hung");
+    let t = Instant::now();
+    let s = agent.scrape();
+    let scrape_took = t.elapsed();
+    let hung = batches(&s);
+    let accepted = slow.accepted.load(Ordering::Relaxed);
+    drop(slow);
+    eprintln!(
+        "hung collector: {accepted} connections accepted, batches {hung:?}, a scrape took \
+         {scrape_took:.2?}"
+    );
+    assert!(accepted >= 1, "the agent never tried the hung collector");
+    assert!(
+        scrape_took < Duration::from_secs(1),
+        "the agent answered a scrape in {scrape_took:?} while its collector hung"
+    );
+    assert_eq!(
+        (hung.success, hung.failure),
+        (0.0, 0.0),
+        "a collector that never answers accepts nothing, and a timeout is retried, not failed"
+    );
+    assert!(
+        hung.dropped >= 5.0,
+        "15 batches into a queue of 4 while nothing was sent: expected drops, {hung:?}"
+    );
+
+    // 2. Nothing listens, for OUTAGE: memory stays flat.
+    let down_from = agent.elapsed();
+    agent.run_for(OUTAGE, "while the collector was down");
+    let half = down_from + OUTAGE.as_secs_f64() / 2.0;
+    let first_half = agent
+        .rss
+        .iter()
+        .filter(|(t, _)| (down_from..half).contains(t))
+        .map(|(_, kb)| *kb)
+        .max()
+        .unwrap();
+    let second_half = agent.max_rss_since(half);
+    let down = batches(&agent.scrape());
+    eprintln!(
+        "collector down for {OUTAGE:?}: agent VmRSS at most {first_half} kB in the first half, \
+         {second_half} kB in the second (at start {} kB); batches {down:?}",
+        agent.rss[0].1
+    );
+    assert!(
+        second_half <= first_half + 2 * 1024,
+        "the agent's memory grew while the collector was down: {first_half} kB, then \
+         {second_half} kB"
+    );
+    assert!(
+        down.dropped >= hung.dropped + OUTAGE.as_secs_f64() - 10.0,
+        "a batch a second into a full queue for {OUTAGE:?}: expected as many drops, {down:?}"
+    );
+    assert_eq!((down.success, down.failure), (0.0, 0.0), "{down:?}");
+
+    // 3. The collector comes up on the port: the retries (backing off to at most 30 s) find
+    //    it, and the long load's series arrives with every wait, counted once: what the
+    //    collector has is the agent's own count, once the load has finished.
+    let rotel = Rotel::start(&bin, &dir.0, "first", ports);
+    let started = Instant::now();
+    rotel.wait_for("data after the outage", Duration::from_secs(45), |e| {
+        e.last()
+            .is_some_and(|e| futex_series(e, long_pid).is_some())
+    });
+    eprintln!(
+        "data arrived {:.2?} after the collector came up",
+        started.elapsed()
+    );
+    let waits = finish(long);
+    agent.run_for(Duration::from_millis(2500), "after the long load");
+    let own = own_count(&agent, long_pid);
+    let exports = rotel.wait_for(
+        "the long load's final count",
+        Duration::from_secs(10),
+        |e| {
+            e.last()
+                .and_then(|e| futex_series(e, long_pid))
+                .is_some_and(|s| s.1 as f64 == own)
+        },
+    );
+    let first = futex_series(exports.last().unwrap(), long_pid).unwrap();
+    eprintln!(
+        "long load: {waits} waits measured by the load, {} exported ({} of {HOLD_MS} ms), the \
+         agent's own count {own}",
+        first.1, first.2
+    );
+    assert!(
+        first.2 <= waits && first.2 >= waits * 9 / 10,
+        "{} waits in the {HOLD_MS} ms bucket, for {waits} waits of {HOLD_MS} ms",
+        first.2
+    );
+    // The series kept one start through both faults.
+    let starts: std::collections::BTreeSet<u64> = exports
+        .iter()
+        .filter_map(|e| futex_series(e, long_pid))
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(starts.len(), 1, "the series restarted: starts {starts:?}");
+    let up = batches(&agent.scrape());
+    assert!(up.success >= 1.0 && up.failure == 0.0, "{up:?}");
+
+    // 4. The collector is killed and restarted on the same ports: the series continues (same
+    //    start, same count), with what happened meanwhile.
+    rotel.kill();
+    let short = futex_load(REPS);
+    let short_pid = short.id();
+    finish(short);
+    agent.run_for(Duration::from_secs(2), "while the collector restarted");
+    let rotel = Rotel::start(&bin, &dir.0, "second", ports);
+    let short_own = own_count(&agent, short_pid);
+    let exports = rotel.wait_for(
+        "data after the collector restarted",
+        Duration::from_secs(45),
+        |e| {
+            e.last()
+                .and_then(|e| futex_series(e, short_pid))
+                .is_some_and(|s| s.1 as f64 == short_own)
+        },
+    );
+    let second = exports.last().unwrap();
+    assert_eq!(
+        futex_series(second, long_pid),
+        Some(first),
+        "the long load's series changed across the collector's restart"
+    );
+    agent.assert_running("at the end");
+    let peak = agent.max_rss_since(0.0);
+    eprintln!(
+        "agent VmRSS: {} kB at start, at most {peak} kB",
+        agent.rss[0].1
+    );
+    assert!(
+        peak < agent.rss[0].1 + 30 * 1024,
+        "the agent's memory grew from {} kB to {peak} kB over the faults",
+        agent.rss[0].1
+    );
+    agent.terminate_ok();
 }
