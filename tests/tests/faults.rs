@@ -27,7 +27,7 @@
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
     process::Stdio,
     sync::{
@@ -163,7 +163,6 @@ const AFTER: usize = 1000;
 /// SYN has been retransmitted once (the first retransmit is after 1 s, the next after 3 s),
 /// then closes them all. Returns how long the connects took.
 fn syn_storm(net: u8, n: usize) -> anyhow::Result<Duration> {
-    use std::os::fd::{FromRawFd, OwnedFd};
     let start = Instant::now();
     let mut fds = Vec::with_capacity(n);
     for i in 0..n {
@@ -469,8 +468,8 @@ fn thousands_of_tcp_peers() {
 const FORKS: usize = 5000;
 /// Cgroups they are spread over.
 const STORM_CGROUPS: usize = 1000;
-/// How long after the storm begins its processes exit (together, whatever the forking took).
-const FORK_LIFE: Duration = Duration::from_secs(4);
+/// How long the storm's processes stay alive, all together, once forked (at least).
+const HOLD: Duration = Duration::from_millis(2500);
 
 /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
 #[repr(C)]
@@ -490,33 +489,21 @@ struct CloneArgs {
 }
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// CLOCK_MONOTONIC now plus `d`.
-fn monotonic_after(d: Duration) -> libc::timespec {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let ns = now.tv_nsec as u64 + u64::from(d.subsec_nanos());
-    libc::timespec {
-        tv_sec: now.tv_sec + d.as_secs() as libc::time_t + (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    }
-}
-
 /// Forks a child straight into the cgroup directory `cgroup` (clone3 with CLONE_INTO_CGROUP,
-/// so every event of its life is in that cgroup); it sleeps until `until` (CLOCK_MONOTONIC)
-/// and exits. Returns its pid.
-fn fork_into(cgroup: &std::fs::File, until: &libc::timespec) -> libc::pid_t {
+/// so every event of its life is in that cgroup). The child closes its copy of `release`'s
+/// write end, blocks reading `release` and exits at end of file, when the test closes the
+/// write end: so all of a storm's processes live at once however slowly they were forked.
+/// Returns its pid.
+fn fork_into(cgroup: &std::fs::File, release: &(OwnedFd, OwnedFd)) -> libc::pid_t {
     let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
+    let (read, write) = (release.0.as_raw_fd(), release.1.as_raw_fd());
     // SAFETY: clone3 without CLONE_VM is a fork: the child has a copy of this memory and runs
-    // only async-signal-safe calls (clock_nanosleep, _exit) on what was prepared before.
+    // only async-signal-safe calls (close, read, _exit) on what was prepared before.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -527,18 +514,24 @@ fn fork_into(cgroup: &std::fs::File, until: &libc::timespec) -> libc::pid_t {
     if pid == 0 {
         // SAFETY: in the child, as above.
         unsafe {
-            while libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                until,
-                std::ptr::null_mut(),
-            ) == libc::EINTR
-            {}
+            libc::close(write);
+            let mut byte = 0u8;
+            while libc::read(read, std::ptr::from_mut(&mut byte).cast(), 1) < 0 {}
             libc::_exit(0);
         }
     }
     assert!(pid > 0, "clone3: {}", std::io::Error::last_os_error());
     pid as libc::pid_t
+}
+
+/// A pipe: (read end, write end).
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds, which we then own.
+    unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    }
 }
 
 #[test]
@@ -601,16 +594,22 @@ fn fork_storm_in_thousands_of_cgroups() {
     for round in 1..=2 {
         let start = Instant::now();
         let from = agent.elapsed();
-        let until = monotonic_after(FORK_LIFE);
+        let release = pipe();
         let pids: Vec<libc::pid_t> = (0..FORKS)
-            .map(|i| fork_into(&storm[i % STORM_CGROUPS], &until))
+            .map(|i| fork_into(&storm[i % STORM_CGROUPS], &release))
             .collect();
         let forked = start.elapsed();
         let mut max_fullness: f64 = 0.0;
-        while start.elapsed() < FORK_LIFE {
+        // Held until the agent has read the map with them all in it (a read of a full map
+        // takes a while on a busy machine), for at least HOLD and at most 15 s.
+        let held = Instant::now();
+        while held.elapsed() < HOLD
+            || (max_fullness < 0.9 && held.elapsed() < Duration::from_secs(15))
+        {
             agent.run_for(Duration::from_millis(250), "during the fork storm");
             max_fullness = max_fullness.max(fullness(&agent.scrape()));
         }
+        drop(release);
         for pid in pids {
             // SAFETY: waitpid on our own child.
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
@@ -628,10 +627,6 @@ fn fork_storm_in_thousands_of_cgroups() {
             dropped(&after) - dropped(&prev),
             max_fullness * 100.0,
             end_fullness * 100.0
-        );
-        assert!(
-            forked < FORK_LIFE - Duration::from_secs(1),
-            "forking took {forked:?}: the processes were not all alive at once (machine too busy?)"
         );
         // Read after the entries of processes that exited meanwhile were removed: not quite 1.
         assert!(
@@ -686,9 +681,10 @@ fn fork_storm_in_thousands_of_cgroups() {
 
 /// The load generator's futex waits of HOLD_MS each (see tests/agent.rs).
 const HOLD_MS: u64 = 51;
-/// Waits of the long load, which spans both faults (about 100 ms each): its series stays busy,
-/// so it is never folded into "other" as idle (30 intervals).
-const LONG_REPS: u64 = 950;
+/// Waits of the long load (about 51 ms each: some 2 minutes), which spans both faults and the
+/// retries' longest backoff (30 s) after them: its series stays busy, so it is not folded into
+/// "other" as idle (30 intervals) before the collector is back.
+const LONG_REPS: u64 = 2400;
 const REPS: u64 = 6;
 
 /// Starts `observer-loadgen futex HOLD_MS reps`.
@@ -908,6 +904,11 @@ fn collector_down_slow_and_restarted() {
     );
     assert_eq!((down.success, down.failure), (0.0, 0.0), "{down:?}");
 
+    let during = own_count(&agent, long_pid);
+    assert!(
+        during > 0.0,
+        "the long load (pid {long_pid}) is not a series of the agent's own"
+    );
     // 3. The collector comes up on the port: the retries (backing off to at most 30 s) find
     //    it, and the long load's series arrives with every wait, counted once: what the
     //    collector has is the agent's own count, once the load has finished.
