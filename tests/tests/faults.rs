@@ -1,17 +1,19 @@
 //! Fault injection: the agent (`observer run`) under conditions that break things, each made
 //! for real, with what must hold asserted on the agent's own endpoints and a real collector.
 //!
-//! - [`collector_down_slow_and_restarted`]: the OTLP collector absent for a minute, then a
-//!   listener that accepts and never answers, then a real rotel, killed and restarted on the
-//!   same port. No crash, memory flat, drops counted in `observer.export.batches`, and the
-//!   futex waits made during the outages arrive afterwards exactly once, in one series.
-//! - [`fork_storm_in_thousands_of_cgroups`]: thousands of short-lived processes across a
-//!   thousand cgroups overflow the run-queue breakdown map. The map stays at its capacity, the
-//!   overflow is counted (`observer.breakdown.dropped`), memory is bounded, and the heavy
-//!   workload is still the top series, in its cgroup.
-//! - [`thousands_of_tcp_peers`]: SYN retransmits to thousands of distinct endpoints overflow
-//!   the TCP endpoint map; the overflow is counted, idle endpoints are removed afterwards so new
-//!   peers are attributed again, and the busiest connection's count is exact.
+//! - [`collector_down_slow_and_restarted`]: the OTLP collector hung (a listener that accepts
+//!   and never answers), then absent for a minute, then a real rotel, killed and restarted on
+//!   the same port. No crash, scrapes still answered, memory flat, drops counted in
+//!   `observer.export.batches`, and afterwards the collector has every futex wait made during
+//!   the faults, counted once, in one series with one start time.
+//! - [`fork_storm_in_thousands_of_cgroups`]: twice 5000 live processes across 1000 cgroups
+//!   overflow the run-queue breakdown map. The map fills to its capacity and no further, the
+//!   overflow is counted (`observer.breakdown.dropped`), the exited processes' entries are
+//!   removed, memory does not grow from storm to storm, and the heavy workload is still the
+//!   top series, in its cgroup.
+//! - [`thousands_of_tcp_peers`]: SYN retransmits to 6000 distinct endpoints overflow the TCP
+//!   endpoint map; the overflow is counted, idle endpoints are removed afterwards so new peers
+//!   are attributed again, and the busiest connection's count is exact and on top.
 //! - [`a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running`]: the verifier
 //!   rejects one signal's programs (the test-only `OBSERVER_TESTONLY_REJECT_SIGNAL`): the log
 //!   says so with the verifier's reason, `observer.signal.attached` is 0 for it, and the other
@@ -21,8 +23,9 @@
 //! a restart that restores the original value (`after_sigkill_the_next_start_restores_the_original`
 //! in tests/rules.rs).
 //!
-//! Like every end-to-end test these need root and BPF and fail without them (see lib.rs); they
-//! fit CI's time: about two and a half minutes in all, most of it the minute-long outage.
+//! Like every end-to-end test these need root and BPF and fail without them (see lib.rs). They
+//! take about three minutes in all, two of them the collector test (its minute-long outage and
+//! the retries' backoff of up to 30 s after it).
 
 use std::{
     io::{Read, Write},
