@@ -264,6 +264,8 @@ pub struct Overrides {
     pub prometheus_listen: Option<SocketAddr>,
     /// `--socket`: like `agent.socket`, an empty path turns the socket off.
     pub socket: Option<PathBuf>,
+    /// `--cgroup`: like `agent.scope`, `""` is the whole host (whatever the file says).
+    pub scope: Option<String>,
 }
 
 /// Why a configuration was refused. Every message says where the value came from, what was
@@ -760,6 +762,12 @@ fn flag_layer(o: &Overrides) -> Result<Layer, ConfigError> {
     }
     if let Some(path) = &o.socket {
         layer.socket = Some(check_socket(path).map_err(flag("--socket"))?);
+    }
+    if let Some(scope) = &o.scope {
+        layer.scope = Some(match scope.as_str() {
+            "" => None,
+            s => Some(s.parse().map_err(flag("--cgroup"))?),
+        });
     }
     Ok(layer)
 }
@@ -1646,6 +1654,7 @@ mod tests {
             otlp_endpoint: Some("http://flag:4317".into()),
             prometheus_listen: Some("[::1]:9999".parse().unwrap()),
             socket: None,
+            scope: None,
         };
         let config = load_text("flags.toml", text, env, &flags).unwrap();
         assert_eq!(config.agent.interval, Duration::from_secs(1));
@@ -1655,6 +1664,33 @@ mod tests {
         assert_eq!(config.otlp.logs_endpoint, "http://flag:4317");
         assert!(config.prometheus.enabled);
         assert_eq!(config.prometheus.listen, "[::1]:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn the_cgroup_flag_overrides_the_scope_of_the_file() {
+        let text = "[agent]\nscope = \"pod\"\n";
+        let scope = |flag: Option<&str>| {
+            let flags = Overrides {
+                scope: flag.map(Into::into),
+                ..Overrides::default()
+            };
+            load_text("scope.toml", text, no_env, &flags)
+                .map(|c| c.agent.scope)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(scope(None), Ok(Some(ScopeSpec::Pod)));
+        assert_eq!(scope(Some("self")), Ok(Some(ScopeSpec::Own)));
+        assert_eq!(
+            scope(Some("/system.slice/nginx.service/")),
+            Ok(Some(ScopeSpec::Path("/system.slice/nginx.service".into())))
+        );
+        // "" is the whole host, as `agent.scope = ""`.
+        assert_eq!(scope(Some("")), Ok(None));
+        let e = scope(Some("system.slice")).unwrap_err();
+        assert!(
+            e.starts_with("--cgroup: invalid scope \"system.slice\": use \"self\""),
+            "{e}"
+        );
     }
 
     #[test]

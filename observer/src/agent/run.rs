@@ -100,7 +100,8 @@ async fn serve(
     // First: another agent already serving it is the clearest reason not to start.
     let socket = match &config.agent.socket {
         Some(path) => {
-            let hello = socket::Hello::of_agent(config.agent.interval, &loaded.status);
+            let mut hello = socket::Hello::of_agent(config.agent.interval, &loaded.status);
+            hello.scope = loaded.scope.clone();
             let server = socket::Server::start(path, hello).await?;
             tracing::info!("serving observer top on {}", path.display());
             if !config.otlp.enabled && !config.prometheus.enabled {

@@ -87,7 +87,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 socket: opts.socket.clone(),
             };
             let signals = agent_signals(hello, &opts.signals, &opts.socket)?;
-            let app = App::new(signals, Duration::from_millis(hello.interval_ms), source);
+            let mut app = App::new(signals, Duration::from_millis(hello.interval_ms), source);
+            // A sidecar agent's view is its scope's: the header says so, as for `--cgroup`.
+            app.scope = hello.scope.clone();
             // Shutting the socket down at the end wakes the reader blocked on it.
             let closer = connection
                 .closer()
