@@ -143,6 +143,11 @@ async fn serve(
         sinks.push(Arc::new(server));
     }
 
+    // Pod names: listed in the background; series get them once the first list is in.
+    if let Some(settings) = &config.kubernetes {
+        tracing::info!(source = %settings.source, url = %settings.url, refresh = ?settings.refresh, "naming pods from Kubernetes");
+        crate::kubernetes::install(crate::kubernetes::start(settings.clone())?);
+    }
     // What the start-up restored, now that it can be exported.
     report(recovered, exporter.as_deref());
     let mut collector = Collector::new(&loaded, config.agent.top)?;
