@@ -9,6 +9,7 @@
 pub mod blockdev;
 pub mod cgroup;
 pub mod hist;
+pub mod kubelet;
 pub mod netns;
 pub mod observer;
 pub mod prom;
