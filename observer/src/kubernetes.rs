@@ -12,10 +12,10 @@
 //! that arrives before the metadata passes through without it. Here:
 //!
 //! - the list is refreshed in the background every `refresh` (default 30 s), and at once
-//!   (at most every [`MIN_GAP`]) when a pod UID is seen that the last list did not have, so a
-//!   new pod is named within seconds without a watch;
+//!   (at most every [`MIN_GAP`]) when a pod UID or container id is seen that the last list did
+//!   not have (once per id), so a new pod is named within seconds without a watch;
 //! - the collection loop never waits for it: it reads the last list published
-//!   ([`Names::lookup`], a lock held for a clone of one `Arc`);
+//!   ([`Names::index`], a lock held for a clone of one `Arc`);
 //! - the token is read again for every request (the kubelet rotates projected tokens);
 //! - a server that cannot be reached or refuses is said once in the log (again only when the
 //!   reason changes, and when it answers again), retried with backoff from 1 s up to
@@ -25,7 +25,7 @@
 //!   `kubernetes.io/config.mirror`, so both are indexed.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, OnceLock, PoisonError},
@@ -66,7 +66,8 @@ const USER_AGENT_VALUE: &str = concat!("observer/", env!("CARGO_PKG_VERSION"));
 /// Where pod names come from (`kubernetes.enrich`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// The node's kubelet, `GET https://NODE:10250/pods` (RBAC: `get` on `nodes/proxy`).
+    /// The node's kubelet, `GET https://NODE:10250/pods` (RBAC: `get` on `nodes/pods`, or
+    /// `nodes/proxy` before Kubernetes 1.33).
     Kubelet,
     /// The API server, this node's pods only (RBAC: `list` on `pods`).
     ApiServer,
@@ -83,9 +84,13 @@ impl Source {
     /// What an operator must grant the service account, for a 403.
     pub const fn rbac(self) -> &'static str {
         match self {
+            // KEP-2862 (fine-grained kubelet authorization, beta in 1.33, GA in 1.36) gives
+            // `/pods` its own subresource; older kubelets check nodes/proxy, which also opens
+            // exec into every container of the node.
             Self::Kubelet => {
-                "a ClusterRole with `get` on `nodes/proxy` (resources: [\"nodes/proxy\"], \
-                 verbs: [\"get\"]), bound to observer's service account"
+                "a ClusterRole with `get` on `nodes/pods` (resources: [\"nodes/pods\"], verbs: \
+                 [\"get\"]; Kubernetes 1.33 and later), or on `nodes/proxy` for older kubelets, \
+                 bound to observer's service account"
             }
             Self::ApiServer => {
                 "a ClusterRole with `list` on `pods` (resources: [\"pods\"], verbs: [\"list\"]), \
@@ -255,13 +260,32 @@ pub struct Names {
     index: Arc<Mutex<Arc<Index>>>,
     /// Asks the task for a list now (a pod it did not have was seen).
     wake: Arc<Notify>,
+    /// The pod UIDs and container ids that asked already: one that a new list does not have
+    /// either (a pod of another node's kubelet, a cgroup left behind) waits for the regular
+    /// refresh instead of asking every [`MIN_GAP`].
+    asked: Arc<Mutex<HashSet<String>>>,
 }
+
+/// Most ids remembered in [`Names::asked`]; then it starts again (bounds its memory).
+const MAX_ASKED: usize = 4096;
 
 impl Names {
     fn new() -> Self {
         Self {
             index: Arc::new(Mutex::new(Arc::new(Index::default()))),
             wake: Arc::new(Notify::new()),
+            asked: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Wakes the task for `id`'s sake, once per id.
+    fn ask(&self, id: &str) {
+        let mut asked = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
+        if asked.len() >= MAX_ASKED {
+            asked.clear();
+        }
+        if asked.insert(id.to_owned()) {
+            self.wake.notify_one();
         }
     }
 
@@ -284,7 +308,7 @@ impl Names {
             return;
         };
         let Some(names) = index.get(&pod.uid) else {
-            self.wake.notify_one();
+            self.ask(&pod.uid);
             return;
         };
         pod.name = Some(names.name.clone());
@@ -293,7 +317,7 @@ impl Names {
             match names.containers.get(&c.id) {
                 Some(name) => c.name = Some(name.clone()),
                 // Started since the list: its status did not have its id yet.
-                None => self.wake.notify_one(),
+                None => self.ask(&c.id),
             }
         }
     }
@@ -771,6 +795,95 @@ mod tests {
         let before = other.clone();
         names.name(&index, &mut other);
         assert_eq!(other, before);
+        // It asked for a list once; asking again for the same pod does not wake the task.
+        assert_eq!(names.asked.lock().unwrap().len(), 1);
+        names.name(&index, &mut other);
+        assert_eq!(names.asked.lock().unwrap().len(), 1);
+    }
+
+    /// The HTTPS client against a real TLS server (`observer_tests::kubelet`, Python's ssl
+    /// with certificates made by openssl): verified with the right CA only, the token sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_pods_over_tls_verified_with_the_configured_ca_only() {
+        use observer_tests::kubelet::{self, PodServer};
+        let list = kubelet::pod_list(&[kubelet::Pod {
+            uid: UID.into(),
+            name: "web-7d4f".into(),
+            namespace: "shop".into(),
+            containers: vec![(ID.into(), "nginx".into())],
+        }]);
+        let (server, other) = match (PodServer::start(&list), PodServer::start(&list)) {
+            (Ok(s), Ok(o)) => (s, o),
+            (Err(e), _) | (_, Err(e)) => observer_tests::skip_or_fail!("{e}"),
+        };
+        let settings = |ca: &Path| Settings {
+            source: Source::Kubelet,
+            url: format!("{}/pods", server.url()),
+            token_file: Some(server.token.clone()),
+            ca_file: Some(ca.to_owned()),
+            insecure_skip_verify: false,
+            refresh: Duration::from_secs(30),
+        };
+        let fetch = |s: Settings| async move { Client::new(&s).unwrap().fetch().await };
+        let index = fetch(settings(&server.ca)).await.unwrap();
+        assert_eq!(index.get(UID).unwrap().name, "web-7d4f");
+        assert_eq!(
+            index
+                .get(UID)
+                .unwrap()
+                .containers
+                .get(ID)
+                .map(String::as_str),
+            Some("nginx")
+        );
+        // Another CA's certificate: refused, saying what to do.
+        let e = fetch(settings(&other.ca)).await.unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, FetchError::Tls(_)), "{e:?}");
+        assert!(
+            m.starts_with(
+                "TLS: invalid peer certificate: UnknownIssuer; kubelets often serve a \
+                           self-signed certificate"
+            ) && m.contains("use enrich = \"api-server\""),
+            "{m}"
+        );
+        // Unless verification is skipped, explicitly.
+        let skip = Settings {
+            insecure_skip_verify: true,
+            ..settings(&other.ca)
+        };
+        assert_eq!(fetch(skip).await.unwrap().len(), 1);
+        // No token: 401, saying none was sent.
+        let anonymous = Settings {
+            token_file: None,
+            ..settings(&server.ca)
+        };
+        let m = fetch(anonymous).await.unwrap_err().to_string();
+        assert!(
+            m.starts_with("401 Unauthorized (Unauthorized): no token was sent"),
+            "{m}"
+        );
+        // The token's file is read for every request: a missing one is a failure to retry.
+        let gone = Settings {
+            token_file: Some("/nonexistent/token".into()),
+            ..settings(&server.ca)
+        };
+        let m = fetch(gone).await.unwrap_err().to_string();
+        assert!(
+            m.starts_with("reading the service account token /nonexistent/token:"),
+            "{m}"
+        );
+        // A CA that cannot be read stops the start, naming the key.
+        let Err(e) = Client::new(&settings(Path::new("/nonexistent/ca.crt"))) else {
+            panic!("a missing CA file was accepted");
+        };
+        assert!(
+            e.to_string()
+                .starts_with("kubernetes.ca_file /nonexistent/ca.crt:"),
+            "{e}"
+        );
+        // The verified, the unverified and the anonymous one reached HTTP; the others did not.
+        assert_eq!(server.requests(), ["/pods"; 3]);
     }
 
     #[test]
@@ -785,7 +898,7 @@ mod tests {
         assert!(m.starts_with("403 Forbidden (pods is forbidden"), "{m}");
         assert!(m.contains("`list` on `pods`"), "{m}");
         let m = FetchError::Forbidden(String::new(), Source::Kubelet).to_string();
-        assert!(m.contains("`get` on `nodes/proxy`"), "{m}");
+        assert!(m.contains("`get` on `nodes/pods`"), "{m}");
         let m = FetchError::Unauthorized(String::new(), Some("/t".into())).to_string();
         assert_eq!(
             m,

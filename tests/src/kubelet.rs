@@ -150,11 +150,13 @@ impl PodServer {
             }
         };
         let s = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        // A name of its own: another server's CA is another issuer.
+        let subject = format!("/CN={}", crate::unique_name("observer-test-ca"));
         openssl(
             [
                 s(&["req", "-x509", "-newkey", "ec", "-pkeyopt"]),
                 s(&["ec_paramgen_curve:P-256", "-nodes", "-days", "2"]),
-                s(&["-subj", "/CN=observer-test-ca", "-keyout"]),
+                vec!["-subj".into(), subject, "-keyout".into()],
                 vec![p(&ca_key), "-out".into(), p(&ca)],
             ]
             .concat(),
