@@ -368,7 +368,7 @@ pub fn start(settings: Settings) -> Result<Names, StartError> {
 }
 
 /// Why one list failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("reading the service account token {}: {reason}", path.display())]
     Token { path: PathBuf, reason: String },
