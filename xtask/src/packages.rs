@@ -116,7 +116,8 @@ mod tests {
         let listed = "libcap2-bin deinstall ok config-files\n\
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
                       util-linux install ok installed\nprometheus install ok installed\n\
-                      tmux install ok installed\nsystemd install ok installed\n";
+                      tmux install ok installed\nsystemd install ok installed\n\
+                      openssl install ok installed\n";
         assert_eq!(missing_from(listed), ["nftables", "libcap2-bin"]);
     }
 }
