@@ -382,7 +382,11 @@ pub enum FetchError {
     Http(String),
     #[error("401 Unauthorized{}: {}", message(.0), token_hint(.1))]
     Unauthorized(String, Option<PathBuf>),
-    #[error("403 Forbidden{}: the service account lacks the RBAC permission; grant it {}", message(.0), .1.rbac())]
+    #[error(
+        "403 Forbidden{}: the service account lacks the RBAC permission; grant it {}",
+        message(.0),
+        .1.rbac()
+    )]
     Forbidden(String, Source),
     #[error("HTTP {code}{}", message(.1), code = .0)]
     Status(u16, String),

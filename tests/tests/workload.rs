@@ -640,8 +640,10 @@ fn a_refused_token_then_missing_rbac_are_said_once_each_and_data_flows_without_n
     std::fs::copy(&server.token, &token).unwrap();
     let log = wait_for_log(&dir.0, "403 Forbidden", Duration::from_secs(20));
     assert!(
-        log.contains("403 Forbidden (pods is forbidden: User \"system:serviceaccount:observer:observer\" cannot list resource \"pods\"")
-            && log.contains("grant it a ClusterRole with `list` on `pods`"),
+        log.contains(
+            "403 Forbidden (pods is forbidden: User \"system:serviceaccount:observer:observer\" \
+             cannot list resource \"pods\""
+        ) && log.contains("grant it a ClusterRole with `list` on `pods`"),
         "{log}"
     );
 
