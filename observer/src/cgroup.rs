@@ -73,6 +73,10 @@ pub struct Container {
     pub runtime: Option<Runtime>,
     /// The full id, 64 hex digits.
     pub id: String,
+    /// The container's name in its pod, from the pod list when Kubernetes enrichment is on
+    /// ([`crate::kubernetes`]); not in the path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The container runtimes whose cgroup layouts are recognised.
@@ -100,12 +104,17 @@ impl Runtime {
     }
 }
 
-/// A Kubernetes pod, by its UID (its name and namespace are not in the path).
+/// A Kubernetes pod, by its UID. Its name and namespace are not in the path: they come from
+/// the pod list when Kubernetes enrichment is on ([`crate::kubernetes`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pod {
     /// The pod's UID with its dashes (`275ecb36-5aa8-4c2a-9c47-d8bb681b9aff`).
     pub uid: String,
     pub qos_class: QosClass,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// A pod's Kubernetes QoS class, spelled as the API spells it (`status.qosClass`).
@@ -172,16 +181,20 @@ impl Workload {
 
     /// A short name for tables: the container (with its pod), else the pod, the systemd unit,
     /// the slice, else the path. Ids are cut like `docker ps` (12 digits) and pod UIDs to
-    /// their first group.
+    /// their first group; with Kubernetes enrichment, names replace them
+    /// (`shop/web-7d4f nginx`: namespace/pod container).
     pub fn name(&self) -> String {
-        let pod = self
-            .pod
-            .as_ref()
-            .map(|p| format!("pod {}", short(&p.uid, 8)));
+        let pod = self.pod.as_ref().map(|p| match (&p.namespace, &p.name) {
+            (Some(namespace), Some(name)) => format!("{namespace}/{name}"),
+            _ => format!("pod {}", short(&p.uid, 8)),
+        });
         match (&self.container, pod) {
             (Some(c), pod) => {
                 let runtime = c.runtime.map_or("container", Runtime::name);
-                let container = format!("{runtime} {}", short(&c.id, 12));
+                let container = match &c.name {
+                    Some(name) => name.clone(),
+                    None => format!("{runtime} {}", short(&c.id, 12)),
+                };
                 match pod {
                     Some(pod) => format!("{pod} {container}"),
                     None => container,
@@ -253,6 +266,8 @@ fn systemd_pod(part: &str, parent: Option<&str>) -> Option<Pod> {
     Some(Pod {
         uid: pod_uid(&uid.replace('_', "-"))?,
         qos_class,
+        name: None,
+        namespace: None,
     })
 }
 
@@ -270,7 +285,12 @@ fn cgroupfs_pod(part: &str, parent: Option<&str>, grandparent: Option<&str>) -> 
         ("besteffort", Some("kubepods")) => QosClass::BestEffort,
         _ => return None,
     };
-    Some(Pod { uid, qos_class })
+    Some(Pod {
+        uid,
+        qos_class,
+        name: None,
+        namespace: None,
+    })
 }
 
 /// A container's own cgroup (see the module's documentation).
@@ -279,6 +299,7 @@ fn container(part: &str, parent: Option<&str>, in_cgroupfs_pod: bool) -> Option<
         is_container_id(id).then(|| Container {
             runtime,
             id: id.to_owned(),
+            name: None,
         })
     };
     if let Some(name) = part.strip_suffix(".scope") {
@@ -792,13 +813,17 @@ impl Default for Resolver {
 
 /// The workloads of cgroup ids, from one resolver shared by the whole process (record, top and
 /// the agent all name cgroups from it, so its cache serves them all).
+/// Pods carry their names when Kubernetes enrichment runs (added here, not cached: they
+/// arrive after the path is first read).
 pub fn resolve_all(ids: &[u64]) -> HashMap<u64, Workload> {
     static SHARED: OnceLock<Mutex<Resolver>> = OnceLock::new();
-    SHARED
+    let mut workloads = SHARED
         .get_or_init(|| Mutex::new(Resolver::new()))
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .resolve_all(ids)
+        .resolve_all(ids);
+    crate::kubernetes::name_all(workloads.values_mut());
+    workloads
 }
 
 #[cfg(test)]
@@ -815,6 +840,7 @@ mod tests {
         Some(Container {
             runtime,
             id: ID.into(),
+            name: None,
         })
     }
 
@@ -822,6 +848,8 @@ mod tests {
         Some(Pod {
             uid: uid.into(),
             qos_class,
+            name: None,
+            namespace: None,
         })
     }
 

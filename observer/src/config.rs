@@ -50,6 +50,7 @@ use toml::{
 };
 
 use crate::{
+    kubernetes::{self, SERVICE_ACCOUNT_DIR},
     rules::spec::{self, Tuning},
     scope::ScopeSpec,
     signals::Signal,
@@ -80,6 +81,8 @@ pub struct Config {
     pub agent: AgentConfig,
     pub otlp: OtlpConfig,
     pub prometheus: PrometheusConfig,
+    /// `[kubernetes]`: pod names for the pod UIDs of cgroup paths; `None` (the default): off.
+    pub kubernetes: Option<kubernetes::Settings>,
 }
 
 /// `[agent]`: what is measured and how often.
@@ -264,6 +267,8 @@ pub struct Overrides {
     pub prometheus_listen: Option<SocketAddr>,
     /// `--socket`: like `agent.socket`, an empty path turns the socket off.
     pub socket: Option<PathBuf>,
+    /// `--cgroup`: like `agent.scope`, `""` is the whole host (whatever the file says).
+    pub scope: Option<String>,
 }
 
 /// Why a configuration was refused. Every message says where the value came from, what was
@@ -342,7 +347,10 @@ impl Config {
         let merged = flag_layer(overrides)?
             .over(env_layer(&env)?)
             .over(file_layer);
-        let config = merged.resolve();
+        let mut config = merged.resolve();
+        if let Some(file) = &file {
+            config.kubernetes = file.kubernetes(&env)?;
+        }
         // Only the file can turn Prometheus off, so the file is where to point. An agent that
         // only serves `observer top` on its socket is allowed.
         if !config.otlp.enabled
@@ -734,6 +742,8 @@ impl Layer {
                     .listen
                     .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
             },
+            // Only from the file (FileSource::kubernetes).
+            kubernetes: None,
         }
     }
 }
@@ -760,6 +770,12 @@ fn flag_layer(o: &Overrides) -> Result<Layer, ConfigError> {
     }
     if let Some(path) = &o.socket {
         layer.socket = Some(check_socket(path).map_err(flag("--socket"))?);
+    }
+    if let Some(scope) = &o.scope {
+        layer.scope = Some(match scope.as_str() {
+            "" => None,
+            s => Some(s.parse().map_err(flag("--cgroup"))?),
+        });
     }
     Ok(layer)
 }
@@ -835,6 +851,8 @@ struct FileConfig {
     #[serde(deserialize_with = "section")]
     agent: FileAgent,
     #[serde(deserialize_with = "section")]
+    kubernetes: FileKubernetes,
+    #[serde(deserialize_with = "section")]
     otlp: FileOtlp,
     #[serde(deserialize_with = "section")]
     prometheus: FilePrometheus,
@@ -893,6 +911,22 @@ struct FilePrometheus {
     enabled: Option<Spanned<bool>>,
     listen: Option<Spanned<String>>,
 }
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileKubernetes {
+    enrich: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    node_name: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    insecure_skip_verify: Option<bool>,
+    refresh: Option<Spanned<FileDuration>>,
+}
+
+/// Shortest `kubernetes.refresh`: the pod list is a large answer, and new pods are listed
+/// sooner anyway (`kubernetes::MIN_GAP`).
+pub const MIN_KUBERNETES_REFRESH: Duration = Duration::from_secs(1);
 
 /// A duration as written in the file: a string (`"10s"`) or whole seconds (`10`).
 pub(crate) enum FileDuration {
@@ -1120,6 +1154,172 @@ impl FileSource {
             layer.listen = Some(addr);
         }
         Ok(layer)
+    }
+}
+
+impl FileSource {
+    /// The `[kubernetes]` section, with the in-cluster defaults taken from `env` (the pod's
+    /// environment: `NODE_NAME` from the downward API, `KUBERNETES_SERVICE_HOST`/`_PORT` set by
+    /// the kubelet in every container). `None` when enrichment is off.
+    fn kubernetes(
+        &self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<kubernetes::Settings>, ConfigError> {
+        let k = &self.raw.kubernetes;
+        let at = |span: Range<usize>, key: &str, message: String| {
+            self.error(span, Some(key.to_owned()), message)
+        };
+        let Some(enrich) = &k.enrich else {
+            return Ok(None);
+        };
+        let source = match enrich.get_ref().as_str() {
+            "off" => return Ok(None),
+            "kubelet" => kubernetes::Source::Kubelet,
+            "api-server" => kubernetes::Source::ApiServer,
+            other => {
+                return Err(at(
+                    enrich.span(),
+                    "kubernetes.enrich",
+                    format!(
+                        "{other:?} is not a source of pod names; use \"kubelet\" (this node's \
+                         kubelet), \"api-server\" or \"off\""
+                    ),
+                ));
+            }
+        };
+        let env = |var: &str| {
+            env(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let set = |v: &Option<Spanned<String>>| {
+            v.as_ref()
+                .filter(|v| !v.get_ref().is_empty())
+                .map(|v| (v.get_ref().clone(), v.span()))
+        };
+        // The node: its kubelet, or the filter of the API server's list.
+        let node = match set(&k.node_name) {
+            Some((node, _)) => Some(node),
+            None => env("NODE_NAME"),
+        };
+        let need_node = |what: &str| {
+            at(
+                enrich.span(),
+                "kubernetes.enrich",
+                format!(
+                    "{:?} needs {what}, and NODE_NAME is not set (nor kubernetes.node_name); \
+                     set NODE_NAME from the downward API (env: - name: NODE_NAME, valueFrom: \
+                     fieldRef: fieldPath: spec.nodeName), as deploy/kubernetes/daemonset.yaml \
+                     does",
+                    source.name()
+                ),
+            )
+        };
+        let server = match (set(&k.url), source) {
+            (Some((url, span)), _) => {
+                check_url(&url)
+                    .and_then(|()| {
+                        if url.to_ascii_lowercase().starts_with("https://") {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "{url:?} is not https://; the service account token is only \
+                                 sent over TLS"
+                            ))
+                        }
+                    })
+                    .map_err(|m| at(span, "kubernetes.url", m))?;
+                url.trim_end_matches('/').to_owned()
+            }
+            (None, kubernetes::Source::Kubelet) => {
+                let node = node
+                    .clone()
+                    .ok_or_else(|| need_node("the node's name to reach its kubelet"))?;
+                format!("https://{node}:10250")
+            }
+            (None, kubernetes::Source::ApiServer) => {
+                let (Some(host), Some(port)) = (
+                    env("KUBERNETES_SERVICE_HOST"),
+                    env("KUBERNETES_SERVICE_PORT"),
+                ) else {
+                    return Err(at(
+                        enrich.span(),
+                        "kubernetes.enrich",
+                        "\"api-server\" needs the API server's address, and \
+                         KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not set (the \
+                         kubelet sets them in every container); outside a pod, set \
+                         kubernetes.url (e.g. https://api.example:6443)"
+                            .into(),
+                    ));
+                };
+                // An IPv6 service address is bracketed in a URL.
+                if host.contains(':') {
+                    format!("https://[{host}]:{port}")
+                } else {
+                    format!("https://{host}:{port}")
+                }
+            }
+        };
+        let url = match source {
+            kubernetes::Source::Kubelet => format!("{server}/pods"),
+            kubernetes::Source::ApiServer => {
+                let node =
+                    node.ok_or_else(|| need_node("the node's name to list only its pods"))?;
+                if !node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    return Err(at(
+                        k.node_name.as_ref().map_or(enrich.span(), Spanned::span),
+                        "kubernetes.node_name",
+                        format!(
+                            "{node:?} is not a Kubernetes node name (letters, digits, - and .)"
+                        ),
+                    ));
+                }
+                format!("{server}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")
+            }
+        };
+        let path = |v: &Option<Spanned<String>>, file: &str| match v {
+            Some(v) if v.get_ref().is_empty() => None,
+            Some(v) => Some(PathBuf::from(v.get_ref())),
+            None => Some(Path::new(SERVICE_ACCOUNT_DIR).join(file)),
+        };
+        let insecure_skip_verify = k.insecure_skip_verify.unwrap_or(false);
+        let ca_file = path(&k.ca_file, "ca.crt");
+        if ca_file.is_none() && !insecure_skip_verify {
+            let span = k.ca_file.as_ref().map_or(enrich.span(), Spanned::span);
+            return Err(at(
+                span,
+                "kubernetes.ca_file",
+                "\"\" leaves no CA to verify the server with; name the CA bundle (PEM), or set \
+                 insecure_skip_verify = true to accept any certificate"
+                    .into(),
+            ));
+        }
+        let refresh = match &k.refresh {
+            Some(v) => {
+                let key = "kubernetes.refresh";
+                let (d, shown) = v.get_ref().parse().map_err(|m| at(v.span(), key, m))?;
+                if d < MIN_KUBERNETES_REFRESH {
+                    return Err(at(
+                        v.span(),
+                        key,
+                        format!("{shown} is too short; use at least {MIN_KUBERNETES_REFRESH:?}"),
+                    ));
+                }
+                d
+            }
+            None => Duration::from_secs(30),
+        };
+        Ok(Some(kubernetes::Settings {
+            source,
+            url,
+            token_file: path(&k.token_file, "token"),
+            ca_file,
+            insecure_skip_verify,
+            refresh,
+        }))
     }
 }
 
@@ -1401,6 +1601,7 @@ mod tests {
                 enabled: true,
                 listen: "127.0.0.1:9464".parse().unwrap(),
             },
+            kubernetes: None,
         }
     }
 
@@ -1476,7 +1677,7 @@ mod tests {
             }
             comment.clear();
         }
-        assert_eq!(keys, 24, "keys set in observer.toml");
+        assert_eq!(keys, 31, "keys set in observer.toml");
     }
 
     #[test]
@@ -1563,6 +1764,7 @@ mod tests {
                     enabled: false,
                     listen: "0.0.0.0:9000".parse().unwrap(),
                 },
+                kubernetes: None,
             }
         );
     }
@@ -1646,6 +1848,7 @@ mod tests {
             otlp_endpoint: Some("http://flag:4317".into()),
             prometheus_listen: Some("[::1]:9999".parse().unwrap()),
             socket: None,
+            scope: None,
         };
         let config = load_text("flags.toml", text, env, &flags).unwrap();
         assert_eq!(config.agent.interval, Duration::from_secs(1));
@@ -1655,6 +1858,94 @@ mod tests {
         assert_eq!(config.otlp.logs_endpoint, "http://flag:4317");
         assert!(config.prometheus.enabled);
         assert_eq!(config.prometheus.listen, "[::1]:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn the_cgroup_flag_overrides_the_scope_of_the_file() {
+        let text = "[agent]\nscope = \"pod\"\n";
+        let scope = |flag: Option<&str>| {
+            let flags = Overrides {
+                scope: flag.map(Into::into),
+                ..Overrides::default()
+            };
+            load_text("scope.toml", text, no_env, &flags)
+                .map(|c| c.agent.scope)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(scope(None), Ok(Some(ScopeSpec::Pod)));
+        assert_eq!(scope(Some("self")), Ok(Some(ScopeSpec::Own)));
+        assert_eq!(
+            scope(Some("/system.slice/nginx.service/")),
+            Ok(Some(ScopeSpec::Path("/system.slice/nginx.service".into())))
+        );
+        // "" is the whole host, as `agent.scope = ""`.
+        assert_eq!(scope(Some("")), Ok(None));
+        let e = scope(Some("system.slice")).unwrap_err();
+        assert!(
+            e.starts_with("--cgroup: invalid scope \"system.slice\": use \"self\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kubernetes_enrichment_takes_the_in_cluster_defaults_from_the_pods_environment() {
+        let pod = env_of(&[
+            ("NODE_NAME", "node-1"),
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+        ]);
+        let k8s = |text: &str, env: &dyn Fn(&str) -> Option<String>| {
+            load_text("k8s.toml", text, env, &Overrides::default())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .kubernetes
+        };
+        // Off unless asked for.
+        assert_eq!(k8s("", &pod), None);
+        assert_eq!(k8s("[kubernetes]\nenrich = \"off\"\n", &pod), None);
+        let sa = Path::new(SERVICE_ACCOUNT_DIR);
+        assert_eq!(
+            k8s("[kubernetes]\nenrich = \"kubelet\"\n", &pod),
+            Some(kubernetes::Settings {
+                source: kubernetes::Source::Kubelet,
+                url: "https://node-1:10250/pods".into(),
+                token_file: Some(sa.join("token")),
+                ca_file: Some(sa.join("ca.crt")),
+                insecure_skip_verify: false,
+                refresh: Duration::from_secs(30),
+            })
+        );
+        let api = k8s("[kubernetes]\nenrich = \"api-server\"\n", &pod).unwrap();
+        assert_eq!(
+            api.url,
+            "https://10.96.0.1:443/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1"
+        );
+        let v6 = env_of(&[
+            ("NODE_NAME", "node-1"),
+            ("KUBERNETES_SERVICE_HOST", "fd00::1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+        ]);
+        assert!(
+            k8s("[kubernetes]\nenrich = \"api-server\"\n", &v6)
+                .unwrap()
+                .url
+                .starts_with("https://[fd00::1]:443/api/v1/pods?")
+        );
+        // Everything set in the file: no environment needed.
+        let text = "[kubernetes]\nenrich = \"api-server\"\nurl = \"https://api.example:6443/\"\n\
+                    node_name = \"worker-2\"\ntoken_file = \"\"\nca_file = \"\"\n\
+                    insecure_skip_verify = true\nrefresh = \"2m\"\n";
+        assert_eq!(
+            k8s(text, &no_env),
+            Some(kubernetes::Settings {
+                source: kubernetes::Source::ApiServer,
+                url: "https://api.example:6443/api/v1/pods?fieldSelector=spec.nodeName%3Dworker-2"
+                    .into(),
+                token_file: None,
+                ca_file: None,
+                insecure_skip_verify: true,
+                refresh: Duration::from_secs(120),
+            })
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod ebpf;
 pub mod hist;
+pub mod kubernetes;
 pub mod logging;
 pub mod record;
 pub mod render;

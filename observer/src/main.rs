@@ -94,6 +94,10 @@ enum Command {
         // A String: clap refuses an empty PathBuf.
         #[arg(long)]
         socket: Option<String>,
+        /// Sidecar mode, like agent.scope: only what runs in this cgroup subtree (a path
+        /// relative to the cgroup2 mount, `self` or `pod`); "" is the whole host.
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<String>,
     },
     /// A live terminal view of every signal, from the running agent if there is one, else from
     /// programs it loads itself (q quits, ? helps).
@@ -236,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             otlp_endpoint,
             prometheus_listen,
             socket,
+            cgroup,
         } => {
             let overrides = config::Overrides {
                 interval,
@@ -243,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 otlp_endpoint,
                 prometheus_listen,
                 socket: socket.map(Into::into),
+                scope: cgroup,
             };
             let (loaded, tuning) = config::Config::load_with_rules(
                 config.as_deref(),

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod blockdev;
 pub mod cgroup;
 pub mod hist;
+pub mod kubelet;
 pub mod netns;
 pub mod observer;
 pub mod prom;

@@ -4,8 +4,9 @@
 //! - deploy/observer.service passes `systemd-analyze verify` (no warning either), with its
 //!   ExecStart pointed at the binary under test, and its exposure score is printed;
 //! - deploy/kubernetes/*.yaml parse, have the fields the README promises (no privileged mode,
-//!   exactly the capabilities listed, the host paths), and the observer.toml in their ConfigMap
-//!   passes `observer config check`;
+//!   exactly the capabilities listed, the host paths, the service account and its RBAC for pod
+//!   names: `list` on pods and nothing else), and the observer.toml in their ConfigMap passes
+//!   `observer config check` (with the DaemonSet's, in the environment a pod would have);
 //! - deploy/Containerfile copies what the release build produces and starts what the manifests
 //!   expect.
 
@@ -108,19 +109,36 @@ fn least_privilege(sc: &Yaml, caps: &[&str]) {
 
 /// Writes the ConfigMap's observer.toml to a file and checks it as observer would.
 fn config_checks(config_map: &Yaml) {
+    let out = config_check(config_map, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `observer config check` of the ConfigMap's observer.toml with exactly `env` of the
+/// variables a pod has (`NODE_NAME`, `KUBERNETES_SERVICE_*`) set.
+fn config_check(config_map: &Yaml, env: &[(&str, &str)]) -> std::process::Output {
     let toml = config_map["data"]["observer.toml"]
         .as_str()
         .expect("ConfigMap data observer.toml");
     let dir = scratch();
     let path = dir.join("observer.toml");
     fs::write(&path, toml).unwrap();
-    let out = observer::run(&["config", "check", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = observer::command();
+    cmd.args(["config", "check", path.to_str().unwrap()]);
+    for var in [
+        "NODE_NAME",
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("observer config check");
     fs::remove_dir_all(dir).unwrap();
+    out
 }
 
 #[test]
@@ -169,7 +187,76 @@ fn daemonset_has_the_documented_privileges_and_a_valid_config() {
         .find(|m| m["mountPath"].as_str() == Some("/sys/fs/cgroup"))
         .unwrap();
     assert_eq!(cgroup["readOnly"].as_bool(), Some(true));
-    config_checks(of_kind(&docs, "ConfigMap"));
+
+    // Pod names: the node's name from the downward API, a service account with its token,
+    // and RBAC for exactly what [kubernetes] enrich = "api-server" asks: list pods.
+    let env = c["env"].as_vec().unwrap();
+    let node = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("NODE_NAME"))
+        .expect("NODE_NAME in the container's env");
+    assert_eq!(
+        node["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("spec.nodeName")
+    );
+    let sa = of_kind(&docs, "ServiceAccount");
+    let (sa_name, sa_namespace) = (
+        sa["metadata"]["name"].as_str().unwrap(),
+        sa["metadata"]["namespace"].as_str().unwrap(),
+    );
+    assert_eq!(pod["serviceAccountName"].as_str(), Some(sa_name));
+    assert_eq!(ds["metadata"]["namespace"].as_str(), Some(sa_namespace));
+    assert_ne!(pod["automountServiceAccountToken"].as_bool(), Some(false));
+    let role = of_kind(&docs, "ClusterRole");
+    let rules = role["rules"].as_vec().unwrap();
+    assert_eq!(rules.len(), 1, "one rule: {rules:?}");
+    assert_eq!(strings(&rules[0]["apiGroups"]), [""]);
+    assert_eq!(strings(&rules[0]["resources"]), ["pods"]);
+    assert_eq!(strings(&rules[0]["verbs"]), ["list"]);
+    let binding = of_kind(&docs, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["kind"].as_str(), Some("ClusterRole"));
+    assert_eq!(
+        binding["roleRef"]["name"].as_str(),
+        role["metadata"]["name"].as_str()
+    );
+    let subjects = binding["subjects"].as_vec().unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0]["kind"].as_str(), Some("ServiceAccount"));
+    assert_eq!(subjects[0]["name"].as_str(), Some(sa_name));
+    assert_eq!(subjects[0]["namespace"].as_str(), Some(sa_namespace));
+
+    let config_map = of_kind(&docs, "ConfigMap");
+    let toml = config_map["data"]["observer.toml"].as_str().unwrap();
+    assert!(toml.contains("enrich = \"api-server\""), "{toml}");
+    // In a pod of this DaemonSet (the kubelet sets KUBERNETES_SERVICE_*): valid, and the
+    // resolved list is this node's pods from the in-cluster API server.
+    let pod_env = [
+        ("NODE_NAME", "node-1"),
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+    ];
+    let out = config_check(config_map, &pod_env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("https://10.96.0.1:443/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        "{stdout}"
+    );
+    // Without NODE_NAME (the env entry forgotten): refused, saying how to set it.
+    let out = config_check(config_map, &pod_env[1..]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("set NODE_NAME from the downward API"),
+        "{stderr}"
+    );
 }
 
 #[test]

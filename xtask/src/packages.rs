@@ -7,8 +7,9 @@ use crate::cmd::{Cmd, is_root};
 /// All in Debian 12's main archive: `nft` (nftables), `ip netns` (iproute2), `losetup` and
 /// `setpriv` (util-linux), `setcap` (libcap2-bin), a real Prometheus server (prometheus) for the
 /// scrape tests, `perf bench` (linux-perf) for load by hand and the benchmarks, and a real
-/// terminal (tmux) for `observer top`, and `systemd-analyze` (systemd) to verify the unit file.
-pub const PACKAGES: [&str; 8] = [
+/// terminal (tmux) for `observer top`, `systemd-analyze` (systemd) to verify the unit file, and
+/// `openssl` to make the CA and certificate of the HTTPS pod server (Kubernetes enrichment).
+pub const PACKAGES: [&str; 9] = [
     "linux-perf",
     "nftables",
     "iproute2",
@@ -17,6 +18,7 @@ pub const PACKAGES: [&str; 8] = [
     "prometheus",
     "tmux",
     "systemd",
+    "openssl",
 ];
 
 /// Another apt run (unattended upgrades, a colleague) may hold dpkg's lock: wait instead of
@@ -114,7 +116,8 @@ mod tests {
         let listed = "libcap2-bin deinstall ok config-files\n\
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
                       util-linux install ok installed\nprometheus install ok installed\n\
-                      tmux install ok installed\nsystemd install ok installed\n";
+                      tmux install ok installed\nsystemd install ok installed\n\
+                      openssl install ok installed\n";
         assert_eq!(missing_from(listed), ["nftables", "libcap2-bin"]);
     }
 }

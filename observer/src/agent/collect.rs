@@ -148,6 +148,15 @@ impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
         }
     }
 
+    /// Lets `f` add to the attributes of tracked series (names that were not known when the
+    /// series entered). Series are identified by their attributes downstream, so `f` should
+    /// only ever add, and each attribute once.
+    pub fn relabel(&mut self, mut f: impl FnMut(&K, &mut Attributes)) {
+        for (key, t) in &mut self.tracked {
+            f(key, &mut t.attributes);
+        }
+    }
+
     /// Every series: the tracked ones (in key order, for stable output) then "other".
     pub fn series(&self) -> impl Iterator<Item = (&Attributes, &V, SystemTime)> {
         let mut tracked: Vec<(&K, &Tracked<V>)> = self.tracked.iter().collect();
@@ -269,6 +278,7 @@ impl Collector {
             self.runqueue.update(procs, &d.unattributed, since, |k| {
                 process_attributes(k, &comms, &workloads)
             });
+            self.runqueue.relabel(|k, a| add_names(a, &workloads, k));
             *self.counters.dropped.entry(Signal::Runqueue).or_default() += d.dropped;
         }
         if let Some(d) = &d.futex {
@@ -278,6 +288,7 @@ impl Collector {
             self.futex.update(procs, &d.unattributed, since, |k| {
                 process_attributes(k, &comms, &workloads)
             });
+            self.futex.relabel(|k, a| add_names(a, &workloads, k));
             self.counters.futex_not_waited += d.not_waited;
             *self.counters.dropped.entry(Signal::Futex).or_default() += d.dropped;
         }
@@ -523,7 +534,7 @@ fn process_attributes(
         .cloned()
         .unwrap_or_else(Workload::unknown);
     let mut attributes = vec![
-        (keys::CGROUP_PATH, w.path.into()),
+        (keys::CGROUP_PATH, w.path.clone().into()),
         (keys::PROCESS_NAME, process_name(k.tgid, &comm).into()),
         (
             keys::CGROUP_ID,
@@ -531,23 +542,52 @@ fn process_attributes(
         ),
         (keys::PROCESS_PID, i64::from(k.tgid).into()),
     ];
-    if let Some(c) = w.container {
-        attributes.push((keys::CONTAINER_ID, c.id.into()));
+    if let Some(c) = &w.container {
+        attributes.push((keys::CONTAINER_ID, c.id.clone().into()));
         if let Some(runtime) = c.runtime {
             attributes.push((keys::CONTAINER_RUNTIME, runtime.name().into()));
         }
     }
-    if let Some(pod) = w.pod {
-        attributes.push((keys::POD_UID, pod.uid.into()));
+    if let Some(pod) = &w.pod {
+        attributes.push((keys::POD_UID, pod.uid.clone().into()));
         attributes.push((keys::POD_QOS_CLASS, pod.qos_class.name().into()));
     }
-    if let Some(unit) = w.systemd_unit {
-        attributes.push((keys::SYSTEMD_UNIT, unit.into()));
+    if let Some(unit) = &w.systemd_unit {
+        attributes.push((keys::SYSTEMD_UNIT, unit.clone().into()));
     }
-    if let Some(slice) = w.systemd_slice {
-        attributes.push((keys::SYSTEMD_SLICE, slice.into()));
+    if let Some(slice) = &w.systemd_slice {
+        attributes.push((keys::SYSTEMD_SLICE, slice.clone().into()));
     }
+    names(&mut attributes, &w);
     attributes
+}
+
+/// The Kubernetes names of a tracked series' cgroup, once the pod list has them (the series
+/// may have entered before: the agent had just started, or the pod is newer than the list).
+fn add_names(attributes: &mut Attributes, workloads: &HashMap<u64, Workload>, k: &ProcessKey) {
+    if let Some(w) = workloads.get(&k.cgroup) {
+        names(attributes, w);
+    }
+}
+
+/// Adds the pod's name and namespace and the container's name where known and not there yet.
+/// They never change for a pod UID or a container id, so a series gains them once.
+fn names(attributes: &mut Attributes, w: &Workload) {
+    let pod = w.pod.as_ref();
+    for (key, value) in [
+        (keys::POD_NAME, pod.and_then(|p| p.name.as_ref())),
+        (keys::NAMESPACE_NAME, pod.and_then(|p| p.namespace.as_ref())),
+        (
+            keys::CONTAINER_NAME,
+            w.container.as_ref().and_then(|c| c.name.as_ref()),
+        ),
+    ] {
+        if let Some(value) = value
+            && !attributes.iter().any(|(k, _)| *k == key)
+        {
+            attributes.push((key, value.clone().into()));
+        }
+    }
 }
 
 fn disk_attributes(k: &DiskKey) -> Attributes {

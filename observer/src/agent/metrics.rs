@@ -123,6 +123,10 @@ pub mod keys {
     pub const CONTAINER_RUNTIME: &str = "container.runtime.name";
     pub const POD_UID: &str = "k8s.pod.uid";
     pub const POD_QOS_CLASS: &str = "k8s.pod.qos_class";
+    /// With Kubernetes enrichment (crate::kubernetes), semantic conventions too.
+    pub const POD_NAME: &str = "k8s.pod.name";
+    pub const NAMESPACE_NAME: &str = "k8s.namespace.name";
+    pub const CONTAINER_NAME: &str = "k8s.container.name";
     pub const SYSTEMD_UNIT: &str = "systemd.unit";
     pub const SYSTEMD_SLICE: &str = "systemd.slice";
     pub const PROCESS_PID: &str = "process.pid";

@@ -104,7 +104,8 @@ async fn serve(
     // First: another agent already serving it is the clearest reason not to start.
     let socket = match &config.agent.socket {
         Some(path) => {
-            let hello = socket::Hello::of_agent(config.agent.interval, &loaded.status);
+            let mut hello = socket::Hello::of_agent(config.agent.interval, &loaded.status);
+            hello.scope = loaded.scope.clone();
             let server = socket::Server::start(path, hello).await?;
             tracing::info!("serving observer top on {}", path.display());
             if !config.otlp.enabled && !config.prometheus.enabled {
@@ -146,6 +147,11 @@ async fn serve(
         sinks.push(Arc::new(server));
     }
 
+    // Pod names: listed in the background; series get them once the first list is in.
+    if let Some(settings) = &config.kubernetes {
+        tracing::info!(source = %settings.source, url = %settings.url, refresh = ?settings.refresh, "naming pods from Kubernetes");
+        crate::kubernetes::install(crate::kubernetes::start(settings.clone())?);
+    }
     // What the start-up restored, now that it can be exported.
     report(recovered, exporter.as_deref());
     let mut collector = Collector::new(&loaded, config.agent.top)?;

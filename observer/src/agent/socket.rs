@@ -17,10 +17,13 @@
 //! 1. `hello`, first:
 //!    `{"type":"hello","protocol":1,"version":"0.1.0","pid":1234,"interval_ms":10000,
 //!    "signals":[{"signal":"runqueue","running":true},
-//!    {"signal":"lock","running":false,"error":"why"}]}`: the protocol version, the agent's
-//!    observer version, process id and collection interval, and every signal it was asked to
-//!    run with whether it runs. `type` and `protocol` keep their meaning in every version: a
-//!    client reads them first and refuses a protocol it does not speak.
+//!    {"signal":"lock","running":false,"error":"why"}],"scope":"/kubepods.slice/..."}`: the
+//!    protocol version, the agent's observer version, process id and collection interval,
+//!    every signal it was asked to run with whether it runs, and, in sidecar mode only, the
+//!    cgroup its signals are restricted to (`scope`, absent for the whole host; added within
+//!    version 1, so a client must not require it: an older agent does not send it). `type` and
+//!    `protocol` keep their meaning in every version: a client reads them first and refuses a
+//!    protocol it does not speak.
 //! 2. `interval`: the latest one at once (a client has something to show without waiting),
 //!    then one per collection:
 //!    `{"type":"interval","time_ns":T,"elapsed_ns":E,"signals":[S, ...]}`, `time_ns` when the
@@ -103,6 +106,10 @@ pub struct Hello {
     pub pid: u32,
     pub interval_ms: u64,
     pub signals: Vec<SignalStatus>,
+    /// The cgroup every signal is restricted to (sidecar mode, [`crate::scope`]); `None` for
+    /// the whole host, and from agents older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl Hello {
@@ -125,6 +132,7 @@ impl Hello {
                     error: status.as_ref().err().map(ToString::to_string),
                 })
                 .collect(),
+            scope: None,
         }
     }
 }
@@ -622,6 +630,7 @@ impl Connection {
                 pid: 0,
                 interval_ms: 0,
                 signals: Vec::new(),
+                scope: None,
             },
         };
         let line = connection.line()?;

@@ -81,13 +81,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     let (mut app, collector, closer) = match agent {
         Some(connection) => {
-            let hello = &connection.hello;
-            let source = Source::Agent {
-                pid: hello.pid,
-                socket: opts.socket.clone(),
-            };
-            let signals = agent_signals(hello, &opts.signals, &opts.socket)?;
-            let app = App::new(signals, Duration::from_millis(hello.interval_ms), source);
+            let app = agent_app(&connection.hello, &opts.signals, &opts.socket)?;
             // Shutting the socket down at the end wakes the reader blocked on it.
             let closer = connection
                 .closer()
@@ -131,6 +125,19 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     // A collector that panicked has already said why (the panic hook restored the terminal).
     let _ = collector.join();
     result
+}
+
+/// The screen's state for an agent's hello: its pid, interval, signals and scope.
+fn agent_app(hello: &Hello, requested: &[Signal], socket: &std::path::Path) -> anyhow::Result<App> {
+    let source = Source::Agent {
+        pid: hello.pid,
+        socket: socket.to_owned(),
+    };
+    let signals = agent_signals(hello, requested, socket)?;
+    let mut app = App::new(signals, Duration::from_millis(hello.interval_ms), source);
+    // A sidecar agent's view is its scope's: the header says so, as for `--cgroup`.
+    app.scope = hello.scope.clone();
+    Ok(app)
 }
 
 /// Every requested signal, with why it does not run in the agent where it does not. None

@@ -462,3 +462,24 @@ fn the_header_names_the_scope() {
     let s = screen(&app, 120, 24);
     assert!(s.contains("cgroup /system.slice/nginx.service"), "{s}");
 }
+
+#[test]
+fn the_header_names_a_sidecar_agents_scope_from_its_hello() {
+    use crate::agent::socket::Hello;
+
+    let status = std::collections::BTreeMap::from([(Signal::Runqueue, Ok::<(), String>(()))]);
+    let mut hello = Hello::of_agent(Duration::from_secs(1), &status);
+    let socket = std::path::Path::new("/run/observer/observer.sock");
+    let host = super::agent_app(&hello, &[Signal::Runqueue], socket).unwrap();
+    assert!(!screen(&host, 120, 24).contains("cgroup "));
+    hello.scope = Some("/kubepods.slice/kubepods-pod1.slice".into());
+    let sidecar = super::agent_app(&hello, &[Signal::Runqueue], socket).unwrap();
+    let s = screen(&sidecar, 160, 24);
+    assert!(
+        s.contains(&format!(
+            "cgroup /kubepods.slice/kubepods-pod1.slice  source: agent pid {}",
+            std::process::id()
+        )),
+        "{s}"
+    );
+}

@@ -204,7 +204,8 @@ async fn a_client_that_stops_reading_is_dropped_and_collection_never_waits() {
 }
 
 /// A fake agent that sends one line, then closes.
-fn fake_agent(path: &Path, line: &'static str) -> std::thread::JoinHandle<()> {
+fn fake_agent(path: &Path, line: impl Into<String>) -> std::thread::JoinHandle<()> {
+    let line = line.into();
     let listener = StdListener::bind(path).unwrap();
     std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
@@ -239,6 +240,36 @@ fn a_protocol_version_this_observer_does_not_speak_is_refused_with_the_fix() {
     let e = Connection::connect(&path).err().expect("refused");
     agent.join().unwrap();
     assert!(matches!(e, ClientError::Protocol { .. }), "{e:?}");
+}
+
+#[test]
+fn the_hello_names_a_sidecar_agents_scope_and_an_older_hello_without_it_is_read() {
+    let dir = TempDir::new("scope");
+    // Without a scope (the whole host) the field is left out, as older agents did.
+    let host = serde_json::to_value(Message::Hello(hello())).unwrap();
+    assert!(host.get("scope").is_none(), "{host}");
+    let mut sidecar = hello();
+    sidecar.scope = Some("/kubepods.slice/kubepods-pod1.slice".into());
+    let line = serde_json::to_string(&Message::Hello(sidecar.clone())).unwrap();
+    assert!(
+        line.contains(r#""scope":"/kubepods.slice/kubepods-pod1.slice""#),
+        "{line}"
+    );
+    let path = dir.0.join("sidecar.sock");
+    let agent = fake_agent(&path, format!("{line}\n"));
+    let c = Connection::connect(&path).unwrap().expect("the agent");
+    agent.join().unwrap();
+    assert_eq!(c.hello, sidecar);
+    // An agent from before the field: same protocol version, no scope.
+    let path = dir.0.join("older.sock");
+    let agent = fake_agent(
+        &path,
+        "{\"type\":\"hello\",\"protocol\":1,\"version\":\"0.1.0\",\"pid\":7,\
+         \"interval_ms\":1000,\"signals\":[{\"signal\":\"runqueue\",\"running\":true}]}\n",
+    );
+    let c = Connection::connect(&path).unwrap().expect("the agent");
+    agent.join().unwrap();
+    assert_eq!((c.hello.pid, c.hello.scope), (7, None));
 }
 
 #[test]
