@@ -929,11 +929,13 @@ fn collector_absent_then_killed_and_restarted_the_agent_keeps_collecting_and_cat
     let bin = need!(rotel::find_binary());
     let dir = TempDir::new("agent-faults");
     let ports = rotel::free_ports();
-    // A queue of one batch: an outage of a few intervals drops batches, and counts them.
+    // A queue of one batch: an outage of a few intervals drops batches, and counts them. Every
+    // process gets its own series (top = 1000): on a busy machine other processes' futex waits
+    // would otherwise push the load's into "other" and the series checks would not find it.
     let config = write(
         &dir.0,
         "observer.toml",
-        "[prometheus]\nenabled = false\n\n[otlp]\nqueue = 1\n",
+        "[agent]\ntop = 1000\n\n[prometheus]\nenabled = false\n\n[otlp]\nqueue = 1\n",
     );
     let endpoint = format!("http://127.0.0.1:{}", ports.0);
     let mut agent = observer_ok!(
