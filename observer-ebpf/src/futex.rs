@@ -26,8 +26,8 @@ use observer_common::{
 
 use crate::{
     hist::{
-        count, current_comm, current_process, record, record_process, rename_current_process, sample_shift,
-        sampled,
+        count, current_comm, current_process, record, record_process, rename_current_process,
+        sample_shift, sampled,
     },
     scope,
     task_storage::TaskStorage,
