@@ -151,8 +151,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         && bpf_get_current_pid_tgid() as u32 != 0
         && let Some(state) = RUNQ_TASKS.get_or_create(prev)
     {
-        // Only in sidecar mode (see below).
-        if state.pending != 0 {
+        // Only in sidecar mode (see below): without a scope the verifier prunes this block.
+        if scope::on() && state.pending != 0 {
             state.pending = 0;
             let wait = state.pending_wait_ns;
             // A wait of a task outside the scope is dropped. Attributed, to the task's process,
