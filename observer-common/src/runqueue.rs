@@ -18,18 +18,6 @@ pub const BY_PROCESS_ENTRIES: u32 = 4096;
 /// so a user who wants only the histogram does not pay for it.
 pub const GLOBAL_ATTRIBUTE: &str = "RUNQ_ATTRIBUTE";
 
-/// Globals the agent sets from the running kernel's BTF when waits are attributed: byte offsets
-/// of `task_struct.tgid`, `task_struct.comm`, `task_struct.cgroups`, `css_set.dfl_cgrp`,
-/// `cgroup.kn` and `kernfs_node.id`. sched_switch reads the task switching in (`next`) through
-/// them, so a wait is attributed when it ends, with plain loads the verifier checks against
-/// BTF, instead of at the task's next switch-out with helper calls on `current`.
-pub const GLOBAL_TASK_TGID: &str = "RUNQ_OFF_TASK_TGID";
-pub const GLOBAL_TASK_COMM: &str = "RUNQ_OFF_TASK_COMM";
-pub const GLOBAL_TASK_CGROUPS: &str = "RUNQ_OFF_TASK_CGROUPS";
-pub const GLOBAL_CSS_SET_DFL_CGRP: &str = "RUNQ_OFF_CSS_SET_DFL_CGRP";
-pub const GLOBAL_CGROUP_KN: &str = "RUNQ_OFF_CGROUP_KN";
-pub const GLOBAL_KN_ID: &str = "RUNQ_OFF_KN_ID";
-
 /// Array of one `u32`: the sample shift `k`, written by the agent at run time (its overhead
 /// budget, `agent.max_overhead_percent`). 0 times every wait; `k` > 0 times a wait only when the
 /// enqueue that starts it (a wakeup, or a preemption that leaves the task runnable) draws 1 in
@@ -62,9 +50,9 @@ pub const COUNTERS: u32 = 1;
 pub struct TaskState {
     /// When the task last became runnable (ns, CLOCK_MONOTONIC); 0 when not queued.
     pub enqueued_ns: u64,
-    /// Sidecar mode only: the wait measured when the task last got the CPU, judged against the
-    /// scope (and attributed) at its next switch-out, when it is `current` and
-    /// `bpf_current_task_under_cgroup` can ask about it. 0 when nothing is pending.
+    /// The wait measured when the task last got the CPU, attributed to its cgroup and process
+    /// at its next switch-out, when it is `current` and both can be read without touching
+    /// kernel structs. 0 when nothing is pending.
     pub pending_wait_ns: u64,
     /// Whether `pending_wait_ns` holds a measurement (a wait of 0 ns is possible).
     pub pending: u32,

@@ -26,8 +26,8 @@ use observer_common::{
 
 use crate::{
     hist::{
-        count, current_comm, current_process, record, record_process, rename_current_process,
-        sample_shift, sampled,
+        count, current_process, record, record_process, rename_current_process, sample_shift,
+        sampled,
     },
     scope,
     task_storage::TaskStorage,
@@ -167,7 +167,6 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         waited,
         &FUTEX_COUNTERS,
         Counter::ProcessOverflow as u32,
-        current_comm,
     ) {
         record(&FUTEX_HIST, 0, waited);
     }

@@ -11,7 +11,7 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
 };
 use observer_common::{
-    COMM_LEN, Hist, ProcessHist, ProcessKey,
+    Hist, ProcessHist, ProcessKey,
     hist::{BUCKETS, slot},
 };
 
@@ -147,16 +147,9 @@ pub fn rename_current_process<const M: usize, const F: usize>(
 /// Template for new per-process entries (in .rodata, so it can be passed to map updates).
 static ZERO_PROCESS: ProcessHist = ProcessHist::ZERO;
 
-/// The current task's name, for [`record_process`].
-#[inline(always)]
-pub fn current_comm() -> Option<[u8; COMM_LEN]> {
-    bpf_get_current_comm().ok()
-}
-
-/// Adds `v` to a process's entry in a (cgroup, process) map, naming a new entry with `comm` (the
-/// task's name, read only then). When the map is full it counts `overflow` in `counters` and
-/// returns false: the caller then records `v` in its histogram of unattributed values, so
-/// nothing is lost.
+/// Adds `v` to the current task's process in a (cgroup, process) map, naming a new entry after
+/// the current task. When the map is full it counts `overflow` in `counters` and returns false:
+/// the caller then records `v` in its histogram of unattributed values, so nothing is lost.
 #[inline(always)]
 pub fn record_process<const M: usize, const F: usize, const C: usize>(
     map: &HashMap<ProcessKey, ProcessHist, M, F>,
@@ -164,7 +157,6 @@ pub fn record_process<const M: usize, const F: usize, const C: usize>(
     v: u64,
     counters: &PerCpuArray<u64, C>,
     overflow: u32,
-    comm: impl FnOnce() -> Option<[u8; COMM_LEN]>,
 ) -> bool {
     let Some(p) = entry(map, key, &ZERO_PROCESS) else {
         count(counters, overflow, 1);
@@ -173,7 +165,7 @@ pub fn record_process<const M: usize, const F: usize, const C: usize>(
     // SAFETY: a live map value.
     let p = unsafe { &mut *p };
     if p.comm[0] == 0
-        && let Some(comm) = comm()
+        && let Ok(comm) = bpf_get_current_comm()
     {
         p.comm = comm;
     }

@@ -84,7 +84,7 @@ impl Signal {
     /// switches for in-kernel work only the requested breakdowns need.
     pub fn globals(self, btf: &Btf, by: &Breakdowns) -> Result<Vec<Global>, GlobalsError> {
         match self {
-            Self::Runqueue => runqueue::globals(btf, by),
+            Self::Runqueue => Ok(runqueue::globals(by)),
             Self::Lock => Ok(Vec::new()),
             Self::BlockIo => blockio::globals(btf),
             Self::Tcp => tcp::globals(btf),

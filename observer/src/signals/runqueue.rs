@@ -5,39 +5,24 @@ use std::collections::HashMap;
 use aya::Ebpf;
 use observer_common::{
     Hist, ProcessHist, ProcessKey,
-    runqueue::{
-        BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_ATTRIBUTE, GLOBAL_CGROUP_KN,
-        GLOBAL_CSS_SET_DFL_CGRP, GLOBAL_KN_ID, GLOBAL_TASK_CGROUPS, GLOBAL_TASK_COMM,
-        GLOBAL_TASK_TGID, HIST_MAP,
-    },
+    runqueue::{BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_ATTRIBUTE, HIST_MAP},
 };
 use serde::Serialize;
 
 use super::{
-    Breakdowns, Global, GlobalsError, ProcessRaw, ReadError, ReportOptions, counter, hist_at,
-    offset_global, process_name, top_by,
+    Breakdowns, Global, ProcessRaw, ReadError, ReportOptions, counter, hist_at, process_name,
+    top_by,
 };
 use crate::{
-    btf::Btf,
     cgroup::{self, Workload},
     hist::{Latency, Summary, count, hist_add, hist_delta, keyed_delta},
 };
 
-pub fn globals(btf: &Btf, by: &Breakdowns) -> Result<Vec<Global>, GlobalsError> {
-    let attribute = by.cgroup || by.process;
-    let mut globals = vec![Global::U32(GLOBAL_ATTRIBUTE, u32::from(attribute))];
-    // Only attribution reads the task (so `--by disk` needs none of these fields).
-    if attribute {
-        globals.extend([
-            offset_global(btf, GLOBAL_TASK_TGID, "task_struct", "tgid", 4)?,
-            offset_global(btf, GLOBAL_TASK_COMM, "task_struct", "comm", 16)?,
-            offset_global(btf, GLOBAL_TASK_CGROUPS, "task_struct", "cgroups", 8)?,
-            offset_global(btf, GLOBAL_CSS_SET_DFL_CGRP, "css_set", "dfl_cgrp", 8)?,
-            offset_global(btf, GLOBAL_CGROUP_KN, "cgroup", "kn", 8)?,
-            offset_global(btf, GLOBAL_KN_ID, "kernfs_node", "id", 8)?,
-        ]);
-    }
-    Ok(globals)
+pub fn globals(by: &Breakdowns) -> Vec<Global> {
+    vec![Global::U32(
+        GLOBAL_ATTRIBUTE,
+        u32::from(by.cgroup || by.process),
+    )]
 }
 
 /// One read of this signal's maps.
