@@ -319,12 +319,7 @@ impl Budget {
             self.controller.update(sampled, total - sampled)
         };
         if new != old {
-            for &signal in &self.sampled {
-                let map = SAMPLED
-                    .iter()
-                    .find(|(s, _)| *s == signal)
-                    .map(|&(_, m)| m)
-                    .expect("sampled signals come from SAMPLED");
+            for &(_, map) in SAMPLED.iter().filter(|(s, _)| self.sampled.contains(s)) {
                 set_shift(loaded, map, new)?;
             }
             tracing::info!(
