@@ -15,6 +15,7 @@
 use std::{
     fs,
     net::{SocketAddr, TcpListener},
+    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -27,7 +28,7 @@ const TINY_BUDGET: &str = "0.001";
 
 /// `taskset -c 0 perf bench sched pipe`, long enough to outlast the test; killed (by its pid)
 /// when dropped.
-fn sched_pipe() -> Result<ChildGuard, String> {
+fn sched_pipe() -> Result<Load, String> {
     load(&[
         "taskset",
         "-c",
@@ -43,23 +44,36 @@ fn sched_pipe() -> Result<ChildGuard, String> {
 
 /// `perf bench futex lock-pi`: four threads taking turns on one PI futex, thousands of
 /// FUTEX_LOCK_PI waits a second, for longer than the test; killed when dropped.
-fn futex_lock_pi() -> Result<ChildGuard, String> {
+fn futex_lock_pi() -> Result<Load, String> {
     load(&["perf", "bench", "futex", "lock-pi", "-t", "4", "-r", "600"])
 }
 
-/// Starts a load generator, killed (by its pid) when dropped.
-fn load(argv: &[&str]) -> Result<ChildGuard, String> {
+/// A load generator in a process group of its own, killed as a group when dropped: `perf bench`
+/// forks its workers, which a kill of the parent alone would leave running.
+struct Load(ChildGuard);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the process group this test created; no memory is involved.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        // The ChildGuard then reaps the parent.
+    }
+}
+
+/// Starts a load generator, killed with everything it forked when dropped.
+fn load(argv: &[&str]) -> Result<Load, String> {
     let shown = argv.join(" ");
     let child = Command::new(argv[0])
         .args(&argv[1..])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {shown}: {e}"))?;
-    let mut guard = ChildGuard::new(child);
+    let mut guard = Load(ChildGuard::new(child));
     std::thread::sleep(Duration::from_millis(300));
-    if let Some(status) = guard.0.as_mut().unwrap().try_wait().unwrap() {
+    if let Some(status) = guard.0.0.as_mut().unwrap().try_wait().unwrap() {
         return Err(format!(
             "{shown} exited at once ({status}); install linux-perf (apt-get install linux-perf)"
         ));
