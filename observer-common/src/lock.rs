@@ -116,6 +116,19 @@ pub mod futex {
     pub const GLOBAL_NR_FUTEX_WAITV: &str = "FUTEX_NR_FUTEX_WAITV";
     pub const GLOBAL_NR_FUTEX_WAIT: &str = "FUTEX_NR_FUTEX_WAIT";
     pub const GLOBAL_REGS_ARG1: &str = "FUTEX_OFF_REGS_ARG1";
+    /// Global: the offset in `struct pt_regs` of the syscall number as the syscall entry saved it
+    /// (`orig_ax` on x86_64), which sys_exit reads so that every other system call returns
+    /// after one load and three comparisons, without touching task storage.
+    pub const GLOBAL_REGS_NR: &str = "FUTEX_OFF_REGS_NR";
+
+    /// Array of one `u32`: the sample shift `k`, written by the agent's overhead budget as for
+    /// the run-queue signal ([`crate::runqueue::SAMPLING_MAP`], same bound
+    /// [`crate::runqueue::MAX_SAMPLE_SHIFT`]). 0 times every wait; `k` > 0 times a futex wait
+    /// only when its sys_enter draws 1 in `2^k`, so its sys_exit finds a start time and an
+    /// unsampled wait's finds none. What it cannot cut: sys_enter and sys_exit still run for
+    /// every system call, and an unsampled wait still costs the draw and one task-storage lookup
+    /// at its exit.
+    pub const SAMPLING_MAP: &str = "FUTEX_SAMPLING";
 
     /// futex(2) commands that wait (include/uapi/linux/futex.h).
     pub const FUTEX_WAIT: u32 = 0;

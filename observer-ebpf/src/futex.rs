@@ -1,16 +1,19 @@
 //! User-space futex waits: time spent inside a waiting futex call (FUTEX_WAIT family,
 //! futex_waitv, futex_wait), per process, from the raw syscall tracepoints.
 //!
-//! sys_enter/sys_exit fire for every system call, so both return after one comparison (enter)
-//! or one task-storage lookup (exit) for anything that is not a futex wait.
+//! sys_enter/sys_exit fire for every system call, so both return after a load of the syscall
+//! number and three comparisons for anything that is not a futex call: the number is in the
+//! tracepoint's arguments at enter, and read from `regs` (a BTF pointer, so a plain load the
+//! verifier checks, no helper call) at exit.
+//!
+//! Sampling (the agent's overhead budget): with a sample shift `k` > 0 in FUTEX_SAMPLING, a
+//! futex wait is timed only when its sys_enter draws 1 in 2^k; an unsampled one stores no start
+//! time, so its sys_exit finds none and returns after the task-storage lookup.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{HashMap, PerCpuArray},
-    helpers::{
-        bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_ktime_get_ns},
-    },
+    btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::generated::{bpf_get_current_task_btf, bpf_ktime_get_ns},
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
@@ -22,7 +25,10 @@ use observer_common::{
 };
 
 use crate::{
-    hist::{count, current_process, record, record_process, rename_current_process},
+    hist::{
+        count, current_process, record, record_process, rename_current_process, sample_shift,
+        sampled,
+    },
     scope,
     task_storage::TaskStorage,
 };
@@ -42,6 +48,9 @@ static FUTEX_BY_PROCESS: HashMap<
 > = HashMap::new();
 #[btf_map]
 static FUTEX_TASKS: TaskStorage<FutexWait> = TaskStorage::new();
+/// observer_common::lock::futex::SAMPLING_MAP: the sample shift, written by the agent.
+#[btf_map]
+static FUTEX_SAMPLING: Array<u32, 1> = Array::new();
 
 // Set by the agent for this architecture (observer_common::lock::futex::GLOBAL_*); -1 for a
 // syscall this kernel does not have.
@@ -53,6 +62,8 @@ static FUTEX_NR_FUTEX_WAITV: i64 = -1;
 static FUTEX_NR_FUTEX_WAIT: i64 = -1;
 #[unsafe(no_mangle)]
 static FUTEX_OFF_REGS_ARG1: u32 = 0;
+#[unsafe(no_mangle)]
+static FUTEX_OFF_REGS_NR: u32 = 0;
 
 /// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 #[btf_tracepoint(function = "sched_process_exec")]
@@ -77,9 +88,9 @@ pub fn futex_sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
+/// Whether `id` is one of the futex syscalls this kernel has.
 #[inline(always)]
-fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let id: i64 = ctx.arg(1);
+fn is_futex(id: i64) -> bool {
     // SAFETY: globals the loader initialised; volatile so the placeholders are not folded.
     let (nr_futex, nr_waitv, nr_wait) = unsafe {
         (
@@ -88,21 +99,37 @@ fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
             core::ptr::read_volatile(&FUTEX_NR_FUTEX_WAIT),
         )
     };
-    if id == nr_futex {
-        let regs: u64 = ctx.arg(0);
-        // SAFETY: as above; bpf_probe_read_kernel checks the address.
-        let op: u64 = unsafe {
-            let off = core::ptr::read_volatile(&FUTEX_OFF_REGS_ARG1) as u64;
-            bpf_probe_read_kernel((regs + off) as *const u64).map_err(|_| ())?
-        };
-        if !is_wait(op as u32) {
-            return Ok(());
-        }
-    } else if id != nr_waitv && id != nr_wait {
+    id == nr_futex || id == nr_waitv || id == nr_wait
+}
+
+/// A field of `struct pt_regs` at an offset from a global. `regs` is a BTF pointer (a tp_btf
+/// argument) and the offset a constant to the verifier (frozen `.rodata`): a plain load, which
+/// it checks against the kernel's BTF, instead of a bpf_probe_read_kernel call.
+#[inline(always)]
+fn regs_field(regs: u64, off: &u32) -> u64 {
+    // SAFETY: BTF-checked loads (see above); volatile so the offset is not folded and the
+    // field is read as one 8-byte load, the only access the verifier accepts.
+    unsafe {
+        let off = core::ptr::read_volatile(off) as u64;
+        core::ptr::read_volatile((regs + off) as *const u64)
+    }
+}
+
+#[inline(always)]
+fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let id: i64 = ctx.arg(1);
+    if !is_futex(id) {
+        return Ok(());
+    }
+    // SAFETY: a global the loader initialised.
+    if id == unsafe { core::ptr::read_volatile(&FUTEX_NR_FUTEX) }
+        && !is_wait(regs_field(ctx.arg(0), &FUTEX_OFF_REGS_ARG1) as u32)
+    {
         return Ok(());
     }
     // Sidecar mode: a wait outside the scope is never started, so its exit finds nothing.
-    if !scope::current_in_scope() {
+    // Sampling: nor is a wait that does not draw its sample.
+    if !scope::current_in_scope() || !sampled(sample_shift(&FUTEX_SAMPLING)) {
         return Ok(());
     }
     // SAFETY: BPF helpers with no preconditions.
@@ -113,6 +140,11 @@ fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
 #[inline(always)]
 fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // The syscall number saved at entry: only a futex call can have started a wait. (Signal
+    // restarts change the registers after this tracepoint, on the way back to user space.)
+    if !is_futex(regs_field(ctx.arg(0), &FUTEX_OFF_REGS_NR) as i64) {
+        return Ok(());
+    }
     // SAFETY: a BPF helper with no preconditions.
     let task = unsafe { bpf_get_current_task_btf() };
     let wait = FUTEX_TASKS.get_existing(task).ok_or(())?;

@@ -3,11 +3,12 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+    bpf_get_current_comm, bpf_get_current_pid_tgid,
+    generated::{bpf_get_current_cgroup_id, bpf_get_prandom_u32},
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray},
 };
 use observer_common::{
     Hist, ProcessHist, ProcessKey,
@@ -66,6 +67,23 @@ pub fn add_shared(h: *mut Hist, v: u64) {
 #[inline(always)]
 pub unsafe fn atomic_add(p: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+/// A signal's sample shift (the agent's overhead budget, e.g.
+/// observer_common::runqueue::SAMPLING_MAP): 0, every event timed, unless the budget asked for
+/// sampling. An array lookup with a constant key, which the verifier inlines: no helper call.
+#[inline(always)]
+pub fn sample_shift(map: &Array<u32, 1>) -> u32 {
+    // SAFETY: a live array value; a plain aligned u32 the agent rewrites whole.
+    map.get_ptr(0)
+        .map_or(0, |p| unsafe { core::ptr::read_volatile(p) })
+}
+
+/// Whether an event starts a timed measurement: always with `shift` 0, else 1 in 2^`shift`.
+#[inline(always)]
+pub fn sampled(shift: u32) -> bool {
+    // SAFETY: a BPF helper with no preconditions.
+    shift == 0 || unsafe { bpf_get_prandom_u32() } & ((1u32 << (shift & 31)) - 1) == 0
 }
 
 /// Adds `v` to entry `index` of a per-CPU array of histograms.

@@ -20,10 +20,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, task_struct},
     btf_maps::{Array, HashMap, PerCpuArray},
-    helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
@@ -33,7 +30,9 @@ use observer_common::{
 };
 
 use crate::{
-    hist::{current_process, record, record_process, rename_current_process},
+    hist::{
+        current_process, record, record_process, rename_current_process, sample_shift, sampled,
+    },
     scope,
     task_storage::TaskStorage,
 };
@@ -94,27 +93,10 @@ pub fn runq_sched_switch(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
-/// The sample shift: 0 (every wait timed) unless the agent's budget asked for sampling. An
-/// array lookup with a constant key, which the verifier inlines: no helper call.
-#[inline(always)]
-fn sample_shift() -> u32 {
-    // SAFETY: a live array value; a plain aligned u32 the agent rewrites whole.
-    RUNQ_SAMPLING
-        .get_ptr(0)
-        .map_or(0, |p| unsafe { core::ptr::read_volatile(p) })
-}
-
-/// Whether an enqueue starts a timed wait: always with `shift` 0, else 1 in 2^`shift`.
-#[inline(always)]
-fn sampled(shift: u32) -> bool {
-    // SAFETY: a BPF helper with no preconditions.
-    shift == 0 || unsafe { bpf_get_prandom_u32() } & ((1u32 << (shift & 31)) - 1) == 0
-}
-
 /// sched_wakeup(struct task_struct *p) and sched_wakeup_new(struct task_struct *p)
 #[inline(always)]
 fn try_enqueue(task: *mut task_struct) -> Result<(), ()> {
-    if !sampled(sample_shift()) {
+    if !sampled(sample_shift(&RUNQ_SAMPLING)) {
         return Ok(());
     }
     // SAFETY: a BPF helper with no preconditions.
@@ -165,7 +147,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         // Preempted, or yielding while runnable: it goes straight back to the queue (a new
         // wait, sampled like a wakeup). Going to sleep: any stamp is stale (see the module doc).
         state.enqueued_ns = if (preempt & 1 != 0 || prev_state as u32 as u64 == TASK_RUNNING)
-            && sampled(sample_shift())
+            && sampled(sample_shift(&RUNQ_SAMPLING))
         {
             clock()
         } else {

@@ -105,7 +105,7 @@ pub struct AgentConfig {
     /// to `""`: no socket).
     pub socket: Option<PathBuf>,
     /// The overhead budget: the most the kernel programs may cost, in percent of all CPUs'
-    /// time, beyond which the run-queue signal samples (`crate::agent::budget`). `None` (the
+    /// time, beyond which the run-queue and futex signals sample (`crate::agent::budget`). `None` (the
     /// file's 0, the default): no budget, every wait timed.
     pub max_overhead_percent: Option<Percent>,
 }

@@ -4,8 +4,10 @@
 //!
 //! With a budget far below what the programs cost (0.001% of the CPUs' time), the agent must
 //! measure that cost, export it, and sample: `observer_runqueue_sampling` goes above 1 (a power of
-//! two) while sampled waits keep arriving in the histogram. Without a budget the cost is still
-//! measured and exported, and every wait stays timed (sampling 1).
+//! two) while sampled waits keep arriving in the histogram. Without a budget nothing is
+//! measured, and every wait stays timed (sampling 1). The futex signal samples the same way,
+//! under `perf bench futex lock-pi` (threads contending for a PI futex: a stream of
+//! FUTEX_LOCK_PI waits): `observer_futex_sampling`.
 //!
 //! Like every end-to-end test these need root and BPF, and fail without them; `perf` (Debian
 //! package linux-perf) missing fails them too, unless skipping is allowed.
@@ -13,6 +15,7 @@
 use std::{
     fs,
     net::{SocketAddr, TcpListener},
+    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -25,29 +28,54 @@ const TINY_BUDGET: &str = "0.001";
 
 /// `taskset -c 0 perf bench sched pipe`, long enough to outlast the test; killed (by its pid)
 /// when dropped.
-fn sched_pipe() -> Result<ChildGuard, String> {
-    let child = Command::new("taskset")
-        .args([
-            "-c",
-            "0",
-            "perf",
-            "bench",
-            "sched",
-            "pipe",
-            "-l",
-            "1000000000",
-        ])
+fn sched_pipe() -> Result<Load, String> {
+    load(&[
+        "taskset",
+        "-c",
+        "0",
+        "perf",
+        "bench",
+        "sched",
+        "pipe",
+        "-l",
+        "1000000000",
+    ])
+}
+
+/// `perf bench futex lock-pi`: four threads taking turns on one PI futex, thousands of
+/// FUTEX_LOCK_PI waits a second, for longer than the test; killed when dropped.
+fn futex_lock_pi() -> Result<Load, String> {
+    load(&["perf", "bench", "futex", "lock-pi", "-t", "4", "-r", "600"])
+}
+
+/// A load generator in a process group of its own, killed as a group when dropped: `perf bench`
+/// forks its workers, which a kill of the parent alone would leave running.
+struct Load(ChildGuard);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the process group this test created; no memory is involved.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        // The ChildGuard then reaps the parent.
+    }
+}
+
+/// Starts a load generator, killed with everything it forked when dropped.
+fn load(argv: &[&str]) -> Result<Load, String> {
+    let shown = argv.join(" ");
+    let child = Command::new(argv[0])
+        .args(&argv[1..])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start taskset -c 0 perf bench sched pipe: {e}"))?;
-    let mut guard = ChildGuard::new(child);
+        .map_err(|e| format!("cannot start {shown}: {e}"))?;
+    let mut guard = Load(ChildGuard::new(child));
     std::thread::sleep(Duration::from_millis(300));
-    if let Some(status) = guard.0.as_mut().unwrap().try_wait().unwrap() {
+    if let Some(status) = guard.0.0.as_mut().unwrap().try_wait().unwrap() {
         return Err(format!(
-            "perf bench sched pipe exited at once ({status}); install linux-perf \
-             (apt-get install linux-perf)"
+            "{shown} exited at once ({status}); install linux-perf (apt-get install linux-perf)"
         ));
     }
     Ok(guard)
@@ -59,8 +87,8 @@ fn free_addr() -> SocketAddr {
         .expect("bind a loopback port")
 }
 
-/// `observer run` with only the run-queue signal, exporting every second to a Prometheus
-/// endpoint only, with `max_overhead_percent` as given. Its stderr goes to a file in `dir`.
+/// `observer run` with one signal, exporting every second to a Prometheus endpoint only, with
+/// `max_overhead_percent` as given. Its stderr goes to a file in `dir`.
 struct Agent {
     child: ChildGuard,
     addr: SocketAddr,
@@ -68,13 +96,13 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(dir: &TempDir, budget: &str) -> Self {
+    fn start(dir: &TempDir, signal: &str, budget: &str) -> Self {
         let addr = free_addr();
         let config = dir.0.join("observer.toml");
         fs::write(
             &config,
             format!(
-                "[agent]\ninterval = \"1s\"\nsignals = [\"runqueue\"]\n\
+                "[agent]\ninterval = \"1s\"\nsignals = [\"{signal}\"]\n\
                  max_overhead_percent = {budget}\n\
                  [otlp]\nenabled = false\n\
                  [prometheus]\nlisten = \"{addr}\"\n"
@@ -167,14 +195,28 @@ impl Scrape {
         self.one("observer_runqueue_sampling", "")
     }
 
-    /// The measured cost of the run-queue programs, as a fraction of all CPUs' time.
+    /// The measured cost of a signal's programs, as a fraction of all CPUs' time.
+    fn cost_of(&self, signal: &str) -> Option<f64> {
+        self.one(
+            "observer_overhead_cpu_utilization",
+            &format!("signal=\"{signal}\""),
+        )
+    }
+
     fn cost(&self) -> Option<f64> {
-        self.one("observer_overhead_cpu_utilization", "signal=\"runqueue\"")
+        self.cost_of("runqueue")
     }
 
     /// Waits timed so far, over every series of the run-queue histogram.
     fn waits(&self) -> f64 {
         self.values("observer_runqueue_latency_seconds_count", "")
+            .iter()
+            .sum()
+    }
+
+    /// Futex waits timed so far, over every series.
+    fn futex_waits(&self) -> f64 {
+        self.values("observer_futex_wait_seconds_count", "")
             .iter()
             .sum()
     }
@@ -188,7 +230,7 @@ fn a_tiny_budget_makes_the_runqueue_signal_sample_and_says_so() {
         Err(reason) => skip_or_fail!("{reason}"),
     };
     let dir = TempDir::new("budget-tiny");
-    let mut agent = Agent::start(&dir, TINY_BUDGET);
+    let mut agent = Agent::start(&dir, "runqueue", TINY_BUDGET);
     // The first measurement window closes before the first collection.
     let first = agent.wait_for("the first snapshot", Duration::from_secs(30), |s| {
         s.cost().is_some()
@@ -237,6 +279,52 @@ fn a_tiny_budget_makes_the_runqueue_signal_sample_and_says_so() {
 }
 
 #[test]
+fn a_tiny_budget_makes_the_futex_signal_sample_too() {
+    require_root!();
+    let _load = match futex_lock_pi() {
+        Ok(l) => l,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    let dir = TempDir::new("budget-futex");
+    let mut agent = Agent::start(&dir, "futex", TINY_BUDGET);
+    let first = agent.wait_for("the first snapshot", Duration::from_secs(30), |s| {
+        s.cost_of("futex").is_some()
+    });
+    let cost = first.cost_of("futex").unwrap();
+    let sampling = first
+        .one("observer_futex_sampling", "")
+        .expect("observer_futex_sampling is exported");
+    eprintln!("first snapshot: futex cost {cost}, sampling {sampling}");
+    assert!(
+        cost > 0.001 / 100.0 && cost < 1.0,
+        "measured cost {cost} is not a plausible fraction above the budget"
+    );
+    assert!(
+        sampling > 1.0 && sampling <= 1024.0 && (sampling as u64).is_power_of_two(),
+        "cost {cost} is over the budget of {TINY_BUDGET}% but futex sampling is {sampling}"
+    );
+    // Only the futex signal runs: no run-queue rate is exported.
+    assert_eq!(
+        first.sampling(),
+        None,
+        "a rate for a signal that is not running"
+    );
+    // Sampled waits keep arriving (thousands of waits a second, 1 in at most 1024 timed).
+    let before = first.futex_waits();
+    let later = agent.wait_for(
+        "sampled futex waits after the first snapshot",
+        Duration::from_secs(20),
+        |s| s.futex_waits() > before,
+    );
+    eprintln!("futex waits timed: {before} then {}", later.futex_waits());
+    let log = agent.log();
+    assert!(
+        log.contains("overhead budget") && log.contains("futex waits"),
+        "the agent does not log what it did:\n{log}"
+    );
+}
+
+#[test]
 fn without_a_budget_every_wait_is_timed_and_nothing_is_measured() {
     require_root!();
     let _load = match sched_pipe() {
@@ -244,7 +332,7 @@ fn without_a_budget_every_wait_is_timed_and_nothing_is_measured() {
         Err(reason) => skip_or_fail!("{reason}"),
     };
     let dir = TempDir::new("budget-none");
-    let mut agent = Agent::start(&dir, "0");
+    let mut agent = Agent::start(&dir, "runqueue", "0");
     agent.wait_for("the first snapshot", Duration::from_secs(30), |s| {
         s.sampling().is_some()
     });

@@ -101,6 +101,7 @@ pub mod names {
     pub const MAP_FULLNESS: &str = "observer.map.fullness";
     pub const EXPORT_BATCHES: &str = "observer.export.batches";
     pub const RUNQUEUE_SAMPLING: &str = "observer.runqueue.sampling";
+    pub const FUTEX_SAMPLING: &str = "observer.futex.sampling";
     pub const OVERHEAD_CPU: &str = "observer.overhead.cpu_utilization";
 }
 

@@ -7,7 +7,7 @@ use observer_common::{
     Hist, ProcessHist, ProcessKey,
     lock::futex::{
         BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_NR_FUTEX, GLOBAL_NR_FUTEX_WAIT,
-        GLOBAL_NR_FUTEX_WAITV, GLOBAL_REGS_ARG1, HIST_MAP,
+        GLOBAL_NR_FUTEX_WAITV, GLOBAL_REGS_ARG1, GLOBAL_REGS_NR, HIST_MAP,
     },
 };
 use serde::Serialize;
@@ -19,20 +19,21 @@ use super::{
 use crate::{btf::Btf, hist::Latency};
 
 /// x86_64 syscall numbers of futex, futex_waitv and futex_wait (new in 6.7: on older kernels
-/// the number is unused, so it never matches), and the `pt_regs` field holding a syscall's
-/// second argument (the futex op).
+/// the number is unused, so it never matches), the `pt_regs` field holding a syscall's
+/// second argument (the futex op), and the one holding the syscall number saved at entry.
 #[cfg(target_arch = "x86_64")]
-const ARCH: (i64, i64, i64, &str) = (202, 449, 455, "si");
+const ARCH: (i64, i64, i64, &str, &str) = (202, 449, 455, "si", "orig_ax");
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("the futex signal knows only x86_64's syscall numbers and registers so far");
 
 pub fn globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
-    let (futex, waitv, wait, arg1) = ARCH;
+    let (futex, waitv, wait, arg1, nr) = ARCH;
     Ok(vec![
         Global::I64(GLOBAL_NR_FUTEX, futex),
         Global::I64(GLOBAL_NR_FUTEX_WAITV, waitv),
         Global::I64(GLOBAL_NR_FUTEX_WAIT, wait),
         offset_global(btf, GLOBAL_REGS_ARG1, "pt_regs", arg1, 8)?,
+        offset_global(btf, GLOBAL_REGS_NR, "pt_regs", nr, 8)?,
     ])
 }
 
