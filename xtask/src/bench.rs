@@ -549,8 +549,16 @@ impl Workload {
         }
     }
 
+    /// The command as shown: a program given by its path (the load generator) by its name.
     fn shown(&self) -> String {
-        format!("{} {}", self.command.join(" "), self.count_args().join(" "))
+        let program = Path::new(&self.command[0])
+            .file_name()
+            .map_or(self.command[0].as_str(), |name| {
+                name.to_str().unwrap_or_default()
+            });
+        let mut shown = vec![program];
+        shown.extend(self.command[1..].iter().map(String::as_str));
+        format!("{} {}", shown.join(" "), self.count_args().join(" "))
     }
 
     fn run(&self) -> Result<Sample> {
@@ -669,6 +677,8 @@ struct Results {
     kernel_vs_baseline: Vec<f64>,
     /// ns/run of the programs on each hook, for variants with bpf_stats on.
     ns_per_run: BTreeMap<&'static str, Vec<f64>>,
+    /// How often each hook fired per operation (its programs' runs; the floor has one per hook).
+    runs_per_op: BTreeMap<&'static str, Vec<f64>>,
 }
 
 /// What one of the issue's targets compares, by the medians of this run.
@@ -741,6 +751,8 @@ impl Scenario {
                         if !costs.hooked(hook) {
                             bail!("{} attached no program to {hook}", variant.label());
                         }
+                        let runs = costs.runs(hook) as f64 / sample.ops as f64;
+                        results.runs_per_op.entry(hook).or_default().push(runs);
                         // No runs (nothing fired on that hook during the run): no figure.
                         if let Some(ns) = costs.ns_per_run(hook) {
                             let _ = write!(shown, "; {hook} {ns:.0} ns/run");
@@ -838,6 +850,25 @@ impl Scenario {
             (!values.is_empty()).then(|| median(values))
         };
         let _ = writeln!(report);
+        let fired: Vec<String> = self
+            .hooks
+            .iter()
+            .filter_map(|hook| {
+                let floor = &results[self.variants.iter().position(|v| *v == Alongside::Floor)?];
+                Some(format!(
+                    "`{hook}` {:.2}",
+                    median(floor.runs_per_op.get(hook)?)
+                ))
+            })
+            .collect();
+        if !fired.is_empty() {
+            let _ = writeln!(
+                report,
+                "- times each hook fired per operation during the floor's runs (medians; the \
+                 whole machine's events, not only the workload's): {}",
+                fired.join(", ")
+            );
+        }
         for hook in self.hooks {
             let Some(floor) = medians(&Alongside::Floor, &Measure::NsPerRun(hook)) else {
                 continue;
@@ -993,6 +1024,11 @@ impl Costs {
     /// Whether the tracer has a program on `hook`.
     fn hooked(&self, hook: &str) -> bool {
         self.0.contains_key(hook)
+    }
+
+    /// Runs on `hook` (0 if nothing is attached there).
+    fn runs(&self, hook: &str) -> u64 {
+        self.0.get(hook).map_or(0, |&(runs, _)| runs)
     }
 
     /// Run time per run on `hook`; `None` without runs.
@@ -1508,6 +1544,10 @@ mod tests {
         assert_eq!(costs.ns_per_run("sched_wakeup"), None);
         assert!(!costs.hooked("sys_exit"));
         assert_eq!(costs.total_ns(), 40_500);
+        assert_eq!(
+            (costs.runs("sched_switch"), costs.runs("sys_exit")),
+            (200, 0)
+        );
     }
 
     #[test]
