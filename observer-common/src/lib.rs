@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod blockio;
+pub mod floor;
 pub mod hist;
 pub mod lock;
 pub mod runqueue;

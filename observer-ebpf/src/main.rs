@@ -11,6 +11,7 @@
 )]
 
 mod blockio;
+mod floor;
 mod futex;
 mod hist;
 mod lock;

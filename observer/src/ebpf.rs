@@ -7,7 +7,7 @@ use aya::{
     maps::{CgroupArray, MapError},
     programs::{BtfTracePoint, ProgramError},
 };
-use observer_common::scope as common_scope;
+use observer_common::{floor, scope as common_scope};
 
 use crate::{
     btf::{Btf, BtfError},
@@ -72,6 +72,8 @@ pub enum LoadError {
     Object(#[source] Box<EbpfError>),
     #[error("giving the kernel programs the scope's cgroup: {0}")]
     Scope(#[source] MapError),
+    #[error(transparent)]
+    Attach(#[from] SignalError),
 }
 
 /// The loaded object, with the status of every requested signal.
@@ -267,8 +269,35 @@ fn load_rejected(ebpf: &mut Ebpf, btf: &AyaBtf, signal: Signal) -> Result<(), Si
     Err(SignalError::NotRejected(REJECT_TARGET))
 }
 
+/// Loads the object and attaches only the floor's empty programs on `hooks` (tracepoints of
+/// observer_common::floor::PROGRAMS), for `observer floor`: what any program costs on them.
+pub fn load_floor(hooks: &[&str]) -> Result<Ebpf, LoadError> {
+    let mut loader = EbpfLoader::new();
+    // The object's task storage maps are created with it, though no floor program uses them.
+    loader.allow_unsupported_maps();
+    let mut ebpf = loader
+        .load(OBJECT)
+        .map_err(|e| LoadError::Object(Box::new(e)))?;
+    let btf = AyaBtf::from_sys_fs().map_err(LoadError::AyaBtf)?;
+    let programs: Vec<_> = floor::PROGRAMS
+        .iter()
+        .filter(|(_, tracepoint)| hooks.contains(tracepoint))
+        .copied()
+        .collect();
+    attach_programs(&mut ebpf, &btf, &programs)?;
+    Ok(ebpf)
+}
+
 fn attach(ebpf: &mut Ebpf, btf: &AyaBtf, signal: Signal) -> Result<(), SignalError> {
-    for &(program, tracepoint) in signal.programs() {
+    attach_programs(ebpf, btf, signal.programs())
+}
+
+fn attach_programs(
+    ebpf: &mut Ebpf,
+    btf: &AyaBtf,
+    programs: &[(&'static str, &'static str)],
+) -> Result<(), SignalError> {
+    for &(program, tracepoint) in programs {
         let err = |source| SignalError::Program {
             program,
             tracepoint,

@@ -147,6 +147,19 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// For `cargo xtask bench` only: attach empty programs (`return 0`) to these hooks, turn on
+    /// kernel.bpf_stats, and print what each cost per run as `record --stats --format json`
+    /// does: the floor any program on those hooks pays.
+    #[command(hide = true)]
+    Floor {
+        /// How long to measure (SIGINT or SIGTERM stops it earlier, still printing).
+        #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Hooks, comma-separated: sched_switch, sched_wakeup, sys_enter, sys_exit,
+        /// block_rq_issue, block_rq_complete, contention_begin, contention_end (default: all).
+        #[arg(long, value_delimiter = ',', value_parser = parse_floor_hook)]
+        hooks: Vec<&'static str>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +185,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {s:?}: it must be more than zero"));
     }
     Ok(d)
+}
+
+/// A hook the floor has an empty program for (observer_common::floor).
+fn parse_floor_hook(s: &str) -> Result<&'static str, String> {
+    let hooks = observer_common::floor::PROGRAMS
+        .iter()
+        .map(|&(_, hook)| hook);
+    hooks.clone().find(|&hook| hook == s).ok_or_else(|| {
+        format!(
+            "no floor program for hook {s:?}; the hooks are: {}",
+            hooks.collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -333,6 +359,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", render::rules(&tuning));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Floor { duration, hooks } => {
+            check::privileges()?;
+            let hooks = if hooks.is_empty() {
+                observer_common::floor::PROGRAMS
+                    .iter()
+                    .map(|&(_, hook)| hook)
+                    .collect()
+            } else {
+                hooks
+            };
+            let ebpf = ebpf::load_floor(&hooks)?;
+            let record = record::floor(&ebpf, duration)?;
+            println!("{}", serde_json::to_string_pretty(&record)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { signals } => {
             let outcome = check::check(&dedup(signals), cli.verbose > 0)?;
             print!("{}", outcome.text);
@@ -365,5 +406,15 @@ mod tests {
         assert!(parse_duration("1.5").is_ok());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0").is_err());
+    }
+
+    #[test]
+    fn floor_hooks() {
+        assert_eq!(parse_floor_hook("sched_switch"), Ok("sched_switch"));
+        let err = parse_floor_hook("sched_swtich").unwrap_err();
+        assert!(
+            err.contains("\"sched_swtich\"") && err.contains("contention_end"),
+            "{err}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::{
 pub enum RecordError {
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("enabling kernel.bpf_stats for --stats: {0}")]
+    #[error("enabling kernel.bpf_stats: {0}")]
     Stats(#[source] aya::sys::SyscallError),
 }
 
@@ -153,15 +153,44 @@ pub struct ProgramCost {
     pub ns_per_run: f64,
 }
 
-/// Cumulative (runs, run time in ns) of every attached program.
-fn program_runs(loaded: &Loaded) -> Vec<(&'static str, &'static str, u64, u64)> {
-    loaded
-        .running()
-        .flat_map(|signal| signal.programs().iter())
+/// Cumulative (program, tracepoint, runs, run time in ns) of the loaded ones of `programs`.
+type Runs = Vec<(&'static str, &'static str, u64, u64)>;
+
+fn program_runs<'a>(
+    ebpf: &aya::Ebpf,
+    programs: impl IntoIterator<Item = &'a (&'static str, &'static str)>,
+) -> Runs {
+    programs
+        .into_iter()
         .filter_map(|&(program, tracepoint)| {
-            let info = loaded.ebpf.program(program)?.info().ok()?;
+            let info = ebpf.program(program)?.info().ok()?;
             let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
             Some((program, tracepoint, info.run_count(), ns))
+        })
+        .collect()
+}
+
+/// What each program cost between two reads of [`program_runs`].
+fn program_costs(before: &Runs, after: Runs) -> Vec<ProgramCost> {
+    after
+        .into_iter()
+        .map(|(program, tracepoint, runs, ns)| {
+            let (runs0, ns0) = before
+                .iter()
+                .find(|r| r.0 == program)
+                .map_or((0, 0), |r| (r.2, r.3));
+            let (runs, run_time_ns) = (runs - runs0, ns - ns0);
+            ProgramCost {
+                program,
+                tracepoint,
+                runs,
+                run_time_ns,
+                ns_per_run: if runs == 0 {
+                    0.0
+                } else {
+                    run_time_ns as f64 / runs as f64
+                },
+            }
         })
         .collect()
 }
@@ -194,34 +223,14 @@ pub fn record(
         .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime))
         .transpose()
         .map_err(RecordError::Stats)?;
-    let runs_before = program_runs(loaded);
+    let attached = || loaded.running().flat_map(|signal| signal.programs().iter());
+    let runs_before = program_runs(&loaded.ebpf, attached());
     let start = Snapshot::read(loaded)?;
     let began = std::time::Instant::now();
     wait_or_interrupted(duration);
     let end = Snapshot::read(loaded)?;
-    let programs = stats_on.map(|_fd| {
-        program_runs(loaded)
-            .into_iter()
-            .map(|(program, tracepoint, runs, ns)| {
-                let (runs0, ns0) = runs_before
-                    .iter()
-                    .find(|r| r.0 == program)
-                    .map_or((0, 0), |r| (r.2, r.3));
-                let (runs, run_time_ns) = (runs - runs0, ns - ns0);
-                ProgramCost {
-                    program,
-                    tracepoint,
-                    runs,
-                    run_time_ns,
-                    ns_per_run: if runs == 0 {
-                        0.0
-                    } else {
-                        run_time_ns as f64 / runs as f64
-                    },
-                }
-            })
-            .collect()
-    });
+    let programs =
+        stats_on.map(|_fd| program_costs(&runs_before, program_runs(&loaded.ebpf, attached())));
     let errors = loaded
         .status
         .iter()
@@ -233,6 +242,26 @@ pub fn record(
         signals: Reports::of(&Deltas::between(&end, &start), opts),
         programs,
         errors,
+    })
+}
+
+/// `observer floor`: what the floor's empty programs (observer_common::floor, attached by
+/// [`crate::ebpf::load_floor`]) cost per run over `duration` or until SIGINT, as a record with
+/// no signals and every program's cost.
+pub fn floor(ebpf: &aya::Ebpf, duration: Duration) -> Result<Record, RecordError> {
+    let _stats_on = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(RecordError::Stats)?;
+    let runs_before = program_runs(ebpf, observer_common::floor::PROGRAMS);
+    let began = std::time::Instant::now();
+    wait_or_interrupted(duration);
+    Ok(Record {
+        duration_s: began.elapsed().as_secs_f64(),
+        scope: None,
+        signals: Reports::default(),
+        programs: Some(program_costs(
+            &runs_before,
+            program_runs(ebpf, observer_common::floor::PROGRAMS),
+        )),
+        errors: BTreeMap::new(),
     })
 }
 

@@ -22,13 +22,15 @@ const TOUCHED: &str = "observer-ebpf/src/main.rs";
 /// The peer tools compared with, from Debian's libbpf-tools.
 const RUNQLAT: &str = "/usr/sbin/runqlat";
 const BIOLATENCY: &str = "/usr/sbin/biolatency";
+const KLOCKSTAT: &str = "/usr/sbin/klockstat";
 /// What the benchmarks run, and the Debian package of each. Installed here rather than through
 /// packages.rs, which brings every test package (a Prometheus server among them); libbpf-tools and
 /// fio are only the benchmarks'.
-const TOOLS: [(&str, &str); 4] = [
+const TOOLS: [(&str, &str); 5] = [
     ("/usr/bin/perf", "linux-perf"),
     (RUNQLAT, "libbpf-tools"),
     (BIOLATENCY, "libbpf-tools"),
+    (KLOCKSTAT, "libbpf-tools"),
     ("/usr/bin/fio", "fio"),
 ];
 
@@ -58,6 +60,11 @@ const FIO_RANDREAD: [&str; 10] = [
     "--randrepeat=0",
     "--output-format=json",
 ];
+/// Threads of the lock workload (`observer-loadgen mmap`), each mapping, touching and unmapping
+/// memory in a loop: mmap and munmap take the process's mmap_lock (an rwsem) for writing, so
+/// two threads on two CPUs contend about once per operation (more threads sleep longer on it
+/// and contend less often).
+const MMAP_THREADS: &str = "2";
 /// Size of the loop device's backing file (sparse, so reads are served from memory).
 const LOOP_BYTES: u64 = 256 << 20;
 /// How long the agent's own cost is measured, scraped every second.
@@ -83,6 +90,18 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
     tasks::build(root, Profile::Release)?;
     ensure_tools()?;
     let build_time = timed_rebuild(root)?;
+    // The lock workload's generator, from the end-to-end tests' crate.
+    Cmd::cargo(&[
+        "build",
+        "-p",
+        "observer-tests",
+        "--release",
+        "--bin",
+        "observer-loadgen",
+    ])
+    .current_dir(root)
+    .run()?;
+    let loadgen = tasks::target_dir(root).join("release/observer-loadgen");
     let binary = tasks::observer_binary(root, Profile::Release);
     let binary_size = fs::metadata(&binary)
         .with_context(|| format!("{} is missing after the build", binary.display()))?
@@ -101,8 +120,10 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
     let _ = writeln!(
         report,
         "- each run starts the tracer, waits until its BPF links are attached, then runs the \
-         workload: `{shown} record ARGS --duration WINDOW --format json` (WINDOW outlasts the \
-         workload), or `{RUNQLAT}` / `{BIOLATENCY}`, stopped with SIGINT after the workload"
+         workload, then stops the tracer with SIGINT: `{shown} record ARGS --strict --duration \
+         1h`, `{shown} floor --hooks HOOK,HOOK --duration 1h` (empty programs), `{RUNQLAT}` or \
+         `{BIOLATENCY}`; in-kernel figures are bpf_stats' `run_cnt` and `run_time_ns` of the \
+         tracer's programs, from /proc/PID/fdinfo just before and just after the workload"
     );
     let _ = writeln!(report, "- load average before: {}", load_average()?);
     if fs::read_to_string(BPF_STATS_SYSCTL)?.trim() != "0" {
@@ -129,15 +150,45 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
         .map(|a| (*a).to_owned())
         .chain([format!("--filename={}", disk.device)])
         .collect();
+    let lock_workload = Workload::timed(
+        &[loadgen.to_string_lossy().as_ref(), "mmap", MMAP_THREADS],
+        seconds,
+    );
+    let (lock_peers, lock_note) = match peer_attaches(KLOCKSTAT)? {
+        Ok(()) => (
+            vec![
+                Alongside::Peer {
+                    tool: KLOCKSTAT,
+                    stats: false,
+                },
+                Alongside::Peer {
+                    tool: KLOCKSTAT,
+                    stats: true,
+                },
+            ],
+            None,
+        ),
+        Err(error) => (
+            Vec::new(),
+            Some(format!(
+                "No peer: libbpf-tools' `{KLOCKSTAT}` cannot run on this kernel. It attaches \
+                 with fentry where the kernel lets it (here attaching fentry programs fails) and \
+                 with kprobes otherwise (this kernel has no CONFIG_KPROBES): it said `{error}`."
+            )),
+        ),
+    };
     let scenarios = [
         Scenario {
             title: "scheduler hot path (sched_switch, sched_wakeup)",
             workload: Workload::calibrated(Kind::PerfBench, &SCHED_PIPE, 20_000, seconds)?,
             variants: vec![
+                Alongside::Floor,
                 Alongside::Observer(&["--signals", "runqueue"]),
                 Alongside::Observer(&["--signals", "runqueue", "--by", "disk"]),
                 Alongside::Observer(&["--signals", "runqueue", "--stats"]),
                 Alongside::Observer(&["--signals", "runqueue", "--by", "disk", "--stats"]),
+                Alongside::Observer(&[]),
+                Alongside::Observer(&["--stats"]),
                 Alongside::Peer {
                     tool: RUNQLAT,
                     stats: false,
@@ -147,23 +198,60 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
                     stats: true,
                 },
             ],
-            tracepoints: ["sched_switch", "sched_wakeup"],
+            hooks: ["sched_switch", "sched_wakeup"],
+            note: None,
+            targets: vec![
+                Target {
+                    goal: "sched_switch at most 2x the empty program",
+                    row: Alongside::Observer(&["--signals", "runqueue", "--stats"]),
+                    against: Alongside::Floor,
+                    measure: Measure::NsPerRun("sched_switch"),
+                    at_most: 2.0,
+                },
+                Target {
+                    goal: "with all signals on, throughput loss on sched pipe at most one third \
+                           of runqlat's",
+                    row: Alongside::Observer(&["--stats"]),
+                    against: Alongside::Peer {
+                        tool: RUNQLAT,
+                        stats: true,
+                    },
+                    measure: Measure::NsPerOp,
+                    at_most: 1.0 / 3.0,
+                },
+                Target {
+                    goal: "the same, run-queue signal alone",
+                    row: Alongside::Observer(&["--signals", "runqueue", "--stats"]),
+                    against: Alongside::Peer {
+                        tool: RUNQLAT,
+                        stats: true,
+                    },
+                    measure: Measure::NsPerOp,
+                    at_most: 1.0 / 3.0,
+                },
+            ],
         },
         Scenario {
             title: "system call hot path (sys_enter, sys_exit)",
             workload: Workload::calibrated(Kind::PerfBench, &SYSCALL_BASIC, 1_000_000, seconds)?,
             variants: vec![
+                Alongside::Floor,
                 Alongside::Observer(&["--signals", "futex"]),
                 Alongside::Observer(&["--signals", "futex", "--stats"]),
             ],
-            tracepoints: ["sys_enter", "sys_exit"],
+            hooks: ["sys_enter", "sys_exit"],
+            note: None,
+            targets: Vec::new(),
         },
         Scenario {
             title: "block I/O (block_rq_issue, block_rq_complete)",
             workload: Workload::calibrated(Kind::Fio, &fio, 2_000, seconds)?,
             variants: vec![
+                Alongside::Floor,
                 Alongside::Observer(&["--signals", "blockio"]),
                 Alongside::Observer(&["--signals", "blockio", "--stats"]),
+                Alongside::Observer(&[]),
+                Alongside::Observer(&["--stats"]),
                 Alongside::Peer {
                     tool: BIOLATENCY,
                     stats: false,
@@ -173,12 +261,42 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
                     stats: true,
                 },
             ],
-            tracepoints: ["block_rq_issue", "block_rq_complete"],
+            hooks: ["block_rq_issue", "block_rq_complete"],
+            note: None,
+            targets: ["block_rq_issue", "block_rq_complete"]
+                .map(|hook| Target {
+                    goal: "block I/O per event no more than biolatency",
+                    row: Alongside::Observer(&["--signals", "blockio", "--stats"]),
+                    against: Alongside::Peer {
+                        tool: BIOLATENCY,
+                        stats: true,
+                    },
+                    measure: Measure::NsPerRun(hook),
+                    at_most: 1.0,
+                })
+                .into(),
+        },
+        Scenario {
+            title: "kernel lock contention (contention_begin, contention_end)",
+            workload: lock_workload,
+            variants: [
+                Alongside::Floor,
+                Alongside::Observer(&["--signals", "lock"]),
+                Alongside::Observer(&["--signals", "lock", "--stats"]),
+                Alongside::Observer(&[]),
+                Alongside::Observer(&["--stats"]),
+            ]
+            .into_iter()
+            .chain(lock_peers)
+            .collect(),
+            hooks: ["contention_begin", "contention_end"],
+            note: lock_note,
+            targets: Vec::new(),
         },
     ];
     for scenario in &scenarios {
         let before = CpuUse::read()?;
-        let (baseline, results) = scenario.measure(&binary, runs, seconds)?;
+        let (baseline, results) = scenario.measure(&binary, runs)?;
         let busy = CpuUse::read()?.since(&before);
         scenario.table(&baseline, &results, runs, &busy, &mut report);
     }
@@ -362,48 +480,50 @@ fn bpf_links(pid: u32) -> usize {
         .count()
 }
 
-/// What runs a workload, which decides how its count is passed and its time per operation read.
+/// What runs a workload, which decides how long it runs, how that is passed and how its time per
+/// operation and its number of operations are read.
 #[derive(Clone, Copy)]
 enum Kind {
     /// `perf bench ... -l N`, which prints `usecs/op`.
-    PerfBench,
+    PerfBench(u64),
     /// `fio ... --number_ios=N --output-format=json`: one read per operation.
-    Fio,
+    Fio(u64),
+    /// `observer-loadgen mmap THREADS SECS`: runs for SECS, then prints `mmap_munmap N`, the
+    /// operations (one mmap, touch and munmap) its threads completed between them.
+    Loadgen(f64),
 }
 
-/// A benchmark command whose count makes it last about `--seconds` when nothing watches.
+/// A benchmark command that lasts about `--seconds` when nothing watches.
 struct Workload {
     kind: Kind,
     command: Vec<String>,
-    loops: u64,
 }
 
 /// One run of a workload.
 struct Sample {
     us_per_op: f64,
-    took: Duration,
+    /// Operations done: what the tracers' in-kernel time is divided by.
+    ops: u64,
 }
 
 impl Workload {
     /// Times `probe_loops` loops once and scales the loop count to `seconds`.
     fn calibrated<S: AsRef<str>>(
-        kind: Kind,
+        kind: fn(u64) -> Kind,
         command: &[S],
         probe_loops: u64,
         seconds: f64,
     ) -> Result<Self> {
         let command: Vec<String> = command.iter().map(|a| a.as_ref().to_owned()).collect();
         let probe = Self {
-            kind,
+            kind: kind(probe_loops),
             command: command.clone(),
-            loops: probe_loops,
         }
         .run()?;
         let loops = ((seconds * 1e6 / probe.us_per_op).round() as u64).max(probe_loops);
         let workload = Self {
-            kind,
+            kind: kind(loops),
             command,
-            loops,
         };
         println!(
             "calibrated `{}`: {:.3} us/op, so {loops} loops for about {seconds} s",
@@ -413,32 +533,66 @@ impl Workload {
         Ok(workload)
     }
 
-    fn count_args(&self) -> Vec<String> {
-        match self.kind {
-            Kind::PerfBench => vec!["-l".to_owned(), self.loops.to_string()],
-            Kind::Fio => vec![format!("--number_ios={}", self.loops)],
+    /// A workload that runs for `seconds` by itself.
+    fn timed<S: AsRef<str>>(command: &[S], seconds: f64) -> Self {
+        Self {
+            kind: Kind::Loadgen(seconds),
+            command: command.iter().map(|a| a.as_ref().to_owned()).collect(),
         }
     }
 
+    fn count_args(&self) -> Vec<String> {
+        match self.kind {
+            Kind::PerfBench(loops) => vec!["-l".to_owned(), loops.to_string()],
+            Kind::Fio(ios) => vec![format!("--number_ios={ios}")],
+            Kind::Loadgen(seconds) => vec![seconds.to_string()],
+        }
+    }
+
+    /// The command as shown: a program given by its path (the load generator) by its name.
     fn shown(&self) -> String {
-        format!("{} {}", self.command.join(" "), self.count_args().join(" "))
+        let program = Path::new(&self.command[0])
+            .file_name()
+            .map_or(self.command[0].as_str(), |name| {
+                name.to_str().unwrap_or_default()
+            });
+        let mut shown = vec![program];
+        shown.extend(self.command[1..].iter().map(String::as_str));
+        format!("{} {}", shown.join(" "), self.count_args().join(" "))
     }
 
     fn run(&self) -> Result<Sample> {
         let mut args: Vec<&str> = self.command[1..].iter().map(String::as_str).collect();
         let count = self.count_args();
         args.extend(count.iter().map(String::as_str));
-        let start = Instant::now();
         let output = Cmd::new(&self.command[0], &args).query()?;
-        let took = start.elapsed();
-        let us_per_op = match self.kind {
-            Kind::PerfBench => parse_us_per_op(&output).with_context(|| {
-                format!("no `usecs/op` line in the output of `{}`", self.shown())
-            })?,
-            Kind::Fio => parse_fio_us_per_read(&output)
-                .with_context(|| format!("no read IOPS in the output of `{}`", self.shown()))?,
-        };
-        Ok(Sample { us_per_op, took })
+        match self.kind {
+            Kind::PerfBench(loops) => Ok(Sample {
+                us_per_op: parse_us_per_op(&output).with_context(|| {
+                    format!("no `usecs/op` line in the output of `{}`", self.shown())
+                })?,
+                ops: loops,
+            }),
+            Kind::Fio(ios) => Ok(Sample {
+                us_per_op: parse_fio_us_per_read(&output)
+                    .with_context(|| format!("no read IOPS in the output of `{}`", self.shown()))?,
+                ops: ios,
+            }),
+            Kind::Loadgen(seconds) => {
+                let ops = parse_loadgen_ops(&output)
+                    .filter(|&ops| ops > 0)
+                    .with_context(|| {
+                        format!(
+                            "no `mmap_munmap N` line in the output of `{}`",
+                            self.shown()
+                        )
+                    })?;
+                Ok(Sample {
+                    us_per_op: seconds * 1e6 / ops as f64,
+                    ops,
+                })
+            }
+        }
     }
 }
 
@@ -458,10 +612,22 @@ fn parse_fio_us_per_read(output: &str) -> Option<f64> {
     (iops > 0.0).then(|| 1e6 / iops)
 }
 
+/// The `mmap_munmap N` line `observer-loadgen mmap` prints.
+fn parse_loadgen_ops(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("mmap_munmap "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// What runs next to the workload, in the runs compared with the baseline.
+#[derive(PartialEq)]
 enum Alongside {
-    /// `observer record` with these arguments (plus `--duration` and `--format json`).
+    /// `observer record` with these arguments (plus `--strict` and `--duration`, and stopped
+    /// with SIGINT after the workload); with `--stats`, its programs' cost is read.
     Observer(&'static [&'static str]),
+    /// `observer floor` on the scenario's two hooks: empty programs, bpf_stats on.
+    Floor,
     /// A libbpf-tools peer (runqlat, biolatency) with its default options; with `stats`,
     /// kernel.bpf_stats_enabled is on while it runs.
     Peer { tool: &'static str, stats: bool },
@@ -470,11 +636,28 @@ enum Alongside {
 impl Alongside {
     fn label(&self) -> String {
         match self {
-            Self::Observer(args) => format!("`observer record {}`", args.join(" ")),
+            Self::Observer(args) if args.contains(&"--signals") => {
+                format!("`observer record {}`", args.join(" "))
+            }
+            Self::Observer(args) => format!(
+                "`observer record{}{}` (all signals)",
+                if args.is_empty() { "" } else { " " },
+                args.join(" ")
+            ),
+            Self::Floor => "empty `tp_btf` program (floor): `observer floor`".to_owned(),
             Self::Peer { tool, stats: false } => format!("`{tool}` (libbpf-tools)"),
             Self::Peer { tool, stats: true } => {
                 format!("`{tool}` with `sysctl kernel.bpf_stats_enabled=1`")
             }
+        }
+    }
+
+    /// Whether bpf_stats is on while it runs, so that its programs' cost is read.
+    fn stats(&self) -> bool {
+        match self {
+            Self::Observer(args) => args.contains(&"--stats"),
+            Self::Floor => true,
+            Self::Peer { stats, .. } => *stats,
         }
     }
 }
@@ -487,52 +670,67 @@ struct Results {
     us_per_op: Vec<f64>,
     /// Time per operation against the baseline run just before, in percent.
     vs_baseline: Vec<f64>,
-    /// ns/run of the programs on each tracepoint, for variants that turn on bpf_stats.
+    /// All the tracer's programs' run time over the workload's operations (variants with
+    /// bpf_stats on): what it adds to each operation in the kernel.
+    kernel_ns_per_op: Vec<f64>,
+    /// That, against the time per operation of the baseline run just before, in percent.
+    kernel_vs_baseline: Vec<f64>,
+    /// ns/run of the programs on each hook, for variants with bpf_stats on.
     ns_per_run: BTreeMap<&'static str, Vec<f64>>,
-    /// The workload's longest run so far, which sizes observer's next recording window.
-    longest: Option<Duration>,
+    /// How often each hook fired per operation (its programs' runs; the floor has one per hook).
+    runs_per_op: BTreeMap<&'static str, Vec<f64>>,
+}
+
+/// What one of the issue's targets compares, by the medians of this run.
+enum Measure {
+    /// ns/run of the programs on this hook.
+    NsPerRun(&'static str),
+    /// In-kernel ns per operation of the workload, all programs together.
+    NsPerOp,
+}
+
+/// One of the issue's targets: `row`'s figure at most `at_most` times `against`'s.
+struct Target {
+    goal: &'static str,
+    row: Alongside,
+    against: Alongside,
+    measure: Measure,
+    at_most: f64,
 }
 
 struct Scenario {
     title: &'static str,
     workload: Workload,
     variants: Vec<Alongside>,
-    /// The tracepoints whose programs' ns/run the table shows.
-    tracepoints: [&'static str; 2],
+    /// The hooks whose programs' ns/run the table shows (the floor's programs attach to these).
+    hooks: [&'static str; 2],
+    /// Said under the title (a peer that cannot run here, say).
+    note: Option<String>,
+    targets: Vec<Target>,
 }
 
 impl Scenario {
     /// Runs every variant `runs` times, taking turns, each right after a baseline run: the speed
     /// of this VM drifts by tens of percent over seconds to minutes, so a variant is compared
     /// with the baseline of the same moment. Returns the baseline runs and each variant's.
-    fn measure(&self, binary: &Path, runs: u32, seconds: f64) -> Result<(Vec<f64>, Vec<Results>)> {
+    fn measure(&self, binary: &Path, runs: u32) -> Result<(Vec<f64>, Vec<Results>)> {
         println!("==> {}: `{}`", self.title, self.workload.shown());
         let mut baseline = Vec::new();
         let mut results: Vec<Results> = self.variants.iter().map(|_| Results::default()).collect();
+        let hooks = self.hooks.join(",");
         for run in 1..=runs {
             for (variant, results) in self.variants.iter().zip(&mut results) {
                 let others = other_bpf_links();
                 let before = self.workload.run()?.us_per_op;
                 let (sample, costs) = match variant {
                     Alongside::Observer(args) => {
-                        // observer records for a fixed time and cannot be stopped early with
-                        // its output, so its window must outlast the workload: sized from the
-                        // variant's runs so far, and doubled (the run redone) when too short.
-                        let mut window = match results.longest {
-                            None => Duration::from_secs_f64(0.5 + 2.0 * seconds),
-                            Some(longest) => longest.mul_f64(1.5) + Duration::from_millis(500),
-                        };
-                        loop {
-                            if let Some(done) = observe(binary, args, window, &self.workload)? {
-                                break done;
-                            }
-                            println!(
-                                "  observer's {:.1} s window closed before the workload ended; \
-                                 redoing the run with twice that",
-                                window.as_secs_f64()
-                            );
-                            window *= 2;
-                        }
+                        let mut args = args.to_vec();
+                        args.insert(0, "record");
+                        args.push("--strict");
+                        observe(binary, &args, variant.stats(), &self.workload)?
+                    }
+                    Alongside::Floor => {
+                        observe(binary, &["floor", "--hooks", &hooks], true, &self.workload)?
                     }
                     Alongside::Peer { tool, stats } => with_peer(tool, &self.workload, *stats)?,
                 };
@@ -544,15 +742,27 @@ impl Scenario {
                     sample.us_per_op
                 );
                 if let Some(costs) = &costs {
-                    for tracepoint in self.tracepoints {
-                        let ns = *costs.get(tracepoint).with_context(|| {
-                            format!(
-                                "{} reported no program cost on {tracepoint}",
-                                variant.label()
-                            )
-                        })?;
-                        let _ = write!(shown, "; {tracepoint} {ns:.0} ns/run");
-                        results.ns_per_run.entry(tracepoint).or_default().push(ns);
+                    let ns_per_op = costs.total_ns() as f64 / sample.ops as f64;
+                    let share = ns_per_op / (before * 1e3) * 100.0;
+                    let _ = write!(shown, "; in the kernel {ns_per_op:.0} ns/op ({share:.1}%)");
+                    results.kernel_ns_per_op.push(ns_per_op);
+                    results.kernel_vs_baseline.push(share);
+                    for hook in self.hooks {
+                        if !costs.hooked(hook) {
+                            // A peer may hook elsewhere (klockstat: fentry on the lock
+                            // functions); its total still counts.
+                            if let Alongside::Peer { .. } = variant {
+                                continue;
+                            }
+                            bail!("{} attached no program to {hook}", variant.label());
+                        }
+                        let runs = costs.runs(hook) as f64 / sample.ops as f64;
+                        results.runs_per_op.entry(hook).or_default().push(runs);
+                        // No runs (nothing fired on that hook during the run): no figure.
+                        if let Some(ns) = costs.ns_per_run(hook) {
+                            let _ = write!(shown, "; {hook} {ns:.0} ns/run");
+                            results.ns_per_run.entry(hook).or_default().push(ns);
+                        }
                     }
                 }
                 if !others.is_empty() {
@@ -563,13 +773,14 @@ impl Scenario {
                 baseline.push(before);
                 results.us_per_op.push(sample.us_per_op);
                 results.vs_baseline.push(vs_baseline);
-                results.longest = results.longest.max(Some(sample.took));
             }
         }
         Ok((baseline, results))
     }
 
-    /// A Markdown table (for BENCHMARKS.md as it is): median (min to max) over the runs.
+    /// A Markdown table (for BENCHMARKS.md as it is): median (min to max) over the runs, then
+    /// what the kernel figures say: each program against the floor on its hook, and the
+    /// issue's targets.
     fn table(
         &self,
         baseline: &[f64],
@@ -578,147 +789,263 @@ impl Scenario {
         busy: &str,
         report: &mut String,
     ) {
-        let [first, second] = self.tracepoints;
+        let [first, second] = self.hooks;
         let disturbed: u32 = results.iter().map(|results| results.disturbed).sum();
         let _ = writeln!(
             report,
             "\n{}: `{}`, {runs} run{} of each, median (min to max); meanwhile {busy}; another \
-             process held BPF links in {disturbed} of the {} runs\n",
+             process held BPF links in {disturbed} of the {} runs",
             self.title,
             self.workload.shown(),
             if runs == 1 { "" } else { "s" },
             results.len() as u32 * runs
         );
+        if let Some(note) = &self.note {
+            let _ = writeln!(report, "\n{note}");
+        }
         let _ = writeln!(
             report,
-            "| running alongside | us/op | time/op vs baseline just before | {first} ns/run | \
-             {second} ns/run |"
+            "\n| running alongside | us/op | time/op vs baseline just before | in-kernel ns/op | \
+             in-kernel time vs baseline's time/op | {first} ns/run | {second} ns/run |"
         );
-        let _ = writeln!(report, "| --- | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(report, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         let us = |values: &[f64]| spread(values, |v| format!("{v:.3}"));
+        let or_blank = |values: &[f64], show: fn(f64) -> String| {
+            if values.is_empty() {
+                String::new()
+            } else {
+                spread(values, show)
+            }
+        };
         let _ = writeln!(
             report,
-            "| nothing (baseline, run before each of the others) | {} | | | |",
+            "| nothing (baseline, run before each of the others) | {} | | | | | |",
             us(baseline)
         );
         for (variant, results) in self.variants.iter().zip(results) {
-            let ns = |tracepoint| {
+            let ns = |hook| {
                 results
                     .ns_per_run
-                    .get(tracepoint)
+                    .get(hook)
                     .map_or(String::new(), |ns| spread(ns, |v| format!("{v:.0}")))
             };
             let _ = writeln!(
                 report,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 variant.label(),
                 us(&results.us_per_op),
                 spread(&results.vs_baseline, |v| format!("{v:+.1}%")),
+                or_blank(&results.kernel_ns_per_op, |v| format!("{v:.0}")),
+                or_blank(&results.kernel_vs_baseline, |v| format!("{v:.1}%")),
                 ns(first),
                 ns(second)
+            );
+        }
+        self.summary(results, report);
+    }
+
+    /// Each program's ns/run as a multiple of the floor's on the same hook, and the targets.
+    fn summary(&self, results: &[Results], report: &mut String) {
+        let medians = |variant: &Alongside, measure: &Measure| {
+            let results = &results[self.variants.iter().position(|v| v == variant)?];
+            let values = match measure {
+                Measure::NsPerRun(hook) => results.ns_per_run.get(hook)?,
+                Measure::NsPerOp => &results.kernel_ns_per_op,
+            };
+            (!values.is_empty()).then(|| median(values))
+        };
+        let _ = writeln!(report);
+        let fired: Vec<String> = self
+            .hooks
+            .iter()
+            .filter_map(|hook| {
+                let floor = &results[self.variants.iter().position(|v| *v == Alongside::Floor)?];
+                Some(format!(
+                    "`{hook}` {:.2}",
+                    median(floor.runs_per_op.get(hook)?)
+                ))
+            })
+            .collect();
+        if !fired.is_empty() {
+            let _ = writeln!(
+                report,
+                "- times each hook fired per operation during the floor's runs (medians; the \
+                 whole machine's events, not only the workload's): {}",
+                fired.join(", ")
+            );
+        }
+        for hook in self.hooks {
+            let Some(floor) = medians(&Alongside::Floor, &Measure::NsPerRun(hook)) else {
+                continue;
+            };
+            let ratios: Vec<String> = self
+                .variants
+                .iter()
+                .filter(|variant| **variant != Alongside::Floor)
+                .filter_map(|variant| {
+                    let ns = medians(variant, &Measure::NsPerRun(hook))?;
+                    Some(format!("{} {:.1}x", variant.label(), ns / floor))
+                })
+                .collect();
+            if !ratios.is_empty() {
+                let _ = writeln!(
+                    report,
+                    "- `{hook}` against the empty program's {floor:.0} ns/run (medians): {}",
+                    ratios.join(", ")
+                );
+            }
+        }
+        for target in &self.targets {
+            let (unit, what) = match target.measure {
+                Measure::NsPerRun(hook) => ("ns/run", format!("`{hook}`")),
+                Measure::NsPerOp => ("ns/op", "in-kernel time per operation".to_owned()),
+            };
+            let verdict = match (
+                medians(&target.row, &target.measure),
+                medians(&target.against, &target.measure),
+            ) {
+                (Some(row), Some(against)) if against > 0.0 => {
+                    let ratio = row / against;
+                    format!(
+                        "{what}: {row:.0} against {against:.0} {unit}, {ratio:.2}x (at most \
+                         {:.2}x): **{}**",
+                        target.at_most,
+                        if ratio <= target.at_most {
+                            "met"
+                        } else {
+                            "not met"
+                        }
+                    )
+                }
+                _ => format!("{what}: not measured in this run"),
+            };
+            let _ = writeln!(
+                report,
+                "- target \"{}\", {} against {}: {verdict}",
+                target.goal,
+                target.row.label(),
+                target.against.label()
             );
         }
     }
 }
 
-/// ns/run of a tracer's programs, by the tracepoint they are attached to; `None` when it did
-/// not turn bpf_stats on.
-type Costs = Option<BTreeMap<String, f64>>;
-
-/// Runs the workload while `observer record` records; with `--stats`, also returns observer's
-/// own report of its programs' cost. `None` when observer's window closed before the workload
-/// ended.
+/// Runs the workload while `observer ARGS` (`record ...` or `floor ...`) runs, then stops it as
+/// Ctrl-C would; with `stats`, its programs' cost over the workload is read from /proc (observer
+/// turns bpf_stats on itself: `record --stats`, `floor`).
 fn observe(
     binary: &Path,
     args: &[&str],
-    window: Duration,
+    stats: bool,
     workload: &Workload,
-) -> Result<Option<(Sample, Costs)>> {
-    let duration = format!("{}ms", window.as_millis());
+) -> Result<(Sample, Option<Costs>)> {
     let mut command = Command::new(binary);
+    // Longer than any workload: SIGINT ends it.
     command
-        .arg("record")
         .args(args)
-        .args(["--duration", &duration, "--format", "json"])
-        .stdout(Stdio::piped());
+        .args(["--duration", "1h"])
+        .stdout(Stdio::null());
     let mut observer = Background::spawn(command, "observer")?;
     observer.wait_attached()?;
-    let sample = workload.run()?;
-    match observer.child.try_wait()? {
-        Some(status) if !status.success() => {
-            bail!("observer failed ({status}); its error is above")
-        }
-        Some(_) => return Ok(None),
-        None => {}
-    }
-    let mut json = String::new();
-    observer
-        .child
-        .stdout
-        .take()
-        .expect("stdout is piped")
-        .read_to_string(&mut json)
-        .context("reading observer's output")?;
-    let status = observer.child.wait()?;
-    if !status.success() {
-        bail!("observer failed ({status}); its error is above");
-    }
-    let costs = args
-        .contains(&"--stats")
-        .then(|| program_costs(&json))
-        .transpose()?;
-    Ok(Some((sample, costs)))
-}
-
-/// `tracepoint` -> `ns_per_run` from the `"programs"` array of `observer record --stats
-/// --format json`.
-fn program_costs(json: &str) -> Result<BTreeMap<String, f64>> {
-    let record: serde_json::Value =
-        serde_json::from_str(json).context("observer's --format json output is not JSON")?;
-    let programs = record["programs"]
-        .as_array()
-        .context("observer's JSON has no \"programs\" array although --stats was given")?;
-    programs
-        .iter()
-        .map(|program| {
-            Some((
-                program["tracepoint"].as_str()?.to_owned(),
-                program["ns_per_run"].as_f64()?,
-            ))
-        })
-        .collect::<Option<_>>()
-        .context("an entry of observer's \"programs\" lacks \"tracepoint\" or \"ns_per_run\"")
+    let measured = traced(observer.child.id(), stats, workload)?;
+    observer.interrupt()?;
+    Ok(measured)
 }
 
 /// Runs the workload while a libbpf-tools peer traces, then stops it as Ctrl-C would. The peers
-/// have no --stats: with `stats`, bpf_stats is turned on around it and its programs' counters
-/// are read from /proc, before and after the workload.
-fn with_peer(tool: &'static str, workload: &Workload, stats: bool) -> Result<(Sample, Costs)> {
-    let stats = stats.then(BpfStats::enable).transpose()?;
+/// have no --stats: with `stats`, bpf_stats is turned on around it.
+fn with_peer(
+    tool: &'static str,
+    workload: &Workload,
+    stats: bool,
+) -> Result<(Sample, Option<Costs>)> {
+    let _stats = stats.then(BpfStats::enable).transpose()?;
     let mut command = Command::new(tool);
     command.stdout(Stdio::null());
     let mut peer = Background::spawn(command, tool)?;
     peer.wait_attached()?;
-    let pid = peer.child.id();
-    let before = stats.as_ref().map(|_| tracepoint_runs(pid)).transpose()?;
-    let sample = workload.run()?;
-    let after = stats.as_ref().map(|_| tracepoint_runs(pid)).transpose()?;
-    Cmd::new("kill", &["-INT", &pid.to_string()]).query()?;
-    let status = peer.child.wait()?;
-    if !status.success() {
-        bail!("{tool} failed ({status}); its error is above");
+    let measured = traced(peer.child.id(), stats, workload)?;
+    peer.interrupt()?;
+    Ok(measured)
+}
+
+/// Whether a peer can attach its programs on this kernel; if not, what it said.
+fn peer_attaches(tool: &'static str) -> Result<Result<(), String>> {
+    let mut command = Command::new(tool);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut peer = Background::spawn(command, tool)?;
+    if peer.wait_attached().is_ok() {
+        peer.interrupt()?;
+        return Ok(Ok(()));
     }
-    let costs = before.zip(after).map(|(before, after)| {
-        after
-            .into_iter()
-            .map(|(tracepoint, (runs, ns))| {
-                let (runs0, ns0) = before.get(&tracepoint).copied().unwrap_or_default();
-                let runs = runs.saturating_sub(runs0).max(1);
-                (tracepoint, ns.saturating_sub(ns0) as f64 / runs as f64)
-            })
-            .collect()
-    });
+    let _ = peer.child.kill();
+    let mut said = String::new();
+    if let Some(mut stderr) = peer.child.stderr.take() {
+        let _ = stderr.read_to_string(&mut said);
+    }
+    let lines: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok(Err(if lines.is_empty() {
+        "nothing".to_owned()
+    } else {
+        lines.join(" / ")
+    }))
+}
+
+/// Runs the workload while the tracer `pid` traces; with `stats` (bpf_stats on), also what its
+/// programs did over exactly the workload, from /proc/<pid>/fdinfo before and after it.
+fn traced(pid: u32, stats: bool, workload: &Workload) -> Result<(Sample, Option<Costs>)> {
+    let before = stats.then(|| hook_runs(pid)).transpose()?;
+    let sample = workload.run()?;
+    let costs = match before {
+        Some(before) => Some(Costs::between(&before, hook_runs(pid)?)),
+        None => None,
+    };
     Ok((sample, costs))
+}
+
+/// Per hook, (runs, run time in ns) summed over the programs attached there.
+type HookRuns = BTreeMap<String, (u64, u64)>;
+
+/// What a tracer's programs did during one workload run, by hook (bpf_stats).
+struct Costs(HookRuns);
+
+impl Costs {
+    fn between(before: &HookRuns, after: HookRuns) -> Self {
+        Self(
+            after
+                .into_iter()
+                .map(|(hook, (runs, ns))| {
+                    let (runs0, ns0) = before.get(&hook).copied().unwrap_or_default();
+                    (hook, (runs.saturating_sub(runs0), ns.saturating_sub(ns0)))
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether the tracer has a program on `hook`.
+    fn hooked(&self, hook: &str) -> bool {
+        self.0.contains_key(hook)
+    }
+
+    /// Runs on `hook` (0 if nothing is attached there).
+    fn runs(&self, hook: &str) -> u64 {
+        self.0.get(hook).map_or(0, |&(runs, _)| runs)
+    }
+
+    /// Run time per run on `hook`; `None` without runs.
+    fn ns_per_run(&self, hook: &str) -> Option<f64> {
+        let &(runs, ns) = self.0.get(hook)?;
+        (runs > 0).then(|| ns as f64 / runs as f64)
+    }
+
+    /// All programs' run time.
+    fn total_ns(&self) -> u64 {
+        self.0.values().map(|&(_, ns)| ns).sum()
+    }
 }
 
 /// A loop device over a sparse file in the temporary directory, detached and removed when
@@ -991,35 +1318,56 @@ impl Drop for BpfStats {
     }
 }
 
-/// `tracepoint` -> (runs, run time in ns) of a process's BPF programs, from /proc/<pid>/fdinfo:
-/// a link's entry names its tracepoint (`tp_name`) and program (`prog_id`), a program's entry
-/// holds bpf_stats' `run_cnt` and `run_time_ns`.
-fn tracepoint_runs(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
+/// A process's BPF programs' runs and run time by the hook they are attached to, from
+/// /proc/<pid>/fdinfo (see [`parse_hook_runs`]).
+fn hook_runs(pid: u32) -> Result<HookRuns> {
     let fdinfo = format!("/proc/{pid}/fdinfo");
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(&fdinfo).with_context(|| format!("listing {fdinfo}"))? {
+        // Skipped when closed since listed.
+        if let Ok(text) = fs::read_to_string(entry?.path()) {
+            entries.push(text);
+        }
+    }
+    Ok(parse_hook_runs(&entries))
+}
+
+/// From a process's fdinfo entries: a link's entry names its program (`prog_id`) and, for a
+/// tracepoint, its hook (`tp_name`); a program's entry holds bpf_stats' `run_cnt` and
+/// `run_time_ns`. Programs on the same hook (runqueue's and futex's on sched_process_exec, say)
+/// are summed.
+fn parse_hook_runs(entries: &[String]) -> HookRuns {
     let mut links = Vec::new();
     let mut programs = BTreeMap::new();
-    for entry in fs::read_dir(&fdinfo).with_context(|| format!("listing {fdinfo}"))? {
-        let Ok(text) = fs::read_to_string(entry?.path()) else {
-            continue; // closed since listed
-        };
+    for text in entries {
         let field = |name: &str| {
             text.lines()
                 .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
                 .map(str::trim)
         };
         let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok());
-        if let (Some(tracepoint), Some(program)) = (field("tp_name"), number("prog_id")) {
-            links.push((tracepoint.to_owned(), program));
+        if let (Some(link_type), Some(program)) = (field("link_type"), number("prog_id")) {
+            // Tracepoint links name their hook; others (fentry, kprobe: a peer's) count under
+            // their type and program, for the total.
+            let hook = field("tp_name").map_or_else(
+                || format!("{link_type} link of program {program}"),
+                str::to_owned,
+            );
+            links.push((hook, program));
         } else if let (Some(program), Some(runs), Some(ns)) =
             (number("prog_id"), number("run_cnt"), number("run_time_ns"))
         {
             programs.insert(program, (runs, ns));
         }
     }
-    Ok(links
-        .into_iter()
-        .filter_map(|(tracepoint, program)| Some((tracepoint, *programs.get(&program)?)))
-        .collect())
+    let mut hooks = HookRuns::new();
+    for (hook, program) in links {
+        if let Some(&(runs, ns)) = programs.get(&program) {
+            let sum = hooks.entry(hook).or_default();
+            *sum = (sum.0 + runs, sum.1 + ns);
+        }
+    }
+    hooks
 }
 
 /// A tracer running next to the workload (standard error inherited, so its errors show); killed
@@ -1068,6 +1416,22 @@ impl Background {
     }
 }
 
+impl Background {
+    /// Stops it as Ctrl-C would (observer and the peers report and exit cleanly on SIGINT) and
+    /// checks that it did.
+    fn interrupt(mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited early ({status}); its error is above", self.name);
+        }
+        Cmd::new("kill", &["-INT", &self.child.id().to_string()]).query()?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("{} failed ({status}); its error is above", self.name);
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1101,7 +1465,8 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        median, parse_fio_us_per_read, parse_us_per_op, program_costs, sample_value, spread,
+        Alongside, Costs, median, parse_fio_us_per_read, parse_hook_runs, parse_loadgen_ops,
+        parse_us_per_op, sample_value, spread,
     };
 
     #[test]
@@ -1139,13 +1504,84 @@ mod tests {
     }
 
     #[test]
-    fn reads_program_costs() {
-        let json = r#"{"duration_s": 3.0, "signals": {}, "programs": [
-            {"program": "runq_sched_switch", "tracepoint": "sched_switch", "runs": 4,
-             "run_time_ns": 1000, "ns_per_run": 250.0}]}"#;
-        let costs = program_costs(json).unwrap();
-        assert_eq!(costs.get("sched_switch"), Some(&250.0));
-        assert!(program_costs(r#"{"duration_s": 3.0}"#).is_err());
+    fn reads_loadgen_ops() {
+        assert_eq!(parse_loadgen_ops("mmap_munmap 137060\n"), Some(137060));
+        assert_eq!(parse_loadgen_ops("mmap_munmap x\n"), None);
+        assert_eq!(parse_loadgen_ops(""), None);
+    }
+
+    /// Entries as /proc/<pid>/fdinfo shows them (kernel 6.18): two programs on sched_switch,
+    /// one on sched_wakeup, a map and a program without a link, which count for nothing.
+    #[test]
+    fn reads_runs_by_hook_from_fdinfo() {
+        let program = |id: u64, runs: u64, ns: u64| {
+            format!(
+                "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1057\nprog_type:\t26\n\
+                 prog_jited:\t1\nprog_tag:\t532be08487957b83\nmemlock:\t4096\n\
+                 prog_id:\t{id}\nrun_time_ns:\t{ns}\nrun_cnt:\t{runs}\n\
+                 recursion_misses:\t0\nverified_insns:\t31\n"
+            )
+        };
+        let link = |id: u64, hook: &str| {
+            format!(
+                "pos:\t0\nflags:\t02000000\nmnt_id:\t16\nino:\t1057\n\
+                 link_type:\traw_tracepoint\nlink_id:\t7989\nprog_tag:\t532be08487957b83\n\
+                 prog_id:\t{id}\ntp_name:\t{hook}\ncookie:\t0\n"
+            )
+        };
+        let map = "pos:\t0\nmap_type:\t6\nkey_size:\t4\nmap_id:\t29020\n".to_owned();
+        let entries = [
+            program(11, 400, 80_000),
+            link(11, "sched_switch"),
+            map,
+            program(12, 100, 30_000),
+            link(12, "sched_switch"),
+            program(13, 50, 5_000),
+            link(13, "sched_wakeup"),
+            program(14, 7, 700),
+            program(15, 3, 900),
+            "link_type:\ttracing\nlink_id:\t8000\nprog_tag:\t532be08487957b83\n\
+             prog_id:\t15\nattach_type:\t24\ntarget_obj_id:\t1\ntarget_btf_id:\t9\n"
+                .to_owned(),
+        ];
+        let runs = parse_hook_runs(&entries);
+        assert_eq!(runs.len(), 3, "{runs:?}");
+        assert_eq!(runs["tracing link of program 15"], (3, 900));
+        assert_eq!(runs["sched_switch"], (500, 110_000));
+        assert_eq!(runs["sched_wakeup"], (50, 5_000));
+
+        let mut after = runs.clone();
+        after.remove("tracing link of program 15");
+        after.insert("sched_switch".to_owned(), (700, 150_000));
+        // Attached after the first read: all its runs count.
+        after.insert("sys_enter".to_owned(), (10, 500));
+        let costs = Costs::between(&runs, after);
+        assert_eq!(costs.ns_per_run("sched_switch"), Some(200.0));
+        // Attached, but nothing ran: no figure rather than 0 ns.
+        assert!(costs.hooked("sched_wakeup"));
+        assert_eq!(costs.ns_per_run("sched_wakeup"), None);
+        assert!(!costs.hooked("sys_exit"));
+        assert_eq!(costs.total_ns(), 40_500);
+        assert_eq!(
+            (costs.runs("sched_switch"), costs.runs("sys_exit")),
+            (200, 0)
+        );
+    }
+
+    #[test]
+    fn labels_say_which_signals() {
+        assert_eq!(
+            Alongside::Observer(&["--stats"]).label(),
+            "`observer record --stats` (all signals)"
+        );
+        assert_eq!(
+            Alongside::Observer(&[]).label(),
+            "`observer record` (all signals)"
+        );
+        assert_eq!(
+            Alongside::Observer(&["--signals", "lock"]).label(),
+            "`observer record --signals lock`"
+        );
     }
 
     #[test]

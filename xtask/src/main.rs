@@ -55,8 +55,9 @@ enum Command {
     },
     /// rustfmt check, clippy on the host crates and clippy on the eBPF crate.
     Lint,
-    /// Measure what observer (and libbpf-tools' runqlat) cost a scheduler- and a syscall-heavy
-    /// workload, and print the tables of BENCHMARKS.md (root; 3-4 minutes by default).
+    /// Measure what observer (next to an empty program and libbpf-tools' runqlat and
+    /// biolatency) costs scheduler-, syscall-, block-I/O- and lock-heavy workloads, and print
+    /// the tables of BENCHMARKS.md (root; about 10 minutes by default).
     Bench {
         /// Runs of each measurement; the tables show median, min and max.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]

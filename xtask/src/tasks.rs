@@ -146,7 +146,7 @@ pub(crate) fn observer_binary(root: &Path, profile: Profile) -> PathBuf {
 
 /// Where cargo puts build output: `$CARGO_TARGET_DIR` (relative to the workspace root) or
 /// `target/`.
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
         Some(dir) => root.join(dir),
         None => root.join("target"),

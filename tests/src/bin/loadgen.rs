@@ -1,10 +1,11 @@
-//! Load generators for the end-to-end tests, run as child processes so each condition comes from
-//! one known process (its pid is the tgid observer reports; its threads are left unnamed so they
-//! all carry the process's comm).
+//! Load generators for the end-to-end tests (and the lock workload of `cargo xtask bench`), run
+//! as child processes so each condition comes from one known process (its pid is the tgid
+//! observer reports; its threads are left unnamed so they all carry the process's comm).
 //!
 //! Usage:
 //!   observer-loadgen sched SECS       scheduler load pinned to CPU 0 (wakeups and preemption)
-//!   observer-loadgen mmap THREADS SECS  mmap/munmap from many threads (mmap_lock contention)
+//!   observer-loadgen mmap THREADS SECS  mmap/munmap from many threads (mmap_lock contention;
+//!                                     SECS may be fractional)
 //!   observer-loadgen futex HOLD_MS REPS  one thread holds a Mutex for HOLD_MS while another waits
 //!   observer-loadgen wake SECS        sleeps 1 ms at a time: a wakeup (a run-queue wait) each,
 //!                                     with almost no CPU (to attribute waits to many processes)
@@ -27,7 +28,12 @@ fn main() {
     };
     match args.first().map(String::as_str) {
         Some("sched") => sched(Duration::from_secs_f64(num(1) as f64)),
-        Some("mmap") => mmap(num(1) as usize, Duration::from_secs(num(2))),
+        Some("mmap") => mmap(
+            num(1) as usize,
+            args.get(2)
+                .and_then(|a| Duration::try_from_secs_f64(a.parse().ok()?).ok())
+                .unwrap_or_else(|| usage()),
+        ),
         Some("futex") => futex(Duration::from_millis(num(1)), num(2)),
         Some("wake") => wake(Duration::from_secs(num(1))),
         Some("tcp") => tcp(
