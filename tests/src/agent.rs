@@ -1,12 +1,13 @@
-//! The agent, `observer -v run`, in the background for the fault-injection tests: its stderr
-//! collected, its resident memory sampled over time, and its own Prometheus endpoint read
-//! directly (no Prometheus server: the tests want the agent's values at an instant). Killed (by
-//! its pid) on drop.
+//! The agent, `observer -v run`, in the background for the end-to-end tests: its stderr
+//! collected, its resident memory sampled over time, signals sent to it, and (when started
+//! [`Agent::with_prometheus`]) its own Prometheus endpoint read directly (no Prometheus server:
+//! the tests want the agent's values at an instant). Killed (by its pid) on drop.
 
 use std::{
+    fs,
     io::Read,
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    process::{Child, Stdio},
+    process::{Child, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -20,8 +21,8 @@ pub struct Agent {
     stderr: Arc<Mutex<Vec<u8>>>,
     reader: Option<JoinHandle<()>>,
     started: Instant,
-    /// Where its Prometheus endpoint listens.
-    pub prometheus: SocketAddr,
+    /// Where its Prometheus endpoint listens, when the test chose the port.
+    prometheus: Option<SocketAddr>,
     /// `(seconds since start, VmRSS kB)` of every [`Agent::sample_rss`].
     pub rss: Vec<(f64, u64)>,
 }
@@ -34,18 +35,27 @@ pub fn free_addr() -> SocketAddr {
 }
 
 impl Agent {
-    /// Starts `observer -v run <args> --prometheus-listen <free port> --socket ""` with `env`,
-    /// and without any `OTEL_*` or `RUST_LOG` variable of the test's own environment.
+    /// Starts `observer -v run <args> --socket ""` with `env`, and without any `OTEL_*` or
+    /// `RUST_LOG` variable of the test's own environment (`-v` gives the info log that says when
+    /// it is collecting). Tests run agents side by side, and only one may serve the local
+    /// socket: these serve none (tests/top.rs tests the socket).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let prometheus = free_addr();
+        Self::spawn(args, env, None)
+    }
+
+    /// [`Agent::start`] with `--prometheus-listen` on a free loopback port, for
+    /// [`Agent::scrape`].
+    pub fn with_prometheus(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(args, env, Some(free_addr()))
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], prometheus: Option<SocketAddr>) -> Self {
         let mut full = vec!["-v".to_string(), "run".to_string()];
         full.extend(args.iter().map(|a| a.to_string()));
-        full.extend([
-            "--prometheus-listen".into(),
-            prometheus.to_string(),
-            "--socket".into(),
-            String::new(),
-        ]);
+        if let Some(addr) = prometheus {
+            full.extend(["--prometheus-listen".into(), addr.to_string()]);
+        }
+        full.extend(["--socket".to_string(), String::new()]);
         let mut cmd = crate::observer::command();
         cmd.args(&full);
         for (k, _) in std::env::vars_os() {
@@ -91,7 +101,7 @@ impl Agent {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
-    fn exited(&mut self, status: std::process::ExitStatus) -> Exited {
+    fn exited(&mut self, status: ExitStatus) -> Exited {
         self.child = None;
         if let Some(h) = self.reader.take() {
             let _ = h.join();
@@ -103,8 +113,9 @@ impl Agent {
         }
     }
 
-    /// Waits until the agent has attached its programs and taken its first reading (its info
-    /// log says `collecting`). `Err` when it exited instead (it cannot run here).
+    /// Waits until the agent has loaded and attached its programs, taken its first reading and
+    /// installed its signal handlers: its info log then says `collecting`. `Err` when it exited
+    /// instead (it cannot run here: no BPF, not root...).
     pub fn ready(mut self) -> Result<Self, Exited> {
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -132,25 +143,36 @@ impl Agent {
         }
     }
 
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
+    }
+
+    /// A `kB` field of /proc/<pid>/status: VmRSS (resident now), VmHWM (peak resident).
+    pub fn status_kb(&self, key: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/{}/status", self.pid()))
+    }
+
     /// VmRSS now, in kB, also recorded in [`Agent::rss`].
     pub fn sample_rss(&mut self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status");
+        let kb = self.status_kb("VmRSS");
         self.rss.push((self.started.elapsed().as_secs_f64(), kb));
         kb
     }
 
-    /// Sleeps `d`, checking every 250 ms that the agent still runs and sampling its memory.
+    /// Sleeps `d`, checking every 100 ms that the agent still runs and sampling its memory.
     pub fn run_for(&mut self, d: Duration, when: &str) {
         let end = Instant::now() + d;
         while Instant::now() < end {
             self.assert_running(when);
             self.sample_rss();
-            std::thread::sleep(Duration::from_millis(250).min(end - Instant::now()));
+            std::thread::sleep(Duration::from_millis(100).min(end - Instant::now()));
         }
     }
 
@@ -169,36 +191,61 @@ impl Agent {
         self.started.elapsed().as_secs_f64()
     }
 
+    /// User + system CPU time used so far (all threads), from /proc/<pid>/stat.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // After "pid (comm) ": state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Duration::from_secs_f64(ticks as f64 / hz)
+    }
+
     /// One scrape of the agent's own `/metrics` (text format), parsed.
     pub fn scrape(&self) -> Vec<Sample> {
-        let (status, _, body) = crate::prom::http_get(self.prometheus, "/metrics", None)
+        let addr = self
+            .prometheus
+            .expect("scrape needs an agent started with Agent::with_prometheus");
+        let (status, _, body) = crate::prom::http_get(addr, "/metrics", None)
             .unwrap_or_else(|e| panic!("scraping the agent: {e}"));
         assert_eq!(status, 200, "scraping the agent: HTTP {status}");
         parse_text(&String::from_utf8_lossy(&body))
     }
 
-    /// SIGTERM, then waits (at most 15 s) for the agent to exit; fails unless it exits 0.
-    /// Returns its stderr.
-    pub fn terminate_ok(mut self) -> String {
-        // SAFETY: kill(2) on our own child's pid, which we have not reaped.
-        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+    /// SIGTERM, then waits at most `limit` for the agent to exit (killing it after): its exit
+    /// status, how long it took, and its whole stderr.
+    pub fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration, String) {
+        self.signal(libc::SIGTERM);
         let sent = Instant::now();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let took = sent.elapsed();
                 let stderr = self.exited(status).stderr;
-                assert!(
-                    status.success(),
-                    "observer exited with {status} after SIGTERM; stderr:\n{stderr}"
-                );
-                return stderr;
+                eprintln!("observer exited {took:.2?} after SIGTERM ({status})");
+                return (status, took, stderr);
             }
-            assert!(
-                sent.elapsed() < Duration::from_secs(15),
-                "observer still running 15 s after SIGTERM; stderr:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            if sent.elapsed() > limit {
+                let _ = self.child.as_mut().unwrap().kill();
+                panic!(
+                    "observer still running {limit:?} after SIGTERM (killed it); stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// SIGTERM: the agent must exit 0 within 15 s. Returns its stderr.
+    pub fn terminate_ok(self) -> String {
+        let (status, _, stderr) = self.terminate(Duration::from_secs(15));
+        assert!(
+            status.success(),
+            "observer exited with {status} after SIGTERM, expected 0; stderr:\n{stderr}"
+        );
+        stderr
     }
 }
 

@@ -15,17 +15,16 @@
 use std::{
     collections::BTreeSet,
     fs,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener},
+    io::Write,
     path::{Path, PathBuf},
-    process::{Child, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
-    thread::JoinHandle,
+    process::Stdio,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use observer_tests::{
-    ChildGuard, Exited, hist, observer_ok,
+    ChildGuard,
+    agent::{Agent, free_addr},
+    hist, observer_ok,
     prom::{self, Prometheus},
     require_root,
     rotel::{self, Export, Rotel, TempDir},
@@ -58,208 +57,21 @@ macro_rules! need {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The agent under test.
+// The agent under test (observer_tests::agent::Agent).
 
-/// `observer -v run ...` running in the background, its stderr collected. Killed (by its pid)
-/// if the test ends before it exits.
-struct Agent {
-    args: Vec<String>,
-    child: Option<Child>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    reader: Option<JoinHandle<()>>,
-    started: Instant,
-    /// Highest VmRSS seen by [`Agent::sample`], in kB.
-    max_rss_kb: u64,
-}
-
-impl Agent {
-    /// Starts `observer -v run <args>` with `env`, and without any `OTEL_*` variable or
-    /// `RUST_LOG` from the test's own environment (`-v` gives the info log that says when it is
-    /// collecting).
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut full = vec!["-v".to_string(), "run".to_string()];
-        full.extend(args.iter().map(|a| a.to_string()));
-        // Tests run agents side by side, and only one may serve a socket: these serve none
-        // (tests/top.rs tests the socket).
-        full.extend(["--socket".to_string(), String::new()]);
-        let mut cmd = observer_tests::observer::command();
-        cmd.args(&full);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("OTEL_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env_remove("RUST_LOG");
-        cmd.envs(env.iter().copied());
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start observer {full:?}: {e}"));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-        });
-        eprintln!("started observer {full:?} {env:?} (pid {})", child.id());
-        Self {
-            args: full,
-            child: Some(child),
-            stderr,
-            reader: Some(reader),
-            started: Instant::now(),
-            max_rss_kb: 0,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-
-    fn exited(&mut self, status: ExitStatus) -> Exited {
-        self.child = None;
-        if let Some(h) = self.reader.take() {
-            let _ = h.join();
-        }
-        Exited {
-            args: self.args.clone(),
-            status,
-            stderr: self.stderr_text(),
-        }
-    }
-
-    /// Waits until the agent has loaded and attached its programs, taken its first reading and
-    /// installed its signal handlers: its info log then says `collecting`. `Err` when it exited
-    /// instead (it cannot run here: no BPF, not root...).
-    fn ready(mut self) -> Result<Self, Exited> {
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(self.exited(status));
-            }
-            if self.stderr_text().contains(" collecting") {
-                eprintln!("observer collecting after {:.2?}", self.started.elapsed());
-                return Ok(self);
-            }
-            assert!(
-                self.started.elapsed() < Duration::from_secs(30),
-                "observer {:?} did not start collecting within 30 s; stderr:\n{}",
-                self.args,
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Fails the test if the agent has exited.
-    fn assert_running(&mut self, when: &str) {
-        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            let exited = self.exited(status);
-            panic!("the agent exited {when}: {exited}");
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid, which we have not reaped.
-        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
-    }
-
-    /// Sleeps `d` while sampling the agent's memory every 100 ms and checking it still runs.
-    fn run_for(&mut self, d: Duration, when: &str) {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            self.assert_running(when);
-            self.sample();
-            std::thread::sleep(Duration::from_millis(100).min(end - Instant::now()));
-        }
-    }
-
-    /// Records the current VmRSS.
-    fn sample(&mut self) -> u64 {
-        let rss = self.status_kb("VmRSS");
-        self.max_rss_kb = self.max_rss_kb.max(rss);
-        rss
-    }
-
-    /// A `kB` field of /proc/<pid>/status: VmRSS (resident now), VmHWM (peak resident).
-    fn status_kb(&self, key: &str) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in /proc/{}/status", self.pid()))
-    }
-
-    /// User + system CPU time used so far (all threads), from /proc/<pid>/stat.
-    fn cpu_time(&self) -> Duration {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // After "pid (comm) ": state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Duration::from_secs_f64(ticks as f64 / hz)
-    }
-
-    /// SIGTERM, then waits at most `limit` for the agent to exit (killing it after): its exit
-    /// status, how long it took, and its whole stderr.
-    fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration, String) {
-        self.signal(libc::SIGTERM);
-        let sent = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let took = sent.elapsed();
-                let stderr = self.exited(status).stderr;
-                eprintln!("observer exited {took:.2?} after SIGTERM ({status})");
-                return (status, took, stderr);
-            }
-            if sent.elapsed() > limit {
-                let _ = self.child.as_mut().unwrap().kill();
-                panic!(
-                    "observer still running {limit:?} after SIGTERM (killed it); stderr:\n{}",
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM: the agent must exit 0, promptly.
-    fn terminate_ok(self) -> String {
-        let (status, took, stderr) = self.terminate(Duration::from_secs(15));
-        assert!(
-            status.success(),
-            "observer exited with {status} after SIGTERM, expected 0; stderr:\n{stderr}"
-        );
-        assert!(
-            took < EXIT_PROMPTLY,
-            "observer took {took:.2?} to exit after SIGTERM (expected under {EXIT_PROMPTLY:?}); \
-             stderr:\n{stderr}"
-        );
-        stderr
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// SIGTERM: the agent must exit 0, promptly.
+fn terminate_promptly(agent: Agent) -> String {
+    let (status, took, stderr) = agent.terminate(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "observer exited with {status} after SIGTERM, expected 0; stderr:\n{stderr}"
+    );
+    assert!(
+        took < EXIT_PROMPTLY,
+        "observer took {took:.2?} to exit after SIGTERM (expected under {EXIT_PROMPTLY:?}); \
+         stderr:\n{stderr}"
+    );
+    stderr
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -691,13 +503,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// A loopback address nobody listens on right now.
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-}
-
 fn prometheus_binary() -> Result<PathBuf, String> {
     prom::binary().filter(|p| p.is_file()).ok_or_else(|| {
         format!(
@@ -762,7 +567,7 @@ fn exports_everything_over(protocol: Protocol) {
     );
     let before = exports.len();
     let sigterm = now_ns();
-    agent.terminate_ok();
+    terminate_promptly(agent);
     // The final flush: one more export, collected after SIGTERM.
     rotel.wait_for("the final flush", Duration::from_secs(3), |e| {
         e.len() > before
@@ -920,7 +725,7 @@ fn prometheus_scrapes_the_agent_and_histogram_quantile_finds_the_51ms_waits() {
             metadata[&family]
         );
     }
-    agent.terminate_ok();
+    terminate_promptly(agent);
 }
 
 #[test]
@@ -1019,9 +824,9 @@ fn collector_absent_then_killed_and_restarted_the_agent_keeps_collecting_and_cat
          failed"
     );
 
-    agent.sample();
+    agent.sample_rss();
     let hwm = agent.status_kb("VmHWM");
-    let max_rss = agent.max_rss_kb;
+    let max_rss = agent.max_rss_since(0.0);
     note(&format!(
         "agent memory over the fault test: VmRSS at most {max_rss} kB (sampled), VmHWM {hwm} kB"
     ));
@@ -1029,7 +834,7 @@ fn collector_absent_then_killed_and_restarted_the_agent_keeps_collecting_and_cat
         hwm < RSS_LIMIT_KB,
         "the agent's peak RSS is {hwm} kB, over {RSS_LIMIT_KB} kB"
     );
-    agent.terminate_ok();
+    terminate_promptly(agent);
 }
 
 #[test]
@@ -1091,7 +896,7 @@ fn sighup_is_logged_as_not_supported_and_the_agent_keeps_running() {
         after > before,
         "histogram counts did not grow after SIGHUP ({before} then {after}): collection stopped"
     );
-    agent.terminate_ok();
+    terminate_promptly(agent);
 }
 
 #[test]
@@ -1172,7 +977,7 @@ fn measure_cpu_and_memory_while_exporting_every_second() {
     let mut rss = Vec::new();
     while t0.elapsed() < window {
         agent.assert_running("while measuring");
-        rss.push(agent.sample());
+        rss.push(agent.sample_rss());
         std::thread::sleep(Duration::from_millis(250));
     }
     let (wall, cpu) = (t0.elapsed(), agent.cpu_time() - cpu0);
@@ -1196,5 +1001,5 @@ fn measure_cpu_and_memory_while_exporting_every_second() {
         observer_tests::observer::bin().display()
     ));
     assert!(sent >= 5, "only {sent} exports in {wall:.2?}");
-    agent.terminate_ok();
+    terminate_promptly(agent);
 }

@@ -14,14 +14,16 @@
 
 use std::{
     fs,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     os::unix::process::CommandExt,
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use observer_tests::{ChildGuard, prom::http_get, require_root, rotel::TempDir, skip_or_fail};
+use observer_tests::{
+    ChildGuard, agent::free_addr, prom::http_get, require_root, rotel::TempDir, skip_or_fail,
+};
 
 /// The budget that no real workload can meet: the agent must sample.
 const TINY_BUDGET: &str = "0.001";
@@ -79,12 +81,6 @@ fn load(argv: &[&str]) -> Result<Load, String> {
         ));
     }
     Ok(guard)
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
 }
 
 /// `observer run` with one signal, exporting every second to a Prometheus endpoint only, with

@@ -73,7 +73,7 @@ fn a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running() {
     // Every process a series of its own, so the load generator's is found whatever else runs.
     let config = write(&dir.0, "observer.toml", "[agent]\ntop = 1000\n");
     let mut agent = observer_ok!(
-        Agent::start(
+        Agent::with_prometheus(
             &["--config", config.to_str().unwrap(), "--interval", "1s"],
             &[("OBSERVER_TESTONLY_REJECT_SIGNAL", "futex")],
         )
@@ -297,8 +297,9 @@ fn thousands_of_tcp_peers() {
     )
     .expect("add nftables drop rules in the namespace (needs `nft`: apt-get install nftables)");
 
-    let mut agent =
-        observer_ok!(Agent::start(&["--signals", "tcp", "--interval", "1s"], &[]).ready());
+    let mut agent = observer_ok!(
+        Agent::with_prometheus(&["--signals", "tcp", "--interval", "1s"], &[]).ready()
+    );
     agent.sample_rss();
     let baseline_at = agent.elapsed();
 
@@ -567,8 +568,9 @@ fn fork_storm_in_thousands_of_cgroups() {
     );
     let heavy_pid = heavy.id().to_string();
     std::thread::sleep(Duration::from_millis(300));
-    let mut agent =
-        observer_ok!(Agent::start(&["--signals", "runqueue", "--interval", "1s"], &[]).ready());
+    let mut agent = observer_ok!(
+        Agent::with_prometheus(&["--signals", "runqueue", "--interval", "1s"], &[]).ready()
+    );
     agent.run_for(Duration::from_millis(2200), "before the storm");
     let rq = "observer_runqueue_latency_seconds_count";
     let dropped = |s: &[Sample]| {
@@ -840,7 +842,7 @@ fn collector_down_slow_and_restarted() {
     );
     let endpoint = format!("http://127.0.0.1:{}", ports.0);
     let mut agent = observer_ok!(
-        Agent::start(
+        Agent::with_prometheus(
             &[
                 "--config",
                 config.to_str().unwrap(),
