@@ -135,7 +135,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
 /// Every requested signal, with why it does not run in the agent where it does not. None
 /// running is an error that points to `--local`.
-fn agent_signals(
+pub fn agent_signals(
     hello: &Hello,
     requested: &[Signal],
     socket: &std::path::Path,
