@@ -762,7 +762,9 @@ impl Load {
         match self.name(phase) {
             "sched-pipe" => {
                 let mut pipe = Command::new("perf");
-                pipe.args(["bench", "sched", "pipe", "-l", "4000000000"])
+                // perf reads -l into an int: 4000000000 wraps negative and it exits at once.
+                // This many loops outlast any phase; the phase's end kills it.
+                pipe.args(["bench", "sched", "pipe", "-l", "2000000000"])
                     .stdout(Stdio::null());
                 self.running
                     .push(Background::spawn(pipe, "perf bench sched pipe")?);
