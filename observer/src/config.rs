@@ -335,6 +335,25 @@ impl Config {
         overrides: &Overrides,
     ) -> Result<(Config, Tuning), ConfigError> {
         let file = file.map(FileSource::read).transpose()?;
+        Self::from_source(file, env, overrides)
+    }
+
+    /// [`Config::load_with_rules`] on the text of a file already read, `path` naming it in
+    /// errors: what the fuzz targets (fuzz/) and the fixture tests drive, with no file system.
+    pub fn parse_with_rules(
+        path: &Path,
+        text: String,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<(Config, Tuning), ConfigError> {
+        Self::from_source(Some(FileSource::parse(path, text)?), env, overrides)
+    }
+
+    fn from_source(
+        file: Option<FileSource>,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<(Config, Tuning), ConfigError> {
         let tuning = match &file {
             Some(f) => spec::tuning(&f.raw.tuning, &f.raw.rules)
                 .map_err(|e| f.error(e.span, Some(e.key), e.message))?,
@@ -985,6 +1004,10 @@ impl FileSource {
                 source,
             },
         })?;
+        Self::parse(path, text)
+    }
+
+    fn parse(path: &Path, text: String) -> Result<FileSource, ConfigError> {
         let mut file = FileSource {
             path: path.into(),
             text,
@@ -1512,6 +1535,7 @@ fn humanize(message: &str) -> String {
     };
     let expected = match expected {
         "i64" => "an integer",
+        "f64" => "a number",
         "a boolean" => "true or false",
         "a sequence" => "a list, e.g. [\"a\", \"b\"]",
         "a map" => "a table, e.g. { key = \"value\" }",

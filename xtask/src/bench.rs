@@ -1233,8 +1233,9 @@ fn budget_demo(binary: &Path, report: &mut String) -> Result<()> {
     println!("==> the overhead budget under `{}`", SCHED_PIPE.join(" "));
     // Long enough for two measurements, a measurement period apart; killed when done.
     let mut load = Command::new(SCHED_PIPE[0]);
+    // perf reads -l into an int: a count over 2^31 wraps negative and it exits at once.
     load.args(&SCHED_PIPE[1..])
-        .args(["-l", "4000000000"])
+        .args(["-l", "2000000000"])
         .stdout(Stdio::null());
     let _load = Background::spawn(load, "perf bench sched pipe")?;
     let cost = |agent: &Agent| agent.value("observer_overhead_cpu_utilization", "runqueue");

@@ -6,10 +6,12 @@
 
 mod bench;
 mod cmd;
+mod fuzz;
 mod linker;
 mod packages;
 mod python;
 mod setup;
+mod soak;
 mod tasks;
 mod toolchain;
 
@@ -66,6 +68,26 @@ enum Command {
         #[arg(long, default_value_t = 1.5)]
         seconds: f64,
     },
+    /// Fuzz every parser of user input (cargo fuzz; targets in fuzz/), each target for --seconds.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// One target (default: all): config, env, duration, pairs, socket_client,
+        /// prometheus_accept.
+        target: Option<String>,
+    },
+    /// Run the release agent for an hour (all signals, 1 s interval, OTLP to a collector that
+    /// goes down now and then) under a cycling mixed load; record its RSS, CPU, fds and own
+    /// counters to soak/soak.csv and a summary to SOAK.md (root).
+    Soak {
+        /// How long: 90, 90s, 3m, 1h, 1h30m.
+        #[arg(long, default_value = "1h", value_parser = soak::parse_duration)]
+        duration: std::time::Duration,
+        /// How often a row is recorded.
+        #[arg(long, default_value = "10s", value_parser = soak::parse_duration)]
+        every: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +104,8 @@ fn main() -> ExitCode {
         Command::Test { unit_only } => tasks::test(root, unit_only),
         Command::Lint => tasks::lint(root),
         Command::Bench { runs, seconds } => bench::run(root, runs, seconds),
+        Command::Fuzz { seconds, target } => fuzz::run(root, seconds, target.as_deref()),
+        Command::Soak { duration, every } => soak::run(root, duration, every),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

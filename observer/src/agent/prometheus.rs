@@ -336,7 +336,7 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 /// Whether the `Accept` header prefers the protobuf format to every other type it offers (all
 /// of which get the text format).
-fn wants_protobuf(accept: Option<&str>) -> bool {
+pub fn wants_protobuf(accept: Option<&str>) -> bool {
     let (mut protobuf, mut other) = (0.0_f64, 0.0_f64);
     for range in accept.unwrap_or_default().split(',') {
         let mut parts = range.split(';').map(str::trim);

@@ -634,38 +634,16 @@ impl Connection {
             },
         };
         let line = connection.line()?;
-        // The version first: the rest of a hello of another version may not parse.
-        let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| connection.protocol(e.to_string()))?;
-        match value["type"].as_str() {
-            Some("hello") => {}
-            Some("error") => {
-                return Err(ClientError::Refused {
-                    path: path.to_owned(),
-                    message: value["message"].as_str().unwrap_or("no reason").to_owned(),
-                });
-            }
-            _ => return Err(connection.protocol(format!("expected a hello, got {line}"))),
-        }
-        let theirs = value["protocol"].as_u64().unwrap_or(0);
-        if theirs != u64::from(PROTOCOL) {
-            return Err(ClientError::Version {
-                path: path.to_owned(),
-                theirs,
-                version: value["version"].as_str().unwrap_or("unknown").to_owned(),
-            });
-        }
-        connection.hello = match serde_json::from_value(value) {
-            Ok(Message::Hello(hello)) => hello,
-            Ok(_) => unreachable!("the type was checked"),
-            Err(e) => return Err(connection.protocol(e.to_string())),
-        };
+        connection.hello = parse_hello(&line).map_err(|e| e.at(path))?;
         // Then an interval at every collection; a silent agent is reported after a few.
+        // Saturating: interval_ms is the agent's word, and may be anything up to u64::MAX.
         let interval = Duration::from_millis(connection.hello.interval_ms);
         connection
             .reader
             .get_ref()
-            .set_read_timeout(Some(interval * 3 + HELLO_TIMEOUT))
+            .set_read_timeout(Some(
+                interval.saturating_mul(3).saturating_add(HELLO_TIMEOUT),
+            ))
             .map_err(io)?;
         Ok(Some(connection))
     }
@@ -679,15 +657,7 @@ impl Connection {
     /// The next interval (blocking).
     pub fn receive(&mut self) -> Result<WireInterval, ClientError> {
         let line = self.line()?;
-        match serde_json::from_str(&line) {
-            Ok(Message::Interval(i)) => Ok(i),
-            Ok(Message::Error { message }) => Err(ClientError::Refused {
-                path: self.path.clone(),
-                message,
-            }),
-            Ok(Message::Hello(_)) => Err(self.protocol("a second hello".into())),
-            Err(e) => Err(self.protocol(e.to_string())),
-        }
+        parse_interval(&line).map_err(|e| e.at(&self.path))
     }
 
     fn line(&mut self) -> Result<String, ClientError> {
@@ -720,12 +690,73 @@ impl Connection {
             }),
         }
     }
+}
 
-    fn protocol(&self, message: String) -> ClientError {
-        ClientError::Protocol {
-            path: self.path.clone(),
-            message,
+/// Why a line from the agent was not what the client expects; [`LineError::at`] names the
+/// socket.
+#[derive(Debug, PartialEq)]
+pub enum LineError {
+    Refused(String),
+    Version { theirs: u64, version: String },
+    Protocol(String),
+}
+
+impl LineError {
+    fn at(self, path: &Path) -> ClientError {
+        let path = path.to_owned();
+        match self {
+            Self::Refused(message) => ClientError::Refused { path, message },
+            Self::Version { theirs, version } => ClientError::Version {
+                path,
+                theirs,
+                version,
+            },
+            Self::Protocol(message) => ClientError::Protocol { path, message },
         }
+    }
+}
+
+/// The first line from the agent: its hello, or an `error` saying why it refuses. The protocol
+/// version is read first: the rest of a hello of another version may not parse. (Also the entry
+/// point of the `socket_client` fuzz target: nothing the agent sends may make a client panic.)
+pub fn parse_hello(line: &str) -> Result<Hello, LineError> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| LineError::Protocol(e.to_string()))?;
+    match value["type"].as_str() {
+        Some("hello") => {}
+        Some("error") => {
+            return Err(LineError::Refused(
+                value["message"].as_str().unwrap_or("no reason").to_owned(),
+            ));
+        }
+        _ => {
+            return Err(LineError::Protocol(format!(
+                "expected a hello, got {}",
+                line.trim_end()
+            )));
+        }
+    }
+    let theirs = value["protocol"].as_u64().unwrap_or(0);
+    if theirs != u64::from(PROTOCOL) {
+        return Err(LineError::Version {
+            theirs,
+            version: value["version"].as_str().unwrap_or("unknown").to_owned(),
+        });
+    }
+    match serde_json::from_value(value) {
+        Ok(Message::Hello(hello)) => Ok(hello),
+        Ok(_) => Err(LineError::Protocol("expected a hello".into())),
+        Err(e) => Err(LineError::Protocol(e.to_string())),
+    }
+}
+
+/// A line after the hello: an interval, or an `error` saying why the agent closes.
+pub fn parse_interval(line: &str) -> Result<WireInterval, LineError> {
+    match serde_json::from_str(line) {
+        Ok(Message::Interval(i)) => Ok(i),
+        Ok(Message::Error { message }) => Err(LineError::Refused(message)),
+        Ok(Message::Hello(_)) => Err(LineError::Protocol("a second hello".into())),
+        Err(e) => Err(LineError::Protocol(e.to_string())),
     }
 }
 

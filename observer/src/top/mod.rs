@@ -142,7 +142,7 @@ fn agent_app(hello: &Hello, requested: &[Signal], socket: &std::path::Path) -> a
 
 /// Every requested signal, with why it does not run in the agent where it does not. None
 /// running is an error that points to `--local`.
-fn agent_signals(
+pub fn agent_signals(
     hello: &Hello,
     requested: &[Signal],
     socket: &std::path::Path,

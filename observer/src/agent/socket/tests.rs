@@ -242,6 +242,22 @@ fn a_protocol_version_this_observer_does_not_speak_is_refused_with_the_fix() {
     assert!(matches!(e, ClientError::Protocol { .. }), "{e:?}");
 }
 
+/// The hello's interval is the agent's word: the longest one must not overflow the read
+/// timeout the client derives from it (`interval * 3` panicked on overflow).
+#[test]
+fn the_longest_interval_in_a_hello_does_not_overflow_the_read_timeout() {
+    let dir = TempDir::new("interval");
+    let path = dir.0.join("observer.sock");
+    let agent = fake_agent(
+        &path,
+        "{\"type\":\"hello\",\"protocol\":1,\"version\":\"0.1.0\",\"pid\":1,\
+         \"interval_ms\":18446744073709551615,\"signals\":[]}\n",
+    );
+    let connection = Connection::connect(&path).unwrap().expect("an agent");
+    agent.join().unwrap();
+    assert_eq!(connection.hello.interval_ms, u64::MAX);
+}
+
 #[test]
 fn the_hello_names_a_sidecar_agents_scope_and_an_older_hello_without_it_is_read() {
     let dir = TempDir::new("scope");
