@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{Cmd, is_root};
+use crate::host::{CpuTicks, LoopDevice, load_average};
 use crate::tasks::{self, Profile};
 
 /// Touched before the timed build so that it redoes both the eBPF object and the binary.
@@ -125,7 +126,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
          `{BIOLATENCY}`; in-kernel figures are bpf_stats' `run_cnt` and `run_time_ns` of the \
          tracer's programs, from /proc/PID/fdinfo just before and just after the workload"
     );
-    let _ = writeln!(report, "- load average before: {}", load_average()?);
+    let _ = writeln!(report, "- load average before: {}", loadavg()?);
     if fs::read_to_string(BPF_STATS_SYSCTL)?.trim() != "0" {
         let _ = writeln!(
             report,
@@ -144,7 +145,12 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
         }
     );
 
-    let disk = LoopDevice::create()?;
+    let disk = LoopDevice::create("bench", LOOP_BYTES)?;
+    println!(
+        "block I/O benchmark on {} ({} MiB sparse file)",
+        disk.device,
+        LOOP_BYTES >> 20
+    );
     let fio: Vec<String> = FIO_RANDREAD
         .iter()
         .map(|a| (*a).to_owned())
@@ -305,7 +311,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
     agent_cost(&binary, &mut report)?;
     budget_demo(&binary, &mut report)?;
 
-    let _ = writeln!(report, "\n- load average after: {}", load_average()?);
+    let _ = writeln!(report, "\n- load average after: {}", loadavg()?);
     let others = other_bpf_links();
     if !others.is_empty() {
         let _ = writeln!(
@@ -384,13 +390,10 @@ fn machine(report: &mut String) -> Result<()> {
 }
 
 /// The 1, 5 and 15 minute load averages: how busy the machine was around the measurements.
-fn load_average() -> Result<String> {
-    let loadavg = fs::read_to_string("/proc/loadavg")?;
-    Ok(loadavg
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" "))
+/// The three load averages as /proc/loadavg shows them.
+fn loadavg() -> Result<String> {
+    let (one, five, fifteen) = load_average()?;
+    Ok(format!("{one:.2} {five:.2} {fifteen:.2}"))
 }
 
 /// CPU time in clock ticks, summed over all CPUs: the machine's from /proc/stat, and this
@@ -406,20 +409,7 @@ struct CpuUse {
 
 impl CpuUse {
     fn read() -> Result<Self> {
-        let stat = fs::read_to_string("/proc/stat")?;
-        let machine: Vec<u64> = stat
-            .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("cpu "))
-            .context("no `cpu` line first in /proc/stat")?
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .context("parsing /proc/stat")?;
-        // Guest time is already inside user time.
-        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = machine[..] else {
-            bail!("fewer than 8 fields on the `cpu` line of /proc/stat");
-        };
+        let machine = CpuTicks::read()?;
         let own = fs::read_to_string("/proc/self/stat")?;
         // utime, stime, cutime, cstime are fields 14-17; the name in parentheses (field 2) may
         // hold spaces, so count from after it.
@@ -434,9 +424,9 @@ impl CpuUse {
             .sum::<Result<_, _>>()
             .context("parsing /proc/self/stat")?;
         Ok(Self {
-            total: user + nice + system + idle + iowait + irq + softirq + steal,
-            busy: user + nice + system + irq + softirq,
-            steal,
+            total: machine.total,
+            busy: machine.busy,
+            steal: machine.steal,
             ours,
         })
     }
@@ -1045,42 +1035,6 @@ impl Costs {
     /// All programs' run time.
     fn total_ns(&self) -> u64 {
         self.0.values().map(|&(_, ns)| ns).sum()
-    }
-}
-
-/// A loop device over a sparse file in the temporary directory, detached and removed when
-/// dropped (also when the bench fails).
-struct LoopDevice {
-    device: String,
-    file: PathBuf,
-}
-
-impl LoopDevice {
-    fn create() -> Result<Self> {
-        let file = std::env::temp_dir().join(format!("observer-bench-{}.img", std::process::id()));
-        fs::File::create(&file)
-            .and_then(|f| f.set_len(LOOP_BYTES))
-            .with_context(|| format!("creating {}", file.display()))?;
-        let shown = file.to_string_lossy().into_owned();
-        let device = match Cmd::new("losetup", &["--find", "--show", &shown]).query() {
-            Ok(device) => device.trim().to_owned(),
-            Err(e) => {
-                let _ = fs::remove_file(&file);
-                return Err(e.context("attaching a loop device for the block I/O benchmark"));
-            }
-        };
-        println!(
-            "block I/O benchmark on {device} ({} MiB sparse file)",
-            LOOP_BYTES >> 20
-        );
-        Ok(Self { device, file })
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Cmd::new("losetup", &["-d", &self.device]).query();
-        let _ = fs::remove_file(&self.file);
     }
 }
 

@@ -7,6 +7,7 @@
 mod bench;
 mod cmd;
 mod fuzz;
+mod host;
 mod linker;
 mod packages;
 mod python;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{Cmd, is_root};
+use crate::host::{CpuTicks, LoopDevice, load_average};
 use crate::setup::{self, Scope};
 use crate::tasks::{self, Profile};
 
@@ -661,13 +662,6 @@ fn csv_quote(field: &str) -> String {
 }
 
 /// The 1, 5 and 15 minute load averages.
-fn load_average() -> Result<(f64, f64, f64)> {
-    let text = fs::read_to_string("/proc/loadavg")?;
-    let mut fields = text.split_whitespace().map(str::parse::<f64>);
-    let mut next = || -> Result<f64> { Ok(fields.next().context("short /proc/loadavg")??) };
-    Ok((next()?, next()?, next()?))
-}
-
 /// The machine's CPU time from /proc/stat, to say how busy everything else kept it.
 struct MachineCpu {
     total: u64,
@@ -676,22 +670,10 @@ struct MachineCpu {
 
 impl MachineCpu {
     fn read() -> Result<Self> {
-        let stat = fs::read_to_string("/proc/stat")?;
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("cpu "))
-            .context("no `cpu` line first in /proc/stat")?
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .context("parsing /proc/stat")?;
-        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = fields[..] else {
-            bail!("fewer than 8 fields on the `cpu` line of /proc/stat");
-        };
+        let ticks = CpuTicks::read()?;
         Ok(Self {
-            total: user + nice + system + idle + iowait + irq + softirq + steal,
-            busy: user + nice + system + irq + softirq + steal,
+            total: ticks.total,
+            busy: ticks.busy + ticks.steal,
         })
     }
 
@@ -731,7 +713,7 @@ const PHASES: [&str; 5] = [
 impl Load {
     fn new() -> Result<Self> {
         let (disk, netns, cgroups) = (
-            LoopDevice::create()?,
+            LoopDevice::create("soak", LOOP_BYTES)?,
             NetNs::create()?,
             CgroupDir::create()?,
         );
@@ -868,40 +850,6 @@ impl Drop for LockThreads {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-    }
-}
-
-/// A loop device over a sparse file in the temporary directory, detached and removed when
-/// dropped.
-struct LoopDevice {
-    device: String,
-    file: PathBuf,
-}
-
-impl LoopDevice {
-    fn create() -> Result<Self> {
-        let file = std::env::temp_dir().join(format!("observer-soak-{}.img", std::process::id()));
-        fs::File::create(&file)
-            .and_then(|f| f.set_len(LOOP_BYTES))
-            .with_context(|| format!("creating {}", file.display()))?;
-        let shown = file.to_string_lossy().into_owned();
-        match Cmd::new("losetup", &["--find", "--show", &shown]).query() {
-            Ok(device) => Ok(Self {
-                device: device.trim().to_owned(),
-                file,
-            }),
-            Err(e) => {
-                let _ = fs::remove_file(&file);
-                Err(e.context("attaching a loop device for the block I/O load"))
-            }
-        }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Cmd::new("losetup", &["-d", &self.device]).query();
-        let _ = fs::remove_file(&self.file);
     }
 }
 
