@@ -1388,7 +1388,11 @@ impl Background {
 }
 
 impl Drop for Background {
+    /// Kills its children first: `perf bench sched pipe` forks the pipe's other end, which
+    /// would outlive its parent and spin on. (Not a process group of its own: Ctrl-C at the
+    /// terminal must still reach everything the bench started.)
     fn drop(&mut self) {
+        let _ = Cmd::new("pkill", &["-KILL", "-P", &self.child.id().to_string()]).query();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
