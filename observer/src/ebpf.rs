@@ -258,11 +258,7 @@ fn load_rejected(ebpf: &mut Ebpf, btf: &AyaBtf, signal: Signal) -> Result<(), Si
             tracepoint: REJECT_TARGET,
             source,
         };
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(program)
-            .ok_or(ProgramError::NotLoaded)
-            .and_then(TryInto::try_into)
-            .map_err(err)?;
+        let prog = tracepoint_program(ebpf, program).map_err(err)?;
         prog.load(REJECT_TARGET, btf).map_err(err)?;
         prog.unload().map_err(err)?;
     }
@@ -303,24 +299,27 @@ fn attach_programs(
             tracepoint,
             source,
         };
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(program)
-            .ok_or(ProgramError::NotLoaded)
-            .and_then(TryInto::try_into)
-            .map_err(err)?;
+        let prog = tracepoint_program(ebpf, program).map_err(err)?;
         prog.load(tracepoint, btf).map_err(err)?;
         prog.attach().map_err(err)?;
     }
     Ok(())
 }
 
+/// The object's `tp_btf` program named `program`.
+fn tracepoint_program<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &str,
+) -> Result<&'a mut BtfTracePoint, ProgramError> {
+    ebpf.program_mut(program)
+        .ok_or(ProgramError::NotLoaded)
+        .and_then(TryInto::try_into)
+}
+
 /// Unloads whatever part of a signal did attach, so a half-working signal measures nothing.
 fn detach(ebpf: &mut Ebpf, signal: Signal) {
     for &(program, _) in signal.programs() {
-        if let Some(Ok(prog)) = ebpf
-            .program_mut(program)
-            .map(<&mut BtfTracePoint>::try_from)
-        {
+        if let Ok(prog) = tracepoint_program(ebpf, program) {
             let _ = prog.unload();
         }
     }
