@@ -20,6 +20,23 @@ pub use hist::Hist;
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 
+/// Globals for reading a task other than the current one (its process, as [`ProcessKey`], and
+/// its name): offsets the agent resolves from the running kernel's BTF, for signals that
+/// attribute an event to a task that is not current (a futex wait ends as its task is switched
+/// in, while the task switched out is still current).
+pub mod task {
+    /// `task_struct.tgid`.
+    pub const GLOBAL_TGID: &str = "TASK_OFF_TGID";
+    /// `task_struct.comm`.
+    pub const GLOBAL_COMM: &str = "TASK_OFF_COMM";
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`: the cgroup v2
+    /// id, as bpf_get_current_cgroup_id reads it for the current task.
+    pub const GLOBAL_CGROUPS: &str = "TASK_OFF_CGROUPS";
+    pub const GLOBAL_CSS_SET_DFL_CGRP: &str = "TASK_OFF_CSS_SET_DFL_CGRP";
+    pub const GLOBAL_CGROUP_KN: &str = "TASK_OFF_CGROUP_KN";
+    pub const GLOBAL_KN_ID: &str = "TASK_OFF_KN_ID";
+}
+
 /// A process (thread group) in a cgroup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -105,29 +105,26 @@ pub mod futex {
     pub const BY_PROCESS_MAP: &str = "FUTEX_BY_PROCESS";
     pub const BY_PROCESS_ENTRIES: u32 = 2048;
 
-    pub const PROGRAMS: &[(&str, &str)] = &[
-        ("futex_sys_enter", "sys_enter"),
-        ("futex_sys_exit", "sys_exit"),
-    ];
+    /// One program on sched_switch (observer-ebpf's futex.rs says why not sys_enter/sys_exit).
+    pub const PROGRAMS: &[(&str, &str)] = &[("futex_sched_switch", "sched_switch")];
 
-    /// Globals set by the agent: this architecture's syscall numbers, and the offset in
-    /// `struct pt_regs` of the register holding a syscall's second argument (the futex op).
+    /// Globals set by the agent: this architecture's syscall numbers, and the offsets in
+    /// `struct pt_regs` of the register holding a syscall's second argument (the futex op) and
+    /// of the syscall number as the syscall entry saved it (`orig_ax` on x86_64), which tells
+    /// which call a task is in. Attribution reads the woken task with [`crate::task`]'s.
     pub const GLOBAL_NR_FUTEX: &str = "FUTEX_NR_FUTEX";
     pub const GLOBAL_NR_FUTEX_WAITV: &str = "FUTEX_NR_FUTEX_WAITV";
     pub const GLOBAL_NR_FUTEX_WAIT: &str = "FUTEX_NR_FUTEX_WAIT";
     pub const GLOBAL_REGS_ARG1: &str = "FUTEX_OFF_REGS_ARG1";
-    /// Global: the offset in `struct pt_regs` of the syscall number as the syscall entry saved it
-    /// (`orig_ax` on x86_64), which sys_exit reads so that every other system call returns
-    /// after one load and three comparisons, without touching task storage.
     pub const GLOBAL_REGS_NR: &str = "FUTEX_OFF_REGS_NR";
 
     /// Array of one `u32`: the sample shift `k`, written by the agent's overhead budget as for
     /// the run-queue signal ([`crate::runqueue::SAMPLING_MAP`], same bound
-    /// [`crate::runqueue::MAX_SAMPLE_SHIFT`]). 0 times every wait; `k` > 0 times a futex wait
-    /// only when its sys_enter draws 1 in `2^k`, so its sys_exit finds a start time and an
-    /// unsampled wait's finds none. What it cannot cut: sys_enter and sys_exit still run for
-    /// every system call, and an unsampled wait still costs the draw and one task-storage lookup
-    /// at its exit.
+    /// [`crate::runqueue::MAX_SAMPLE_SHIFT`]). 0 times every wait; `k` > 0 times a blocking
+    /// futex wait only when its switch-out draws 1 in `2^k`, so its switch-in finds a start
+    /// time and an unsampled wait's finds none. What it cannot cut: the program still runs on
+    /// every context switch, and an unsampled wait still costs the draw and one task-storage
+    /// lookup at its switch-in.
     pub const SAMPLING_MAP: &str = "FUTEX_SAMPLING";
 
     /// futex(2) commands that wait (include/uapi/linux/futex.h).
@@ -147,24 +144,19 @@ pub mod futex {
         )
     }
 
-    /// -EAGAIN: the futex word had already changed, so the call returned without waiting.
-    pub const EAGAIN: i64 = -11;
-
     #[repr(u32)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Counter {
         /// Waits not attributed to a process because [`BY_PROCESS_MAP`] was full.
         ProcessOverflow = 0,
-        /// Wait calls that returned EAGAIN at once (the value had changed): not waits.
-        NotWaited = 1,
     }
-    pub const COUNTERS: u32 = 2;
+    pub const COUNTERS: u32 = 1;
 
     /// Per-thread state (task storage, kernel-internal).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default)]
     pub struct FutexWait {
-        /// When the thread entered a waiting futex call; 0 when not in one.
+        /// When the thread blocked in a waiting futex call; 0 when it is not blocked in one.
         pub start_ns: u64,
     }
 }

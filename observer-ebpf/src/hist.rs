@@ -3,15 +3,15 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
     generated::{bpf_get_current_cgroup_id, bpf_get_prandom_u32},
 };
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, task_struct},
     btf_maps::{Array, HashMap, PerCpuArray},
 };
 use observer_common::{
-    Hist, ProcessHist, ProcessKey,
+    COMM_LEN, Hist, ProcessHist, ProcessKey,
     hist::{BUCKETS, slot},
 };
 
@@ -158,6 +158,21 @@ pub fn record_process<const M: usize, const F: usize, const C: usize>(
     counters: &PerCpuArray<u64, C>,
     overflow: u32,
 ) -> bool {
+    record_process_of(map, key, v, counters, overflow, || {
+        bpf_get_current_comm().ok()
+    })
+}
+
+/// [`record_process`] for any task's process: `comm` names a new entry.
+#[inline(always)]
+pub fn record_process_of<const M: usize, const F: usize, const C: usize>(
+    map: &HashMap<ProcessKey, ProcessHist, M, F>,
+    key: &ProcessKey,
+    v: u64,
+    counters: &PerCpuArray<u64, C>,
+    overflow: u32,
+    comm: impl FnOnce() -> Option<[u8; COMM_LEN]>,
+) -> bool {
     let Some(p) = entry(map, key, &ZERO_PROCESS) else {
         count(counters, overflow, 1);
         return false;
@@ -165,10 +180,62 @@ pub fn record_process<const M: usize, const F: usize, const C: usize>(
     // SAFETY: a live map value.
     let p = unsafe { &mut *p };
     if p.comm[0] == 0
-        && let Ok(comm) = bpf_get_current_comm()
+        && let Some(comm) = comm()
     {
         p.comm = comm;
     }
     add_shared(&raw mut p.hist, v);
     true
+}
+
+// Offsets in the running kernel's structs, set by the agent from its BTF
+// (observer_common::task::GLOBAL_*), for reading a task that is not current.
+#[unsafe(no_mangle)]
+static TASK_OFF_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_OFF_COMM: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_OFF_CGROUPS: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_OFF_CSS_SET_DFL_CGRP: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_OFF_CGROUP_KN: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_OFF_KN_ID: u32 = 0;
+
+/// A field at an offset from a global in a kernel struct behind a BTF pointer: a plain load
+/// the verifier checks against the kernel's BTF (the offset is a constant to it, from frozen
+/// `.rodata`), so no helper call. A NULL or stale pointer on the way reads as 0.
+#[inline(always)]
+fn field<T: Copy>(base: u64, off: &u32) -> T {
+    // SAFETY: BTF-checked loads (see above); volatile so the offset is not folded.
+    unsafe {
+        let off = core::ptr::read_volatile(off) as u64;
+        core::ptr::read_volatile((base + off) as *const T)
+    }
+}
+
+/// `task`'s (cgroup, process), as [`current_process`] gives them for the current task:
+/// `task->tgid`, and the id of its cgroup v2 cgroup, `task->cgroups->dfl_cgrp->kn->id`, which
+/// is what bpf_get_current_cgroup_id returns.
+#[inline(always)]
+pub fn task_process(task: *mut task_struct) -> ProcessKey {
+    let task = task as u64;
+    let css_set: u64 = field(task, &TASK_OFF_CGROUPS);
+    let cgroup: u64 = field(css_set, &TASK_OFF_CSS_SET_DFL_CGRP);
+    let kn: u64 = field(cgroup, &TASK_OFF_CGROUP_KN);
+    ProcessKey {
+        cgroup: field(kn, &TASK_OFF_KN_ID),
+        tgid: field(task, &TASK_OFF_TGID),
+        _pad: 0,
+    }
+}
+
+/// `task->comm`.
+#[inline(always)]
+pub fn task_comm(task: *mut task_struct) -> Option<[u8; COMM_LEN]> {
+    // SAFETY: a global the loader initialised.
+    let off = unsafe { core::ptr::read_volatile(&TASK_OFF_COMM) } as u64;
+    // SAFETY: bpf_probe_read_kernel checks the address; `task` is a live task.
+    unsafe { bpf_probe_read_kernel((task as u64 + off) as *const [u8; COMM_LEN]) }.ok()
 }

@@ -222,7 +222,7 @@ fn socket_cgroup_globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
 /// can check that the other signals keep running and that the failure is logged and exported.
 /// The failure is the kernel's own: each program is loaded against [`REJECT_TARGET`], a
 /// tracepoint with a single argument, and the verifier rejects a program that reads a second
-/// one ("func 'sched_wakeup' doesn't have 2-th argument"), exactly as it rejects any
+/// one ("func 'sched_wakeup' doesn't have 2-th argument", or whichever it reads first), exactly as it rejects any
 /// program it cannot accept. Nothing is attached in this mode. The name says what it is for, so
 /// that nobody sets it by accident; the agent warns when it is set.
 pub const REJECT_SIGNAL_ENV: &str = "OBSERVER_TESTONLY_REJECT_SIGNAL";

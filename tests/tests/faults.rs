@@ -86,13 +86,13 @@ fn a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running() {
         "the agent does not warn that the test-only switch is set:\n{log}"
     );
     assert!(
-        log.contains("signal futex cannot run: program futex_sys_enter failed to load")
+        log.contains("signal futex cannot run: program futex_sched_switch failed to load")
             && log.contains("the kernel refused it"),
         "the log does not report the refused signal:\n{log}"
     );
     // The kernel's own reason, from the verifier log (-v).
     assert!(
-        log.contains("doesn't have 2-th argument"),
+        log.contains("func 'sched_wakeup' doesn't have"),
         "the verifier's reason is not in the log:\n{log}"
     );
 

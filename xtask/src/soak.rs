@@ -640,7 +640,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 /// The agent's own series recorded in the CSV: drops, failures, map fullness, attach state and
 /// collection time (not the per-target breakdowns, whose series come and go).
 fn tracked(series: &str) -> bool {
-    const NAMES: [&str; 11] = [
+    const NAMES: [&str; 10] = [
         "observer_export_batches_total",
         "observer_breakdown_dropped_total",
         "observer_map_fullness",
@@ -648,7 +648,6 @@ fn tracked(series: &str) -> bool {
         "observer_collection_duration_seconds",
         "observer_block_io_untimed_total",
         "observer_lock_mismatched_total",
-        "observer_futex_not_waited_total",
         "observer_tcp_retransmit_failures_total",
         "observer_rule_error_total",
         "observer_rule_decision_total",

@@ -370,7 +370,7 @@ impl Budget {
                 let (name, description) = match signal {
                     Signal::Futex => (
                         names::FUTEX_SAMPLING,
-                        "Futex waits per timed wait: 1 times every wait; N > 1 (a power of two) when the overhead budget samples, so observer.futex.wait counts about 1/N of the waits and observer.futex.not_waited about 1/N of the calls (percentiles are unaffected).",
+                        "Futex waits per timed wait: 1 times every wait; N > 1 (a power of two) when the overhead budget samples, so observer.futex.wait counts about 1/N of the waits (percentiles are unaffected).",
                     ),
                     _ => (
                         names::RUNQUEUE_SAMPLING,

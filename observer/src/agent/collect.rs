@@ -190,7 +190,6 @@ impl<K: Eq + Hash + Clone + Ord> Breakdown<K, Hist> {
 #[derive(Default)]
 struct Counters {
     tcp_failed: u64,
-    futex_not_waited: u64,
     lock_mismatched: u64,
     block_io_untimed: u64,
     dropped: HashMap<Signal, u64>,
@@ -289,7 +288,6 @@ impl Collector {
                 process_attributes(k, &comms, &workloads)
             });
             self.futex.relabel(|k, a| add_names(a, &workloads, k));
-            self.counters.futex_not_waited += d.not_waited;
             *self.counters.dropped.entry(Signal::Futex).or_default() += d.dropped;
         }
         if let Some(d) = &d.blockio {
@@ -460,15 +458,9 @@ impl Collector {
         if has(Signal::Futex) {
             out.push(Metric {
                 name: names::FUTEX_WAIT,
-                description: "Time threads waited in futex wait calls (user-space locks, condition variables), by cgroup and process.",
+                description: "Time threads spent blocked in futex wait calls (user-space locks, condition variables), by cgroup and process.",
                 unit: "ns",
                 data: self.futex.histograms(),
-            });
-            out.push(Metric {
-                name: names::FUTEX_NOT_WAITED,
-                description: "Futex wait calls that returned at once because the futex word had changed.",
-                unit: "{call}",
-                data: Data::Sum(vec![sum(Vec::new(), self.counters.futex_not_waited)]),
             });
         }
         let mut dropped: Vec<(Signal, u64)> = self

@@ -91,7 +91,6 @@ pub mod names {
     pub const TCP_RETRANSMIT_FAILURES: &str = "observer.tcp.retransmit_failures";
     pub const LOCK_CONTENTION_WAIT: &str = "observer.lock.contention_wait";
     pub const FUTEX_WAIT: &str = "observer.futex.wait";
-    pub const FUTEX_NOT_WAITED: &str = "observer.futex.not_waited";
     pub const DROPPED: &str = "observer.breakdown.dropped";
     pub const BLOCK_IO_UNTIMED: &str = "observer.block_io.untimed";
     pub const LOCK_MISMATCHED: &str = "observer.lock.mismatched";

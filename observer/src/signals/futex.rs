@@ -9,6 +9,7 @@ use observer_common::{
         BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_NR_FUTEX, GLOBAL_NR_FUTEX_WAIT,
         GLOBAL_NR_FUTEX_WAITV, GLOBAL_REGS_ARG1, GLOBAL_REGS_NR, HIST_MAP,
     },
+    task,
 };
 use serde::Serialize;
 
@@ -20,7 +21,8 @@ use crate::{btf::Btf, hist::Latency};
 
 /// x86_64 syscall numbers of futex, futex_waitv and futex_wait (new in 6.7: on older kernels
 /// the number is unused, so it never matches), the `pt_regs` field holding a syscall's
-/// second argument (the futex op), and the one holding the syscall number saved at entry.
+/// second argument (the futex op), and the one holding the syscall number saved at entry,
+/// which tells the programs which call a task blocked in.
 #[cfg(target_arch = "x86_64")]
 const ARCH: (i64, i64, i64, &str, &str) = (202, 449, 455, "si", "orig_ax");
 #[cfg(not(target_arch = "x86_64"))]
@@ -34,6 +36,12 @@ pub fn globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
         Global::I64(GLOBAL_NR_FUTEX_WAIT, wait),
         offset_global(btf, GLOBAL_REGS_ARG1, "pt_regs", arg1, 8)?,
         offset_global(btf, GLOBAL_REGS_NR, "pt_regs", nr, 8)?,
+        offset_global(btf, task::GLOBAL_TGID, "task_struct", "tgid", 4)?,
+        offset_global(btf, task::GLOBAL_COMM, "task_struct", "comm", 16)?,
+        offset_global(btf, task::GLOBAL_CGROUPS, "task_struct", "cgroups", 8)?,
+        offset_global(btf, task::GLOBAL_CSS_SET_DFL_CGRP, "css_set", "dfl_cgrp", 8)?,
+        offset_global(btf, task::GLOBAL_CGROUP_KN, "cgroup", "kn", 8)?,
+        offset_global(btf, task::GLOBAL_KN_ID, "kernfs_node", "id", 8)?,
     ])
 }
 
@@ -50,8 +58,6 @@ pub struct Report {
     pub latency: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by_process: Option<Vec<ProcessRow>>,
-    /// Wait calls that returned at once with EAGAIN (the futex word had changed): not waits.
-    pub not_waited: u64,
     pub dropped: Dropped,
 }
 
@@ -66,7 +72,6 @@ pub struct Delta {
     /// Waits not in `by_process` (the map was full).
     pub unattributed: Hist,
     pub by_process: HashMap<ProcessKey, ProcessHist>,
-    pub not_waited: u64,
     pub dropped: u64,
 }
 
@@ -74,7 +79,6 @@ pub fn delta(cur: &Raw, prev: &Raw) -> Delta {
     Delta {
         unattributed: hist_at(&cur.hist, &prev.hist, 0),
         by_process: process_deltas(&cur.by_process, &prev.by_process),
-        not_waited: counter(&cur.counters, &prev.counters, Counter::NotWaited as u32),
         dropped: counter(
             &cur.counters,
             &prev.counters,
@@ -90,7 +94,6 @@ pub fn report(d: &Delta, opts: &ReportOptions) -> Report {
             .by
             .process
             .then(|| process_rows(&d.by_process, opts.top)),
-        not_waited: d.not_waited,
         dropped: Dropped {
             by_process: d.dropped,
         },

@@ -65,7 +65,7 @@ impl Signal {
             Self::BlockIo => "block I/O queue and device latency (block_rq_*)",
             Self::Tcp => "TCP retransmits (tcp_retransmit_skb)",
             Self::Lock => "kernel lock contention (lock:contention_begin/end)",
-            Self::Futex => "user-space futex waits (raw_syscalls:sys_enter/sys_exit)",
+            Self::Futex => "user-space futex waits (sched_switch, in a futex wait call)",
         }
     }
 

@@ -107,7 +107,6 @@ fn deltas() -> Deltas {
     let futex = futex::Delta {
         unattributed: Hist::ZERO,
         by_process: HashMap::from([process(4_000_000_003, "java", &many(250_000, 20))]),
-        not_waited: 0,
         dropped: 0,
     };
     Deltas {
