@@ -5,24 +5,59 @@ use std::collections::HashMap;
 use aya::Ebpf;
 use observer_common::{
     Hist, ProcessHist, ProcessKey,
-    runqueue::{BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_ATTRIBUTE, HIST_MAP},
+    runqueue::{
+        BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_ATTRIBUTE, GLOBAL_CFS_RQ, GLOBAL_CLOCK,
+        GLOBAL_LAST_QUEUED, GLOBAL_PCOUNT, GLOBAL_PID, GLOBAL_RQ, GLOBAL_RUN_DELAY, HIST_MAP,
+    },
 };
 use serde::Serialize;
 
 use super::{
-    Breakdowns, Global, ProcessRaw, ReadError, ReportOptions, counter, hist_at, process_name,
-    top_by,
+    Breakdowns, Global, GlobalsError, ProcessRaw, ReadError, ReportOptions, counter, hist_at,
+    offset_global, process_name, top_by,
 };
 use crate::{
+    btf::{Btf, BtfError},
     cgroup::{self, Workload},
     hist::{Latency, Summary, count, hist_add, hist_delta, keyed_delta},
 };
 
-pub fn globals(by: &Breakdowns) -> Vec<Global> {
-    vec![Global::U32(
+/// The kernel's own run-queue stamps (`task_struct.sched_info`) and the run queue's clock,
+/// reached from a task through its CFS run queue (observer-ebpf/src/runqueue.rs), each with
+/// the kernel option without which it does not exist.
+/// (global, struct, member, its width in bytes, the option)
+const FIELDS: [(&str, &str, &str, u32, Option<&str>); 7] = [
+    (GLOBAL_LAST_QUEUED, "task_struct", "sched_info.last_queued", 8, Some(SCHED_INFO)),
+    (GLOBAL_RUN_DELAY, "task_struct", "sched_info.run_delay", 8, Some(SCHED_INFO)),
+    (GLOBAL_PCOUNT, "task_struct", "sched_info.pcount", 8, Some(SCHED_INFO)),
+    (GLOBAL_PID, "task_struct", "pid", 4, None),
+    (GLOBAL_CFS_RQ, "task_struct", "se.cfs_rq", 8, Some(FAIR_GROUP_SCHED)),
+    (GLOBAL_RQ, "cfs_rq", "rq", 8, Some(FAIR_GROUP_SCHED)),
+    (GLOBAL_CLOCK, "rq", "clock", 8, None),
+];
+const SCHED_INFO: &str = "CONFIG_SCHED_INFO";
+const FAIR_GROUP_SCHED: &str = "CONFIG_FAIR_GROUP_SCHED";
+
+pub fn globals(btf: &Btf, by: &Breakdowns) -> Result<Vec<Global>, GlobalsError> {
+    let mut globals = vec![Global::U32(
         GLOBAL_ATTRIBUTE,
         u32::from(by.cgroup || by.process),
-    )]
+    )];
+    for (global, strukt, path, size, option) in FIELDS {
+        globals.push(
+            offset_global(btf, global, strukt, path, size).map_err(|e| match (e, option) {
+                (GlobalsError::Btf(source @ BtfError::MemberNotFound { .. }), Some(option)) => {
+                    GlobalsError::KernelOption {
+                        option,
+                        signal: "runqueue",
+                        source,
+                    }
+                }
+                (other, _) => other,
+            })?,
+        );
+    }
+    Ok(globals)
 }
 
 /// One read of this signal's maps.
