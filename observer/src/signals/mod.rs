@@ -166,8 +166,9 @@ pub enum GlobalsError {
     KernelOption {
         option: &'static str,
         signal: &'static str,
+        /// Boxed: inline, it would make every `GlobalsError` too large to return cheaply.
         #[source]
-        source: BtfError,
+        source: Box<BtfError>,
     },
 }
 

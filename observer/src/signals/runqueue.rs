@@ -74,7 +74,7 @@ pub fn globals(btf: &Btf, by: &Breakdowns) -> Result<Vec<Global>, GlobalsError> 
                     GlobalsError::KernelOption {
                         option,
                         signal: "runqueue",
-                        source,
+                        source: Box::new(source),
                     }
                 }
                 (other, _) => other,
