@@ -34,10 +34,10 @@ const MAX_DEPTH: u32 = 64;
 const TRACEPOINT_TYPEDEF_PREFIX: &str = "btf_trace_";
 
 // BTF_KIND_* values from include/uapi/linux/btf.h.
-const KIND_INT: u32 = 1;
-const KIND_PTR: u32 = 2;
+pub(crate) const KIND_INT: u32 = 1;
+pub(crate) const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
-const KIND_STRUCT: u32 = 4;
+pub(crate) const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
 const KIND_FWD: u32 = 7;
@@ -840,7 +840,7 @@ fn str_at(strings: &[u8], offset: u32) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::OnceLock;
     use std::time::Instant;
@@ -1051,15 +1051,16 @@ mod tests {
         }
     }
 
-    /// Assembles little-endian BTF from type records, for tests that need exact control.
-    struct Builder {
+    /// Assembles little-endian BTF from type records, for tests that need exact control (also
+    /// the signals' tests of layouts this kernel does not have).
+    pub(crate) struct Builder {
         types: Vec<u8>,
         strings: Vec<u8>,
         next_id: u32,
     }
 
     impl Builder {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Self {
                 types: Vec::new(),
                 strings: vec![0],
@@ -1068,12 +1069,18 @@ mod tests {
         }
 
         /// Appends a record without members and returns its type id.
-        fn add(&mut self, name: &str, kind: u32, size_or_type: u32, extra: &[u32]) -> u32 {
+        pub(crate) fn add(
+            &mut self,
+            name: &str,
+            kind: u32,
+            size_or_type: u32,
+            extra: &[u32],
+        ) -> u32 {
             self.record(name, kind << 24, size_or_type, extra)
         }
 
         /// Appends a struct or union; members are (name, type id, offset as encoded).
-        fn composite(
+        pub(crate) fn composite(
             &mut self,
             kind: u32,
             name: &str,
@@ -1108,7 +1115,7 @@ mod tests {
             offset
         }
 
-        fn build(&self) -> Vec<u8> {
+        pub(crate) fn build(&self) -> Vec<u8> {
             let mut out = Vec::new();
             out.extend_from_slice(&MAGIC.to_le_bytes());
             out.extend_from_slice(&[SUPPORTED_VERSION, 0]);

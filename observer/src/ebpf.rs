@@ -226,7 +226,8 @@ fn socket_cgroup_globals(btf: &Btf) -> Result<Vec<Global>, GlobalsError> {
 /// program it cannot accept. Nothing is attached in this mode. The name says what it is for, so
 /// that nobody sets it by accident; the agent warns when it is set.
 pub const REJECT_SIGNAL_ENV: &str = "OBSERVER_TESTONLY_REJECT_SIGNAL";
-/// Every kernel observer supports has it (the run-queue signal needs it), with one argument.
+/// Every kernel observer supports has it (a scheduler tracepoint as old as `sched_switch`),
+/// with one argument.
 const REJECT_TARGET: &str = "sched_wakeup";
 
 /// The signal [`REJECT_SIGNAL_ENV`] names, if any.
