@@ -25,9 +25,9 @@ use super::metrics::{
 use crate::{
     cgroup::{self, Workload},
     ebpf::Loaded,
-    hist::hist_add,
+    hist::{SparseHist, hist_add},
     record::{Deltas, Snapshot as Raw},
-    signals::{ReadError, Signal, blockio, process_name, tcp},
+    signals::{Process, ReadError, Signal, blockio, process_name, tcp},
 };
 
 /// Intervals without activity after which a series leaves its breakdown (5 minutes at the
@@ -66,6 +66,40 @@ impl Accumulate for u64 {
     }
 }
 
+/// One key's growth in an interval, as a breakdown of `V`s takes it: a `V` itself, or a lighter
+/// form (a run-queue interval with full maps has 4096 process deltas, which stay sparse: only the
+/// keys that become series are made dense).
+pub trait Delta<V> {
+    /// How much happened, to rank keys by activity.
+    fn weight(&self) -> u64;
+    fn add_to(&self, value: &mut V);
+    fn into_value(self) -> V;
+}
+
+impl<V: Accumulate> Delta<V> for V {
+    fn weight(&self) -> u64 {
+        Accumulate::weight(self)
+    }
+    fn add_to(&self, value: &mut V) {
+        value.add(self);
+    }
+    fn into_value(self) -> V {
+        self
+    }
+}
+
+impl Delta<Hist> for &SparseHist {
+    fn weight(&self) -> u64 {
+        self.count()
+    }
+    fn add_to(&self, value: &mut Hist) {
+        SparseHist::add_to(self, value);
+    }
+    fn into_value(self) -> Hist {
+        self.to_dense()
+    }
+}
+
 struct Tracked<V> {
     attributes: Attributes,
     value: V,
@@ -95,9 +129,9 @@ impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
 
     /// Adds one interval's deltas. `since` is when the interval began (a new series counts
     /// from then); `label` names a key when it enters.
-    pub fn update(
+    pub fn update<D: Delta<V>>(
         &mut self,
-        deltas: impl IntoIterator<Item = (K, V)>,
+        deltas: impl IntoIterator<Item = (K, D)>,
         unattributed: &V,
         since: SystemTime,
         label: impl Fn(&K) -> Attributes,
@@ -110,7 +144,7 @@ impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
         for (key, delta) in deltas {
             match self.tracked.get_mut(&key) {
                 Some(t) => {
-                    t.value.add(&delta);
+                    delta.add_to(&mut t.value);
                     t.idle = 0;
                 }
                 None => newcomers.push((key, delta)),
@@ -137,13 +171,13 @@ impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
                     key,
                     Tracked {
                         attributes,
-                        value: delta,
+                        value: delta.into_value(),
                         start: since,
                         idle: 0,
                     },
                 );
             } else {
-                self.other.add(&delta);
+                delta.add_to(&mut self.other);
             }
         }
     }
@@ -272,21 +306,17 @@ impl Collector {
         let workloads = cgroup::resolve_all(&cgroup_ids);
 
         if let Some(d) = &d.runqueue {
-            let procs = d.by_process.iter().map(|(k, p)| (*k, p.hist));
-            let comms: HashMap<ProcessKey, [u8; 16]> =
-                d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
+            let procs = d.by_process.iter().map(|(k, p)| (*k, &p.hist));
             self.runqueue.update(procs, &d.unattributed, since, |k| {
-                process_attributes(k, &comms, &workloads)
+                process_attributes(k, &d.by_process, &workloads)
             });
             self.runqueue.relabel(|k, a| add_names(a, &workloads, k));
             *self.counters.dropped.entry(Signal::Runqueue).or_default() += d.dropped;
         }
         if let Some(d) = &d.futex {
-            let procs = d.by_process.iter().map(|(k, p)| (*k, p.hist));
-            let comms: HashMap<ProcessKey, [u8; 16]> =
-                d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
+            let procs = d.by_process.iter().map(|(k, p)| (*k, &p.hist));
             self.futex.update(procs, &d.unattributed, since, |k| {
-                process_attributes(k, &comms, &workloads)
+                process_attributes(k, &d.by_process, &workloads)
             });
             self.futex.relabel(|k, a| add_names(a, &workloads, k));
             self.counters.futex_not_waited += d.not_waited;
@@ -525,10 +555,10 @@ impl Collector {
 /// belongs to when its path tells (container, pod, systemd unit and slice).
 fn process_attributes(
     k: &ProcessKey,
-    comms: &HashMap<ProcessKey, [u8; 16]>,
+    procs: &HashMap<ProcessKey, Process>,
     workloads: &HashMap<u64, Workload>,
 ) -> Attributes {
-    let comm = comms.get(k).copied().unwrap_or_default();
+    let comm = procs.get(k).map(|p| p.comm).unwrap_or_default();
     let w = workloads
         .get(&k.cgroup)
         .cloned()

@@ -15,9 +15,12 @@ use aya::{
     Ebpf, Pod,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
 };
-use observer_common::{Hist, ProcessHist, ProcessKey};
+use observer_common::{COMM_LEN, Hist, ProcessHist, ProcessKey};
 
-use crate::btf::{Btf, BtfError};
+use crate::{
+    btf::{Btf, BtfError},
+    hist::SparseHist,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
@@ -200,12 +203,43 @@ pub(crate) fn read_hash<K: Pod + Eq + Hash, V: Pod>(
     hash.iter().map(|r| r.map_err(err)).collect()
 }
 
+/// One (cgroup, process) entry of a breakdown map as user space keeps it: the name the kernel
+/// recorded, and the histogram without its empty buckets (see [`SparseHist`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    pub comm: [u8; COMM_LEN],
+    pub hist: SparseHist,
+}
+
+impl Process {
+    pub fn of(p: &ProcessHist) -> Self {
+        Self {
+            comm: p.comm,
+            hist: SparseHist::of(&p.hist),
+        }
+    }
+}
+
+/// Every entry of a (cgroup, process) map, each made sparse as it is read: a full map is never
+/// held in its dense form (4096 entries of 2 KB).
+fn read_processes(
+    ebpf: &Ebpf,
+    map: &'static str,
+) -> Result<HashMap<ProcessKey, Process>, ReadError> {
+    let err = |source| ReadError { map, source };
+    let hash: BpfHashMap<&MapData, ProcessKey, ProcessHist> =
+        BpfHashMap::try_from(ebpf.map(map).ok_or_else(|| missing(map))?).map_err(err)?;
+    hash.iter()
+        .map(|r| r.map(|(k, p)| (k, Process::of(&p))).map_err(err))
+        .collect()
+}
+
 /// One read of a signal whose breakdown is a (cgroup, process) map (runqueue, futex): the
 /// per-CPU histogram of what the map missed, the counters, and the map.
 pub struct ProcessRaw {
     pub(crate) hist: Vec<Vec<Hist>>,
     pub(crate) counters: Vec<Vec<u64>>,
-    pub(crate) by_process: HashMap<ProcessKey, ProcessHist>,
+    pub(crate) by_process: HashMap<ProcessKey, Process>,
     by_process_map: &'static str,
 }
 
@@ -219,7 +253,7 @@ impl ProcessRaw {
         Ok(Self {
             hist: read_percpu(ebpf, hist_map)?,
             counters: read_percpu(ebpf, counters_map)?,
-            by_process: read_hash(ebpf, by_process_map)?,
+            by_process: read_processes(ebpf, by_process_map)?,
             by_process_map,
         })
     }
@@ -242,7 +276,7 @@ impl ProcessRaw {
 pub(crate) fn forget_exited(
     ebpf: &mut Ebpf,
     map: &'static str,
-    entries: &mut HashMap<ProcessKey, ProcessHist>,
+    entries: &mut HashMap<ProcessKey, Process>,
 ) -> Result<usize, ReadError> {
     let err = |source| ReadError { map, source };
     let mut hash: BpfHashMap<&mut MapData, ProcessKey, ProcessHist> =
