@@ -162,23 +162,30 @@ impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
                 self.other.add(&t.value);
             }
         }
-        // The busiest first; ties by key so the choice is stable.
-        newcomers.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
+        // The busiest enter while there is room; ties by key so the choice is stable. Only
+        // which ones enter matters, not their order: with a full map there are thousands of
+        // newcomers and little or no room, so they are partitioned rather than sorted.
+        let room = self.top.saturating_sub(self.tracked.len());
+        if (1..newcomers.len()).contains(&room) {
+            newcomers.select_nth_unstable_by(room - 1, |a, b| {
+                b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0))
+            });
+        }
+        let rest = newcomers.split_off(room.min(newcomers.len()));
         for (key, delta) in newcomers {
-            if self.tracked.len() < self.top {
-                let attributes = label(&key);
-                self.tracked.insert(
-                    key,
-                    Tracked {
-                        attributes,
-                        value: delta.into_value(),
-                        start: since,
-                        idle: 0,
-                    },
-                );
-            } else {
-                delta.add_to(&mut self.other);
-            }
+            let attributes = label(&key);
+            self.tracked.insert(
+                key,
+                Tracked {
+                    attributes,
+                    value: delta.into_value(),
+                    start: since,
+                    idle: 0,
+                },
+            );
+        }
+        for (_, delta) in rest {
+            delta.add_to(&mut self.other);
         }
     }
 
@@ -676,6 +683,26 @@ mod tests {
         // Series only grow, and everything is accounted for.
         let total: u64 = values(&b).iter().map(|v| v.1).sum();
         assert_eq!(total, 5 + 50 + 20 + 7 + 1000 + 1);
+    }
+
+    #[test]
+    fn the_busiest_newcomers_enter_ties_by_key() {
+        let t0 = SystemTime::now();
+        let mut b: Breakdown<u32, u64> = Breakdown::new(3, t0, vec![("k", OTHER.into())]);
+        b.update(
+            [(5, 10), (1, 10), (9, 30), (2, 1), (7, 10), (3, 0)],
+            &0,
+            t0,
+            label,
+        );
+        // 9, then of the three with 10 the lowest keys; the rest is "other".
+        assert_eq!(
+            values(&b),
+            [(Some(1), 10), (Some(5), 10), (Some(9), 30), (None, 11)]
+        );
+        // Full: every newcomer goes to "other".
+        b.update([(4, 100), (1, 1)], &0, t0, label);
+        assert_eq!(values(&b)[3], (None, 111));
     }
 
     #[test]
