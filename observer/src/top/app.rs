@@ -13,7 +13,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    hist::{Bucket, Latency, SparseHist, Summary, count, hist_add},
+    hist::{Bucket, Latency, SparseHist, Summary, count},
     signals::Signal,
 };
 
