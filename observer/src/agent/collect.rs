@@ -291,7 +291,7 @@ impl Collector {
         let began = Instant::now();
         // Replaced below anyway: dropped first, so that with full maps the last interval's deltas
         // are not held alongside the new read, the previous one and the new deltas (a copy of a
-        // full per-process map is 4096 histograms of 2 KB, in a hash table of 8192 slots).
+        // full per-process map is 4096 entries, each a sparse histogram).
         self.interval = None;
         let mut cur = Raw::read(loaded)?;
         let now = SystemTime::now();
