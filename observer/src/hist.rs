@@ -91,6 +91,138 @@ pub fn keyed_delta<K: Eq + Hash + Clone, V>(
         .collect()
 }
 
+/// A histogram as user space keeps it between reads: only its non-empty buckets.
+///
+/// The kernel's [`Hist`] is dense (257 buckets, 2 KB), and its per-process maps hold up to 4096
+/// of them; most processes fill only a handful of buckets. The agent keeps a previous read and
+/// the deltas of every interval, so dense copies of full maps cost tens of MB; sparse ones a few
+/// hundred KB. Same counts as the dense form, bucket for bucket (a bucket at zero is absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SparseHist {
+    pub zero: u64,
+    pub sum: u64,
+    /// `(slot, count)` of the non-zero buckets, in ascending slot order; boxed rather than a
+    /// `Vec` so no spare capacity is kept per histogram.
+    buckets: Box<[(u16, u64)]>,
+}
+
+impl SparseHist {
+    pub fn of(h: &Hist) -> Self {
+        Self {
+            zero: h.zero,
+            sum: h.sum,
+            buckets: h
+                .buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(s, &c)| (s as u16, c))
+                .collect(),
+        }
+    }
+
+    /// The dense form.
+    pub fn to_dense(&self) -> Hist {
+        let mut h = Hist::ZERO;
+        self.add_to(&mut h);
+        h
+    }
+
+    /// Adds this histogram into a dense one.
+    pub fn add_to(&self, into: &mut Hist) {
+        into.zero = into.zero.wrapping_add(self.zero);
+        into.sum = into.sum.wrapping_add(self.sum);
+        for &(s, c) in &self.buckets {
+            let b = &mut into.buckets[usize::from(s)];
+            *b = b.wrapping_add(c);
+        }
+    }
+
+    /// [`hist_delta`] of two sparse reads (`None`: the key is new, all of it counts). A bucket
+    /// only in `previous` is 0 now: [`counter_delta`] decides, as for a dense one (a restart
+    /// adds nothing; a wrap to exactly 0 adds what it took to get there).
+    pub fn delta(current: &Self, previous: Option<&Self>) -> Self {
+        let Some(previous) = previous else {
+            return current.clone();
+        };
+        let (c, p) = (&current.buckets, &previous.buckets);
+        let mut buckets = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let (s, cur, prev) = match (c.get(i), p.get(j)) {
+                (Some(&(sc, vc)), Some(&(sp, vp))) if sc == sp => {
+                    (i, j) = (i + 1, j + 1);
+                    (sc, vc, vp)
+                }
+                (Some(&(sc, vc)), Some(&(sp, _))) if sc < sp => {
+                    i += 1;
+                    (sc, vc, 0)
+                }
+                (Some(&(sc, vc)), None) => {
+                    i += 1;
+                    (sc, vc, 0)
+                }
+                (_, Some(&(sp, vp))) => {
+                    j += 1;
+                    (sp, 0, vp)
+                }
+                (None, None) => break,
+            };
+            let d = counter_delta(cur, prev);
+            if d > 0 {
+                buckets.push((s, d));
+            }
+        }
+        Self {
+            zero: counter_delta(current.zero, previous.zero),
+            sum: counter_delta(current.sum, previous.sum),
+            buckets: buckets.into_boxed_slice(),
+        }
+    }
+
+    /// Adds `other` into this one, bucket for bucket.
+    pub fn add(&mut self, other: &Self) {
+        self.zero = self.zero.wrapping_add(other.zero);
+        self.sum = self.sum.wrapping_add(other.sum);
+        if other.buckets.is_empty() {
+            return;
+        }
+        let (a, b) = (&self.buckets, &other.buckets);
+        let mut merged = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let next = match (a.get(i), b.get(j)) {
+                (Some(&(sa, ca)), Some(&(sb, cb))) if sa == sb => {
+                    (i, j) = (i + 1, j + 1);
+                    (sa, ca.wrapping_add(cb))
+                }
+                (Some(&x), Some(&(sb, _))) if x.0 < sb => {
+                    i += 1;
+                    x
+                }
+                (Some(&x), None) => {
+                    i += 1;
+                    x
+                }
+                (_, Some(&y)) => {
+                    j += 1;
+                    y
+                }
+                (None, None) => break,
+            };
+            merged.push(next);
+        }
+        self.buckets = merged.into_boxed_slice();
+    }
+
+    /// Number of values, as [`count`] counts them.
+    pub fn count(&self) -> u64 {
+        self.buckets
+            .iter()
+            .fold(self.zero, |a, (_, c)| a.wrapping_add(*c))
+    }
+}
+
 /// Number of values in a histogram.
 pub fn count(h: &Hist) -> u64 {
     h.buckets.iter().fold(h.zero, |a, b| a.wrapping_add(*b))
@@ -352,6 +484,57 @@ mod tests {
         assert_eq!(percpu_hist_delta(&[b, a], &[a]).buckets[10], 3 + 5);
         assert_eq!(percpu_counter_delta(&[10, 7], &[4]), 6 + 7);
         assert_eq!(percpu_counter_delta(&[10], &[4, 100]), 6);
+    }
+
+    /// Histograms with buckets in common, buckets of their own, a restart and a wrap.
+    fn sparse_cases() -> Vec<(Hist, Hist)> {
+        let mut prev = Hist::ZERO;
+        let mut cur = Hist::ZERO;
+        prev.zero = 3;
+        prev.sum = 1_000;
+        cur.zero = 5;
+        cur.sum = 4_000;
+        prev.buckets[0] = 7; // only before: gone (restarted), adds nothing
+        prev.buckets[10] = 4;
+        cur.buckets[10] = 9; // grew
+        prev.buckets[20] = 6;
+        cur.buckets[20] = 6; // unchanged
+        cur.buckets[30] = 2; // new
+        prev.buckets[40] = 100;
+        cur.buckets[40] = 5; // restarted: all of it new
+        prev.buckets[BUCKETS - 1] = u64::MAX - 1;
+        cur.buckets[BUCKETS - 1] = 3; // wrapped
+        vec![
+            (cur, prev),
+            (prev, cur),
+            (cur, Hist::ZERO),
+            (Hist::ZERO, prev),
+            (cur, cur),
+        ]
+    }
+
+    #[test]
+    fn sparse_histograms_count_bucket_for_bucket_as_dense_ones() {
+        for (cur, prev) in sparse_cases() {
+            let (c, p) = (SparseHist::of(&cur), SparseHist::of(&prev));
+            assert_eq!(c.to_dense(), cur);
+            assert_eq!(c.count(), count(&cur));
+            assert_eq!(
+                SparseHist::delta(&c, Some(&p)).to_dense(),
+                hist_delta(&cur, &prev)
+            );
+            assert_eq!(SparseHist::delta(&c, None).to_dense(), cur);
+            // Unchanged: nothing at all, not even an allocation for the buckets.
+            assert_eq!(SparseHist::delta(&c, Some(&c)).count(), 0);
+            let mut dense = cur;
+            hist_add(&mut dense, &prev);
+            let mut sparse = c.clone();
+            sparse.add(&p);
+            assert_eq!(sparse.to_dense(), dense);
+            let mut into = prev;
+            c.add_to(&mut into);
+            assert_eq!(into, dense);
+        }
     }
 
     #[test]

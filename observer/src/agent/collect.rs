@@ -25,9 +25,9 @@ use super::metrics::{
 use crate::{
     cgroup::{self, Workload},
     ebpf::Loaded,
-    hist::hist_add,
+    hist::{SparseHist, hist_add},
     record::{Deltas, Snapshot as Raw},
-    signals::{ReadError, Signal, blockio, process_name, tcp},
+    signals::{Process, ReadError, Signal, blockio, process_name, tcp},
 };
 
 /// Intervals without activity after which a series leaves its breakdown (5 minutes at the
@@ -66,6 +66,40 @@ impl Accumulate for u64 {
     }
 }
 
+/// One key's growth in an interval, as a breakdown of `V`s takes it: a `V` itself, or a lighter
+/// form (a run-queue interval with full maps has 4096 process deltas, which stay sparse: only the
+/// keys that become series are made dense).
+pub trait Delta<V> {
+    /// How much happened, to rank keys by activity.
+    fn weight(&self) -> u64;
+    fn add_to(&self, value: &mut V);
+    fn into_value(self) -> V;
+}
+
+impl<V: Accumulate> Delta<V> for V {
+    fn weight(&self) -> u64 {
+        Accumulate::weight(self)
+    }
+    fn add_to(&self, value: &mut V) {
+        value.add(self);
+    }
+    fn into_value(self) -> V {
+        self
+    }
+}
+
+impl Delta<Hist> for &SparseHist {
+    fn weight(&self) -> u64 {
+        self.count()
+    }
+    fn add_to(&self, value: &mut Hist) {
+        SparseHist::add_to(self, value);
+    }
+    fn into_value(self) -> Hist {
+        self.to_dense()
+    }
+}
+
 struct Tracked<V> {
     attributes: Attributes,
     value: V,
@@ -95,9 +129,9 @@ impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
 
     /// Adds one interval's deltas. `since` is when the interval began (a new series counts
     /// from then); `label` names a key when it enters.
-    pub fn update(
+    pub fn update<D: Delta<V>>(
         &mut self,
-        deltas: impl IntoIterator<Item = (K, V)>,
+        deltas: impl IntoIterator<Item = (K, D)>,
         unattributed: &V,
         since: SystemTime,
         label: impl Fn(&K) -> Attributes,
@@ -110,7 +144,7 @@ impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
         for (key, delta) in deltas {
             match self.tracked.get_mut(&key) {
                 Some(t) => {
-                    t.value.add(&delta);
+                    delta.add_to(&mut t.value);
                     t.idle = 0;
                 }
                 None => newcomers.push((key, delta)),
@@ -128,23 +162,30 @@ impl<K: Eq + Hash + Clone + Ord, V: Accumulate> Breakdown<K, V> {
                 self.other.add(&t.value);
             }
         }
-        // The busiest first; ties by key so the choice is stable.
-        newcomers.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
+        // The busiest enter while there is room; ties by key so the choice is stable. Only
+        // which ones enter matters, not their order: with a full map there are thousands of
+        // newcomers and little or no room, so they are partitioned rather than sorted.
+        let room = self.top.saturating_sub(self.tracked.len());
+        if (1..newcomers.len()).contains(&room) {
+            newcomers.select_nth_unstable_by(room - 1, |a, b| {
+                b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0))
+            });
+        }
+        let rest = newcomers.split_off(room.min(newcomers.len()));
         for (key, delta) in newcomers {
-            if self.tracked.len() < self.top {
-                let attributes = label(&key);
-                self.tracked.insert(
-                    key,
-                    Tracked {
-                        attributes,
-                        value: delta,
-                        start: since,
-                        idle: 0,
-                    },
-                );
-            } else {
-                self.other.add(&delta);
-            }
+            let attributes = label(&key);
+            self.tracked.insert(
+                key,
+                Tracked {
+                    attributes,
+                    value: delta.into_value(),
+                    start: since,
+                    idle: 0,
+                },
+            );
+        }
+        for (_, delta) in rest {
+            delta.add_to(&mut self.other);
         }
     }
 
@@ -249,7 +290,7 @@ impl Collector {
         let began = Instant::now();
         // Replaced below anyway: dropped first, so that with full maps the last interval's deltas
         // are not held alongside the new read, the previous one and the new deltas (a copy of a
-        // full per-process map is 4096 histograms of 2 KB, in a hash table of 8192 slots).
+        // full per-process map is 4096 entries, each a sparse histogram).
         self.interval = None;
         let mut cur = Raw::read(loaded)?;
         let now = SystemTime::now();
@@ -271,21 +312,17 @@ impl Collector {
         let workloads = cgroup::resolve_all(&cgroup_ids);
 
         if let Some(d) = &d.runqueue {
-            let procs = d.by_process.iter().map(|(k, p)| (*k, p.hist));
-            let comms: HashMap<ProcessKey, [u8; 16]> =
-                d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
+            let procs = d.by_process.iter().map(|(k, p)| (*k, &p.hist));
             self.runqueue.update(procs, &d.unattributed, since, |k| {
-                process_attributes(k, &comms, &workloads)
+                process_attributes(k, &d.by_process, &workloads)
             });
             self.runqueue.relabel(|k, a| add_names(a, &workloads, k));
             *self.counters.dropped.entry(Signal::Runqueue).or_default() += d.dropped;
         }
         if let Some(d) = &d.futex {
-            let procs = d.by_process.iter().map(|(k, p)| (*k, p.hist));
-            let comms: HashMap<ProcessKey, [u8; 16]> =
-                d.by_process.iter().map(|(k, p)| (*k, p.comm)).collect();
+            let procs = d.by_process.iter().map(|(k, p)| (*k, &p.hist));
             self.futex.update(procs, &d.unattributed, since, |k| {
-                process_attributes(k, &comms, &workloads)
+                process_attributes(k, &d.by_process, &workloads)
             });
             self.futex.relabel(|k, a| add_names(a, &workloads, k));
             *self.counters.dropped.entry(Signal::Futex).or_default() += d.dropped;
@@ -517,10 +554,10 @@ impl Collector {
 /// belongs to when its path tells (container, pod, systemd unit and slice).
 fn process_attributes(
     k: &ProcessKey,
-    comms: &HashMap<ProcessKey, [u8; 16]>,
+    procs: &HashMap<ProcessKey, Process>,
     workloads: &HashMap<u64, Workload>,
 ) -> Attributes {
-    let comm = comms.get(k).copied().unwrap_or_default();
+    let comm = procs.get(k).map(|p| p.comm).unwrap_or_default();
     let w = workloads
         .get(&k.cgroup)
         .cloned()
@@ -638,6 +675,26 @@ mod tests {
         // Series only grow, and everything is accounted for.
         let total: u64 = values(&b).iter().map(|v| v.1).sum();
         assert_eq!(total, 5 + 50 + 20 + 7 + 1000 + 1);
+    }
+
+    #[test]
+    fn the_busiest_newcomers_enter_ties_by_key() {
+        let t0 = SystemTime::now();
+        let mut b: Breakdown<u32, u64> = Breakdown::new(3, t0, vec![("k", OTHER.into())]);
+        b.update(
+            [(5, 10), (1, 10), (9, 30), (2, 1), (7, 10), (3, 0)],
+            &0,
+            t0,
+            label,
+        );
+        // 9, then of the three with 10 the lowest keys; the rest is "other".
+        assert_eq!(
+            values(&b),
+            [(Some(1), 10), (Some(5), 10), (Some(9), 30), (None, 11)]
+        );
+        // Full: every newcomer goes to "other".
+        b.update([(4, 100), (1, 1)], &0, t0, label);
+        assert_eq!(values(&b)[3], (None, 111));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use aya::Ebpf;
 use observer_common::{
-    Hist, ProcessHist, ProcessKey,
+    Hist, ProcessKey,
     lock::futex::{
         BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_NR_FUTEX, GLOBAL_NR_FUTEX_WAIT,
         GLOBAL_NR_FUTEX_WAITV, GLOBAL_REGS_ARG1, GLOBAL_REGS_NR, HIST_MAP,
@@ -14,7 +14,8 @@ use observer_common::{
 use serde::Serialize;
 
 use super::{
-    Global, GlobalsError, ProcessRaw, ReadError, ReportOptions, counter, hist_at, offset_global,
+    Global, GlobalsError, Process, ProcessRaw, ReadError, ReportOptions, counter, hist_at,
+    offset_global,
     runqueue::{ProcessRow, process_deltas, process_rows, total},
 };
 use crate::{btf::Btf, hist::Latency};
@@ -71,7 +72,7 @@ pub struct Dropped {
 pub struct Delta {
     /// Waits not in `by_process` (the map was full).
     pub unattributed: Hist,
-    pub by_process: HashMap<ProcessKey, ProcessHist>,
+    pub by_process: HashMap<ProcessKey, Process>,
     pub dropped: u64,
 }
 

@@ -15,9 +15,12 @@ use aya::{
     Ebpf, Pod,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
 };
-use observer_common::{Hist, ProcessHist, ProcessKey};
+use observer_common::{COMM_LEN, Hist, ProcessHist, ProcessKey};
 
-use crate::btf::{Btf, BtfError};
+use crate::{
+    btf::{Btf, BtfError},
+    hist::SparseHist,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
@@ -212,12 +215,43 @@ pub(crate) fn read_hash<K: Pod + Eq + Hash, V: Pod>(
     hash.iter().map(|r| r.map_err(err)).collect()
 }
 
+/// One (cgroup, process) entry of a breakdown map as user space keeps it: the name the kernel
+/// recorded, and the histogram without its empty buckets (see [`SparseHist`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    pub comm: [u8; COMM_LEN],
+    pub hist: SparseHist,
+}
+
+impl Process {
+    pub fn of(p: &ProcessHist) -> Self {
+        Self {
+            comm: p.comm,
+            hist: SparseHist::of(&p.hist),
+        }
+    }
+}
+
+/// Every entry of a (cgroup, process) map, each made sparse as it is read: a full map is never
+/// held in its dense form (4096 entries of 2 KB).
+fn read_processes(
+    ebpf: &Ebpf,
+    map: &'static str,
+) -> Result<HashMap<ProcessKey, Process>, ReadError> {
+    let err = |source| ReadError { map, source };
+    let hash: BpfHashMap<&MapData, ProcessKey, ProcessHist> =
+        BpfHashMap::try_from(ebpf.map(map).ok_or_else(|| missing(map))?).map_err(err)?;
+    hash.iter()
+        .map(|r| r.map(|(k, p)| (k, Process::of(&p))).map_err(err))
+        .collect()
+}
+
 /// One read of a signal whose breakdown is a (cgroup, process) map (runqueue, futex): the
 /// per-CPU histogram of what the map missed, the counters, and the map.
 pub struct ProcessRaw {
     pub(crate) hist: Vec<Vec<Hist>>,
     pub(crate) counters: Vec<Vec<u64>>,
-    pub(crate) by_process: HashMap<ProcessKey, ProcessHist>,
+    pub(crate) by_process: HashMap<ProcessKey, Process>,
     by_process_map: &'static str,
 }
 
@@ -231,7 +265,7 @@ impl ProcessRaw {
         Ok(Self {
             hist: read_percpu(ebpf, hist_map)?,
             counters: read_percpu(ebpf, counters_map)?,
-            by_process: read_hash(ebpf, by_process_map)?,
+            by_process: read_processes(ebpf, by_process_map)?,
             by_process_map,
         })
     }
@@ -254,14 +288,14 @@ impl ProcessRaw {
 pub(crate) fn forget_exited(
     ebpf: &mut Ebpf,
     map: &'static str,
-    entries: &mut HashMap<ProcessKey, ProcessHist>,
+    entries: &mut HashMap<ProcessKey, Process>,
 ) -> Result<usize, ReadError> {
     let err = |source| ReadError { map, source };
     let mut hash: BpfHashMap<&mut MapData, ProcessKey, ProcessHist> =
         BpfHashMap::try_from(ebpf.map_mut(map).ok_or_else(|| missing(map))?).map_err(err)?;
     let exited: Vec<ProcessKey> = entries
         .keys()
-        .filter(|k| !std::path::Path::new(&format!("/proc/{}", k.tgid)).exists())
+        .filter(|k| !process_exists(k.tgid))
         .copied()
         .collect();
     for key in &exited {
@@ -273,6 +307,22 @@ pub(crate) fn forget_exited(
         entries.remove(key);
     }
     Ok(exited.len())
+}
+
+/// Whether a process (thread group) exists, in the agent's PID namespace: what `/proc/<tgid>`
+/// existing tells, zombies included, without a path lookup in /proc (a stat of `/proc/<tgid>`
+/// for each of a full map's 4096 entries was a third of the agent's CPU in a fork storm).
+fn process_exists(tgid: u32) -> bool {
+    let Some(pid) = libc::pid_t::try_from(tgid).ok().filter(|p| *p > 0) else {
+        // Not a process id /proc could list (0 is the idle task, and `kill(0)` would mean our
+        // own process group).
+        return false;
+    };
+    // SAFETY: signal 0 sends nothing; kill only checks that the process exists and may be
+    // signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    // EPERM: it exists, we may not signal it (the agent may have dropped CAP_KILL).
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// A per-CPU counter array read at two points: the growth of counter `index`.
@@ -374,4 +424,29 @@ impl Breakdowns {
 pub struct ReportOptions {
     pub top: usize,
     pub by: Breakdowns,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_exists_until_reaped_as_proc_lists_it() {
+        assert!(process_exists(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // A zombie (exited, not yet reaped) is still in /proc, and exists.
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z ")
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(process_exists(pid));
+        child.wait().unwrap();
+        assert!(!process_exists(pid));
+        // Ids no process can have.
+        assert!(!process_exists(0));
+        assert!(!process_exists(u32::MAX));
+    }
 }

@@ -13,13 +13,13 @@ use observer_common::{
 use serde::Serialize;
 
 use super::{
-    Breakdowns, Global, GlobalsError, ProcessRaw, ReadError, ReportOptions, counter, hist_at,
-    offset_global, process_name, top_by,
+    Breakdowns, Global, GlobalsError, Process, ProcessRaw, ReadError, ReportOptions, counter,
+    hist_at, offset_global, process_name, top_by,
 };
 use crate::{
     btf::{Btf, BtfError},
     cgroup::{self, Workload},
-    hist::{Latency, Summary, count, hist_add, hist_delta, keyed_delta},
+    hist::{Latency, SparseHist, Summary, keyed_delta},
 };
 
 /// The kernel's own run-queue stamps (`task_struct.sched_info`) and the run queue's clock,
@@ -133,7 +133,7 @@ pub struct Dropped {
 pub struct Delta {
     /// Waits not in `by_process` (breakdowns off, or the map was full).
     pub unattributed: Hist,
-    pub by_process: HashMap<ProcessKey, ProcessHist>,
+    pub by_process: HashMap<ProcessKey, Process>,
     /// Waits the kernel could not attribute because the map was full.
     pub dropped: u64,
 }
@@ -166,31 +166,31 @@ pub fn report(d: &Delta, opts: &ReportOptions) -> Report {
 }
 
 /// The total of a signal whose per-CPU histogram holds only what its per-process map did not.
-pub(crate) fn total(unattributed: &Hist, deltas: &HashMap<ProcessKey, ProcessHist>) -> Hist {
+pub(crate) fn total(unattributed: &Hist, deltas: &HashMap<ProcessKey, Process>) -> Hist {
     let mut total = *unattributed;
-    deltas.values().for_each(|p| hist_add(&mut total, &p.hist));
+    deltas.values().for_each(|p| p.hist.add_to(&mut total));
     total
 }
 
 /// What each (cgroup, process) gained between two reads; only those that gained anything.
 pub(crate) fn process_deltas(
-    cur: &HashMap<ProcessKey, ProcessHist>,
-    prev: &HashMap<ProcessKey, ProcessHist>,
-) -> HashMap<ProcessKey, ProcessHist> {
+    cur: &HashMap<ProcessKey, Process>,
+    prev: &HashMap<ProcessKey, Process>,
+) -> HashMap<ProcessKey, Process> {
     keyed_delta(
         cur,
         prev,
-        |c, p| ProcessHist {
+        |c, p| Process {
             comm: c.comm,
-            hist: hist_delta(&c.hist, p.map_or(&Hist::ZERO, |p| &p.hist)),
+            hist: SparseHist::delta(&c.hist, p.map(|p| &p.hist)),
         },
-        |p| count(&p.hist) == 0,
+        |p| p.hist.count() == 0,
     )
 }
 
 /// Sums per-(cgroup, process) histograms by `group`.
 fn group_by<G: Eq + std::hash::Hash>(
-    deltas: &HashMap<ProcessKey, ProcessHist>,
+    deltas: &HashMap<ProcessKey, Process>,
     group: impl Fn(&ProcessKey) -> G,
 ) -> HashMap<G, ProcessHist> {
     let mut out: HashMap<G, ProcessHist> = HashMap::new();
@@ -199,16 +199,13 @@ fn group_by<G: Eq + std::hash::Hash>(
             comm: p.comm,
             hist: Hist::ZERO,
         });
-        hist_add(&mut entry.hist, &p.hist);
+        p.hist.add_to(&mut entry.hist);
     }
     out
 }
 
 /// Top processes by count (a process in several cgroups is summed).
-pub(crate) fn process_rows(
-    deltas: &HashMap<ProcessKey, ProcessHist>,
-    top: usize,
-) -> Vec<ProcessRow> {
+pub(crate) fn process_rows(deltas: &HashMap<ProcessKey, Process>, top: usize) -> Vec<ProcessRow> {
     let rows = group_by(deltas, |k| k.tgid)
         .into_iter()
         .map(|(tgid, p)| (tgid, p.comm, Summary::of(&p.hist)))
@@ -224,7 +221,7 @@ pub(crate) fn process_rows(
 }
 
 /// Top cgroups by count, with their workloads.
-pub(crate) fn cgroup_rows(deltas: &HashMap<ProcessKey, ProcessHist>, top: usize) -> Vec<CgroupRow> {
+pub(crate) fn cgroup_rows(deltas: &HashMap<ProcessKey, Process>, top: usize) -> Vec<CgroupRow> {
     let rows = group_by(deltas, |k| k.cgroup)
         .into_iter()
         .map(|(id, p)| (id, Summary::of(&p.hist)))
@@ -248,6 +245,7 @@ mod tests {
 
     use super::*;
     use crate::btf::{KIND_INT, KIND_PTR, KIND_STRUCT, tests::Builder};
+    use crate::hist::count;
 
     /// A kernel without `CONFIG_SCHED_INFO`: `task_struct` has the other fields observer reads,
     /// not `sched_info`. The signal must refuse to run and name the option, not fall back.
@@ -293,14 +291,14 @@ mod tests {
         );
     }
 
-    fn process(comm: &str, values: &[u64]) -> ProcessHist {
+    fn process(comm: &str, values: &[u64]) -> Process {
         let mut p = ProcessHist::ZERO;
         p.comm[..comm.len()].copy_from_slice(comm.as_bytes());
         for &v in values {
             p.hist.buckets[slot(v)] += 1;
             p.hist.sum += v;
         }
-        p
+        Process::of(&p)
     }
 
     fn key(cgroup: u64, tgid: u32) -> ProcessKey {

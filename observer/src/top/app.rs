@@ -2,7 +2,7 @@
 //! can build an `App` from made-up samples and drive it key by key.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, VecDeque, hash_map::Entry},
     hash::Hash,
     path::PathBuf,
     time::Duration,
@@ -13,7 +13,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    hist::{Bucket, Latency, Summary, count, hist_add},
+    hist::{Bucket, Latency, SparseHist, Summary, count},
     signals::Signal,
 };
 
@@ -100,19 +100,27 @@ pub const TOP: usize = 50;
 /// A table of latency rows: `rows` summed by key, the [`TOP`] with the most events kept (ties by
 /// key, so the choice is stable), then named (naming may read /proc or walk the cgroup tree, so
 /// only the kept rows are).
+///
+/// Rows are summed sparse: with full kernel maps there are thousands of them (the agent makes
+/// this table for its socket's clients every interval), and only the kept ones are made dense.
 pub fn hist_table<K: Ord + Hash + Clone>(
     title: &str,
-    rows: impl IntoIterator<Item = (K, Hist)>,
+    rows: impl IntoIterator<Item = (K, SparseHist)>,
     names: impl FnOnce(&[K]) -> Vec<String>,
 ) -> SampleTable {
-    let mut by_key: HashMap<K, Hist> = HashMap::new();
+    let mut by_key: HashMap<K, SparseHist> = HashMap::new();
     for (k, h) in rows {
-        hist_add(by_key.entry(k).or_insert(Hist::ZERO), &h);
+        match by_key.entry(k) {
+            Entry::Occupied(mut e) => e.get_mut().add(&h),
+            Entry::Vacant(e) => {
+                e.insert(h);
+            }
+        }
     }
-    let mut rows: Vec<(K, Hist, u64)> = by_key
+    let mut rows: Vec<(K, SparseHist, u64)> = by_key
         .into_iter()
         .map(|(k, h)| {
-            let n = count(&h);
+            let n = h.count();
             (k, h, n)
         })
         .filter(|r| r.2 > 0)
@@ -128,7 +136,7 @@ pub fn hist_table<K: Ord + Hash + Clone>(
             .map(|((_, h, n), name)| SampleRow {
                 name,
                 count: n,
-                hist: Some(Box::new(h)),
+                hist: Some(Box::new(h.to_dense())),
             })
             .collect(),
     }

@@ -5,17 +5,17 @@
 use std::collections::HashMap;
 
 use observer_common::{
-    Hist, ProcessHist, ProcessKey,
+    Hist, ProcessKey,
     blockio::{OPS, STAGE_DEVICE},
     lock::CLASS_NAMES,
 };
 
 use super::app::{Sample, SampleTable, count_table, dropped, hist_table, untimed};
 use crate::{
-    hist::hist_add,
+    hist::{SparseHist, hist_add},
     record::Deltas,
     signals::{
-        Signal, blockio, process_name, runqueue,
+        Process, Signal, blockio, process_name, runqueue,
         tcp::{self, RemoteRow},
     },
 };
@@ -41,7 +41,9 @@ pub fn samples(d: &Deltas) -> Vec<Sample> {
         let tables = vec![
             hist_table(
                 "disks x ops (device time)",
-                d.by_disk.iter().map(|(k, h)| ((k.dev, k.op), h.device)),
+                d.by_disk
+                    .iter()
+                    .map(|(k, h)| ((k.dev, k.op), SparseHist::of(&h.device))),
                 |keys| {
                     keys.iter()
                         .map(|(dev, op)| {
@@ -52,7 +54,7 @@ pub fn samples(d: &Deltas) -> Vec<Sample> {
             ),
             hist_table(
                 "ops (device time)",
-                (0..OPS).map(|op| (op as u32, by_op[STAGE_DEVICE][op])),
+                (0..OPS).map(|op| (op as u32, SparseHist::of(&by_op[STAGE_DEVICE][op]))),
                 |ops| {
                     ops.iter()
                         .map(|op| blockio::op_name(*op).to_owned())
@@ -102,7 +104,7 @@ pub fn samples(d: &Deltas) -> Vec<Sample> {
         d.by_class.iter().for_each(|h| hist_add(&mut total, h));
         let table = hist_table(
             "lock classes",
-            d.by_class.iter().copied().enumerate(),
+            d.by_class.iter().map(SparseHist::of).enumerate(),
             |classes| {
                 classes
                     .iter()
@@ -139,14 +141,14 @@ pub fn remote_name(endpoint: &str, local_port: u16, state: &str) -> String {
 fn process_sample(
     signal: Signal,
     unattributed: &Hist,
-    by_process: &HashMap<ProcessKey, ProcessHist>,
+    by_process: &HashMap<ProcessKey, Process>,
     notes: Vec<String>,
 ) -> Sample {
     let comms: HashMap<u32, [u8; 16]> = by_process.iter().map(|(k, p)| (k.tgid, p.comm)).collect();
     let tables: Vec<SampleTable> = vec![
         hist_table(
             "processes",
-            by_process.iter().map(|(k, p)| (k.tgid, p.hist)),
+            by_process.iter().map(|(k, p)| (k.tgid, p.hist.clone())),
             |tgids| {
                 tgids
                     .iter()
@@ -156,7 +158,7 @@ fn process_sample(
         ),
         hist_table(
             "cgroups",
-            by_process.iter().map(|(k, p)| (k.cgroup, p.hist)),
+            by_process.iter().map(|(k, p)| (k.cgroup, p.hist.clone())),
             |ids| {
                 // The workload (container, pod, unit), else the path.
                 let workloads = crate::cgroup::resolve_all(ids);

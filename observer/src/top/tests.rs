@@ -23,7 +23,7 @@ use super::{
 use crate::{
     record::Deltas,
     render::ns,
-    signals::{Signal, blockio, futex, lock, runqueue, tcp},
+    signals::{Process, Signal, blockio, futex, lock, runqueue, tcp},
 };
 
 fn hist(values: &[u64]) -> Hist {
@@ -36,7 +36,7 @@ fn hist(values: &[u64]) -> Hist {
 }
 
 /// Process ids above PID_MAX_LIMIT, so names come from the given comm, not /proc.
-fn process(tgid: u32, comm: &str, values: &[u64]) -> (ProcessKey, ProcessHist) {
+fn process(tgid: u32, comm: &str, values: &[u64]) -> (ProcessKey, Process) {
     let mut p = ProcessHist::ZERO;
     p.comm[..comm.len()].copy_from_slice(comm.as_bytes());
     p.hist = hist(values);
@@ -45,7 +45,7 @@ fn process(tgid: u32, comm: &str, values: &[u64]) -> (ProcessKey, ProcessHist) {
         tgid,
         _pad: 0,
     };
-    (key, p)
+    (key, Process::of(&p))
 }
 
 /// Runs of `n` copies of `v`.

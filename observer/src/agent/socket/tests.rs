@@ -11,7 +11,7 @@ use std::{
 use observer_common::{Hist, ProcessHist, ProcessKey, hist::slot};
 
 use super::*;
-use crate::signals::runqueue;
+use crate::signals::{Process, runqueue};
 
 /// A directory removed when the test ends, pass or fail.
 struct TempDir(PathBuf);
@@ -64,7 +64,7 @@ fn deltas(n: u64, processes: u32, buckets: usize) -> Deltas {
                 tgid: 4_000_000_000 + i,
                 _pad: 0,
             };
-            (key, p)
+            (key, Process::of(&p))
         })
         .collect::<HashMap<_, _>>();
     Deltas {
@@ -140,7 +140,7 @@ async fn hello_then_the_latest_interval_then_one_per_collection() {
     assert_eq!(process.name, "4000000000 proc0");
     let sent = &second.runqueue.as_ref().unwrap().by_process;
     let key = sent.keys().find(|k| k.tgid == 4_000_000_000).unwrap();
-    assert_eq!(process.hist.as_deref(), Some(&sent[key].hist));
+    assert_eq!(process.hist.as_deref(), Some(&sent[key].hist.to_dense()));
 
     // Shutdown removes the socket, and the client sees the end.
     drop(server);
