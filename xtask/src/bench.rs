@@ -429,7 +429,7 @@ fn loadavg() -> Result<String> {
 /// CPU time in clock ticks, summed over all CPUs: the machine's from /proc/stat, and this
 /// process's and its reaped children's (the workloads and tracers) from /proc/self/stat. The
 /// difference is what other processes took, which the wall times suffer from.
-struct CpuUse {
+pub struct CpuUse {
     total: u64,
     busy: u64,
     /// Time the hypervisor ran something else while a CPU of this VM wanted to run.
@@ -438,7 +438,7 @@ struct CpuUse {
 }
 
 impl CpuUse {
-    fn read() -> Result<Self> {
+    pub fn read() -> Result<Self> {
         let machine = CpuTicks::read()?;
         let own = fs::read_to_string("/proc/self/stat")?;
         // utime, stime, cutime, cstime are fields 14-17; the name in parentheses (field 2) may
@@ -461,13 +461,19 @@ impl CpuUse {
         })
     }
 
+    /// The share of all CPUs' time since `before` that other processes took, in percent.
+    pub fn others_percent(&self, before: &Self) -> f64 {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        let others = (self.busy - before.busy).saturating_sub(self.ours - before.ours);
+        others as f64 / total * 100.0
+    }
+
     /// How much of all CPUs' time since `before` other processes and the hypervisor took.
     fn since(&self, before: &Self) -> String {
         let total = self.total.saturating_sub(before.total).max(1) as f64;
-        let others = (self.busy - before.busy).saturating_sub(self.ours - before.ours);
         format!(
             "other processes used {:.0}% of the CPUs' time and the host stole {:.0}%",
-            others as f64 / total * 100.0,
+            self.others_percent(before),
             (self.steal - before.steal) as f64 / total * 100.0
         )
     }

@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::bench::{self, AgentCost, AgentLoad};
+use crate::bench::{self, AgentCost, AgentLoad, CpuUse};
 use crate::cmd::{Cmd, is_root};
-use crate::host::load_average;
 use crate::tasks::{self, Profile};
 use crate::toolchain::Toolchain;
 
@@ -74,74 +73,80 @@ fn build(root: &Path, host: &str, target_dir: &Path, flag: &str) -> Result<PathB
 }
 
 /// The agent rows for each build, `runs` times, the builds taking turns; a Markdown table.
+/// How busy the machine was is the share of the CPUs' time other processes took during the
+/// two rows (the load average would count the storm's own thousands of runnable processes).
 pub fn compare(builds: &[(&str, PathBuf)], loadgen: &Path, runs: u32) -> Result<String> {
-    let mut rows: Vec<(usize, f64, AgentCost, AgentCost)> = Vec::new();
+    let mut rows: Vec<(usize, [f64; 10])> = Vec::new();
     for run in 1..=runs {
         for (i, (name, binary)) in builds.iter().enumerate() {
             println!("==> run {run}: {name} ({})", binary.display());
-            let load = load_average()?.0;
+            let before = CpuUse::read()?;
             let normal = bench::agent_cost(binary, loadgen, AgentLoad::Normal)?;
             let full = bench::agent_cost(binary, loadgen, AgentLoad::FullMaps)?;
-            rows.push((i, load, normal, full));
+            let others = CpuUse::read()?.others_percent(&before);
+            rows.push((i, columns(others, &normal, &full)));
         }
     }
     let mut table = String::from(
-        "| build | load average (1 min) before | normal: CPU % | VmRSS median (kB) | collection \
+        "| build | others' CPU share (%) | normal: CPU % | VmRSS median (kB) | collection \
          median (ms) | full maps: CPU % | VmRSS median (kB) | VmRSS max (kB) | VmHWM (kB) | \
          collection median (ms) | collection max (ms) |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
-    let columns = |load: f64, normal: &AgentCost, full: &AgentCost| {
-        [
-            load,
-            normal.cpu_percent(),
-            normal.rss_median_kb(),
-            normal.collection_median_ms(),
-            full.cpu_percent(),
-            full.rss_median_kb(),
-            full.rss_max_kb() as f64,
-            full.hwm_kb() as f64,
-            full.collection_median_ms(),
-            full.collection_max_ms(),
-        ]
-    };
-    let line = |name: &str, values: [f64; 10]| {
-        let [
-            load,
-            n_cpu,
-            n_rss,
-            n_col,
-            f_cpu,
-            f_rss,
-            f_max,
-            f_hwm,
-            f_col,
-            f_colmax,
-        ] = values;
-        format!(
-            "| {name} | {load:.2} | {n_cpu:.2} | {n_rss:.0} | {n_col:.2} | {f_cpu:.1} | \
-             {f_rss:.0} | {f_max:.0} | {f_hwm:.0} | {f_col:.0} | {f_colmax:.0} |\n"
-        )
-    };
-    for (i, load, normal, full) in &rows {
-        table.push_str(&line(builds[*i].0, columns(*load, normal, full)));
+    for (i, values) in &rows {
+        table.push_str(&line(builds[*i].0, values));
     }
+    let mut sizes = String::new();
     for (i, (name, binary)) in builds.iter().enumerate() {
-        let all: Vec<[f64; 10]> = rows
+        let all: Vec<&[f64; 10]> = rows
             .iter()
             .filter(|row| row.0 == i)
-            .map(|(_, load, normal, full)| columns(*load, normal, full))
+            .map(|row| &row.1)
             .collect();
         let medians = std::array::from_fn(|k| {
             bench::median(&all.iter().map(|values| values[k]).collect::<Vec<_>>())
         });
-        table.push_str(&line(&format!("**{name}, median**"), medians));
+        table.push_str(&line(&format!("**{name}, median**"), &medians));
         let _ = writeln!(
-            table,
-            "\n- {name}: {} is {} bytes",
+            sizes,
+            "- {name}: {} is {} bytes",
             binary.display(),
             fs::metadata(binary)?.len()
         );
     }
-    Ok(table)
+    Ok(format!("{table}\n{sizes}"))
+}
+
+fn columns(others: f64, normal: &AgentCost, full: &AgentCost) -> [f64; 10] {
+    [
+        others,
+        normal.cpu_percent(),
+        normal.rss_median_kb(),
+        normal.collection_median_ms(),
+        full.cpu_percent(),
+        full.rss_median_kb(),
+        full.rss_max_kb() as f64,
+        full.hwm_kb() as f64,
+        full.collection_median_ms(),
+        full.collection_max_ms(),
+    ]
+}
+
+fn line(name: &str, values: &[f64; 10]) -> String {
+    let [
+        others,
+        n_cpu,
+        n_rss,
+        n_col,
+        f_cpu,
+        f_rss,
+        f_max,
+        f_hwm,
+        f_col,
+        f_colmax,
+    ] = values;
+    format!(
+        "| {name} | {others:.0} | {n_cpu:.2} | {n_rss:.0} | {n_col:.2} | {f_cpu:.1} | {f_rss:.0} | \
+         {f_max:.0} | {f_hwm:.0} | {f_col:.0} | {f_colmax:.0} |\n"
+    )
 }
