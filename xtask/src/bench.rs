@@ -1562,8 +1562,8 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        Alongside, Costs, median, parse_fio_us_per_read, parse_hook_runs, parse_loadgen_ops,
-        parse_us_per_op, sample_value, spread,
+        Alongside, Costs, RUNQ_MAP_LABEL, median, parse_fio_us_per_read, parse_hook_runs,
+        parse_loadgen_ops, parse_us_per_op, sample_value, spread,
     };
 
     #[test]
@@ -1585,6 +1585,22 @@ mod tests {
         // Two samples match: ambiguous, so none.
         assert_eq!(sample_value(text, "b", ""), None);
         assert_eq!(sample_value(text, "c", ""), None);
+    }
+
+    #[test]
+    fn reads_the_run_queue_maps_fullness_not_the_futex_one() {
+        // As the agent exports it: one gauge per bounded map.
+        let text = "observer_map_fullness{map=\"FUTEX_BY_PROCESS\"} 0.5\n\
+                    observer_map_fullness{map=\"RUNQ_BY_PROCESS\"} 0.97\n\
+                    observer_collection_duration_seconds 0.061\n";
+        assert_eq!(
+            sample_value(text, "observer_map_fullness", RUNQ_MAP_LABEL),
+            Some(0.97)
+        );
+        assert_eq!(
+            sample_value(text, "observer_collection_duration_seconds", ""),
+            Some(0.061)
+        );
     }
 
     #[test]
