@@ -7,6 +7,7 @@
 use std::{
     ffi::CString,
     fs, io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command},
@@ -102,6 +103,69 @@ impl TestCgroups {
             });
         }
         cmd.spawn()
+    }
+}
+
+/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Forks a child straight into the cgroup directory `cgroup` (clone3 with CLONE_INTO_CGROUP,
+/// so every event of its life is in that cgroup). The child closes its copy of `release`'s
+/// write end, blocks reading `release` and exits at end of file, when the forker closes the
+/// write end: so all of a storm's processes live at once however slowly they were forked (the
+/// fork-storm test, and `observer-loadgen storm` for the bench). Returns its pid.
+pub fn fork_into(cgroup: &std::fs::File, release: &(OwnedFd, OwnedFd)) -> libc::pid_t {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    let (read, write) = (release.0.as_raw_fd(), release.1.as_raw_fd());
+    // SAFETY: clone3 without CLONE_VM is a fork: the child has a copy of this memory and runs
+    // only async-signal-safe calls (close, read, _exit) on what was prepared before.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_ref(&args),
+            size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: in the child, as above.
+        unsafe {
+            libc::close(write);
+            let mut byte = 0u8;
+            while libc::read(read, std::ptr::from_mut(&mut byte).cast(), 1) < 0 {}
+            libc::_exit(0);
+        }
+    }
+    assert!(pid > 0, "clone3: {}", std::io::Error::last_os_error());
+    pid as libc::pid_t
+}
+
+/// A pipe for [`fork_into`]: (read end, write end).
+pub fn release_pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds, which we then own.
+    unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{Cmd, is_root};
-use crate::host::{CpuTicks, LoopDevice, load_average};
+use crate::host::{CgroupDir, CpuTicks, LoopDevice, load_average};
 use crate::tasks::{self, Profile};
 
 /// Touched before the timed build so that it redoes both the eBPF object and the binary.
@@ -70,6 +70,16 @@ const MMAP_THREADS: &str = "2";
 const LOOP_BYTES: u64 = 256 << 20;
 /// How long the agent's own cost is measured, scraped every second.
 const AGENT_WINDOW: Duration = Duration::from_secs(10);
+/// The same at full maps, once the map is full (the storm's first few seconds fill it).
+const FULL_MAPS_WINDOW: Duration = Duration::from_secs(15);
+/// The fork storm of that row (`observer-loadgen storm`), as in the end-to-end fork-storm test:
+/// more live processes than the run-queue per-process map's 4096 entries, over many cgroups.
+const STORM_PROCS: &str = "5000";
+const STORM_CGROUPS: &str = "1000";
+/// The run-queue per-process map's `observer_map_fullness` sample, and how full counts as full
+/// (the agent removes exited processes' entries as it reads them, so it reads a little under 1).
+const RUNQ_MAP_LABEL: &str = "map=\"RUNQ_BY_PROCESS\"";
+const FULL: f64 = 0.9;
 
 /// A tool's programs count as attached once its number of BPF links has stayed the same for
 /// this long (observer and runqlat attach all of theirs within milliseconds of each other).
@@ -91,18 +101,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
     tasks::build(root, Profile::Release)?;
     ensure_tools()?;
     let build_time = timed_rebuild(root)?;
-    // The lock workload's generator, from the end-to-end tests' crate.
-    Cmd::cargo(&[
-        "build",
-        "-p",
-        "observer-tests",
-        "--release",
-        "--bin",
-        "observer-loadgen",
-    ])
-    .current_dir(root)
-    .run()?;
-    let loadgen = tasks::target_dir(root).join("release/observer-loadgen");
+    let loadgen = build_loadgen(root)?;
     let binary = tasks::observer_binary(root, Profile::Release);
     let binary_size = fs::metadata(&binary)
         .with_context(|| format!("{} is missing after the build", binary.display()))?
@@ -309,7 +308,23 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
     }
 
     drop(disk);
-    agent_cost(&binary, &mut report)?;
+    println!("==> the agent's own cost: observer run --interval 1s, scraped every second");
+    let _ = writeln!(
+        report,
+        "\nthe agent itself (`observer run`, all signals, collecting every 1 s, Prometheus \
+         scraped every 1 s by the bench, no OTLP): {}",
+        agent_cost(&binary, &loadgen, AgentLoad::Normal)?.shown()
+    );
+    println!("==> the same while fork storms keep the per-process maps full");
+    let _ = writeln!(
+        report,
+        "\nthe agent at full maps (the same, while `observer-loadgen storm` forks \
+         {STORM_PROCS} processes at a time into {STORM_CGROUPS} cgroups, all alive for 1.5 s, \
+         then the next {STORM_PROCS}; measured for {} s once the run-queue per-process map is \
+         full): {}",
+        FULL_MAPS_WINDOW.as_secs(),
+        agent_cost(&binary, &loadgen, AgentLoad::FullMaps)?.shown()
+    );
     budget_demo(&binary, &mut report)?;
 
     let _ = writeln!(report, "\n- load average after: {}", loadavg()?);
@@ -328,6 +343,21 @@ pub fn run(root: &Path, runs: u32, seconds: f64) -> Result<()> {
     );
     println!("\n==> results\n{report}");
     Ok(())
+}
+
+/// The lock workload's and the fork storms' generator, from the end-to-end tests' crate.
+pub fn build_loadgen(root: &Path) -> Result<std::path::PathBuf> {
+    Cmd::cargo(&[
+        "build",
+        "-p",
+        "observer-tests",
+        "--release",
+        "--bin",
+        "observer-loadgen",
+    ])
+    .current_dir(root)
+    .run()?;
+    Ok(tasks::target_dir(root).join("release/observer-loadgen"))
 }
 
 /// The rebuild a one-line change to the kernel programs costs: eBPF object, then the binary.
@@ -400,7 +430,7 @@ fn loadavg() -> Result<String> {
 /// CPU time in clock ticks, summed over all CPUs: the machine's from /proc/stat, and this
 /// process's and its reaped children's (the workloads and tracers) from /proc/self/stat. The
 /// difference is what other processes took, which the wall times suffer from.
-struct CpuUse {
+pub struct CpuUse {
     total: u64,
     busy: u64,
     /// Time the hypervisor ran something else while a CPU of this VM wanted to run.
@@ -409,7 +439,7 @@ struct CpuUse {
 }
 
 impl CpuUse {
-    fn read() -> Result<Self> {
+    pub fn read() -> Result<Self> {
         let machine = CpuTicks::read()?;
         let own = fs::read_to_string("/proc/self/stat")?;
         // utime, stime, cutime, cstime are fields 14-17; the name in parentheses (field 2) may
@@ -432,13 +462,19 @@ impl CpuUse {
         })
     }
 
+    /// The share of all CPUs' time since `before` that other processes took, in percent.
+    pub fn others_percent(&self, before: &Self) -> f64 {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        let others = (self.busy - before.busy).saturating_sub(self.ours - before.ours);
+        others as f64 / total * 100.0
+    }
+
     /// How much of all CPUs' time since `before` other processes and the hypervisor took.
     fn since(&self, before: &Self) -> String {
         let total = self.total.saturating_sub(before.total).max(1) as f64;
-        let others = (self.busy - before.busy).saturating_sub(self.ours - before.ours);
         format!(
             "other processes used {:.0}% of the CPUs' time and the host stole {:.0}%",
-            others as f64 / total * 100.0,
+            self.others_percent(before),
             (self.steal - before.steal) as f64 / total * 100.0
         )
     }
@@ -1079,6 +1115,11 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Stops it with SIGINT, as Ctrl-C would, and checks that it exited cleanly.
+    fn stop(self) -> Result<()> {
+        self.process.interrupt()
+    }
+
     /// GET /metrics (Prometheus text format).
     fn scrape(&self) -> Result<String> {
         use std::io::Write as _;
@@ -1142,42 +1183,139 @@ fn sample_value(text: &str, name: &str, labels: &str) -> Option<f64> {
     found.next().is_none().then_some(first)
 }
 
-/// The agent's own CPU and memory while it collects every second (all signals) and is scraped
-/// every second, on whatever else the machine is doing.
-fn agent_cost(binary: &Path, report: &mut String) -> Result<()> {
-    println!("==> the agent's own cost: observer run --interval 1s, scraped every second");
+/// What the agent is measured under: the machine as it is, or fork storms that keep its
+/// per-process breakdown maps at capacity.
+#[derive(Clone, Copy)]
+pub enum AgentLoad {
+    Normal,
+    FullMaps,
+}
+
+/// What the agent cost over its measurement window, scraped every second.
+pub struct AgentCost {
+    cpu_s: f64,
+    wall_s: f64,
+    /// `VmRSS` at each scrape.
+    rss_kb: Vec<u64>,
+    /// `VmHWM` at the end: the peak since the agent started.
+    hwm_kb: u64,
+    /// `observer_collection_duration_seconds` at each scrape: the latest collection's time.
+    collection_s: Vec<f64>,
+    /// The run-queue per-process map's fullness, highest seen.
+    fullness: f64,
+}
+
+impl AgentCost {
+    pub fn cpu_percent(&self) -> f64 {
+        100.0 * self.cpu_s / self.wall_s
+    }
+
+    pub fn rss_median_kb(&self) -> f64 {
+        median(&self.rss_kb.iter().map(|&kb| kb as f64).collect::<Vec<_>>())
+    }
+
+    pub fn rss_max_kb(&self) -> u64 {
+        self.rss_kb.iter().copied().max().unwrap_or_default()
+    }
+
+    pub fn hwm_kb(&self) -> u64 {
+        self.hwm_kb
+    }
+
+    pub fn collection_median_ms(&self) -> f64 {
+        1e3 * median(&self.collection_s)
+    }
+
+    pub fn collection_max_ms(&self) -> f64 {
+        1e3 * self.collection_s.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// One line of the report.
+    fn shown(&self) -> String {
+        format!(
+            "{:.2}% of one CPU ({:.2} s of CPU in {:.1} s, {} scrapes; /proc/PID/stat at 10 ms \
+             resolution); VmRSS median {:.0} kB ({}..{} kB), VmHWM {} kB; a collection took \
+             {:.1} ms (median; at most {:.1} ms); run-queue per-process map at most {:.0}% full",
+            self.cpu_percent(),
+            self.cpu_s,
+            self.wall_s,
+            self.rss_kb.len(),
+            self.rss_median_kb(),
+            self.rss_kb.iter().min().copied().unwrap_or_default(),
+            self.rss_max_kb(),
+            self.hwm_kb,
+            self.collection_median_ms(),
+            self.collection_max_ms(),
+            100.0 * self.fullness
+        )
+    }
+}
+
+/// `observer run` with every signal, collecting every second, scraped every second by the
+/// bench (as Prometheus would), measured over a window after a warm-up, then stopped with
+/// SIGINT (an instrumented build writes its profile at exit). At [`AgentLoad::FullMaps`],
+/// `observer-loadgen storm` runs throughout, and the window starts once the run-queue map is
+/// full.
+pub fn agent_cost(binary: &Path, loadgen: &Path, load: AgentLoad) -> Result<AgentCost> {
     let agent = Agent::start(binary, "[agent]\ninterval = \"1s\"")?;
-    // Warm up: a few collections and scrapes.
-    for _ in 0..3 {
-        agent.scrape()?;
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let (ticks0, start) = (agent.cpu_ticks()?, Instant::now());
-    let mut rss = Vec::new();
-    let mut scrapes = 0;
-    while start.elapsed() < AGENT_WINDOW {
-        let body = agent.scrape()?;
-        scrapes += 1;
-        rss.push(agent.status_kb("VmRSS")?);
-        if scrapes == 1 {
-            println!("  scrape of {} bytes", body.len());
+    let fullness = |body: &str| sample_value(body, "observer_map_fullness", RUNQ_MAP_LABEL);
+    let (window, _storm) = match load {
+        AgentLoad::Normal => {
+            // Warm up: a few collections and scrapes.
+            for _ in 0..3 {
+                agent.scrape()?;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (AGENT_WINDOW, None)
         }
+        AgentLoad::FullMaps => {
+            let cgroups = CgroupDir::create("bench")?;
+            let mut command = Command::new(loadgen);
+            command
+                .arg("storm")
+                .arg(&cgroups.dir)
+                .args([STORM_CGROUPS, STORM_PROCS, "600"])
+                .stdout(Stdio::null());
+            // Dropped in this order: the storm (its processes exit with it), then its cgroups.
+            let storm = (
+                Background::spawn(command, "observer-loadgen storm")?,
+                cgroups,
+            );
+            let start = Instant::now();
+            while fullness(&agent.scrape()?).unwrap_or_default() < FULL {
+                if start.elapsed() > Duration::from_secs(60) {
+                    bail!("the fork storm did not fill the run-queue map within 60 s");
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            (FULL_MAPS_WINDOW, Some(storm))
+        }
+    };
+    let (ticks0, start) = (agent.cpu_ticks()?, Instant::now());
+    let mut cost = AgentCost {
+        cpu_s: 0.0,
+        wall_s: 0.0,
+        rss_kb: Vec::new(),
+        hwm_kb: 0,
+        collection_s: Vec::new(),
+        fullness: 0.0,
+    };
+    while start.elapsed() < window {
+        let body = agent.scrape()?;
+        cost.rss_kb.push(agent.status_kb("VmRSS")?);
+        cost.collection_s.extend(sample_value(
+            &body,
+            "observer_collection_duration_seconds",
+            "",
+        ));
+        cost.fullness = cost.fullness.max(fullness(&body).unwrap_or_default());
         std::thread::sleep(Duration::from_secs(1));
     }
-    let wall = start.elapsed().as_secs_f64();
-    let cpu = (agent.cpu_ticks()? - ticks0) as f64 / 100.0;
-    let hwm = agent.status_kb("VmHWM")?;
-    let _ = writeln!(
-        report,
-        "\nthe agent itself (`observer run`, all signals, collecting every 1 s, Prometheus \
-         scraped every 1 s by the bench, no OTLP): {:.2}% of one CPU ({cpu:.2} s of CPU in \
-         {wall:.1} s, {scrapes} scrapes; /proc/PID/stat at 10 ms resolution); VmRSS {}..{} kB, \
-         VmHWM {hwm} kB",
-        100.0 * cpu / wall,
-        rss.iter().min().copied().unwrap_or_default(),
-        rss.iter().max().copied().unwrap_or_default(),
-    );
-    Ok(())
+    cost.wall_s = start.elapsed().as_secs_f64();
+    cost.cpu_s = (agent.cpu_ticks()? - ticks0) as f64 / 100.0;
+    cost.hwm_kb = agent.status_kb("VmHWM")?;
+    agent.stop()?;
+    Ok(cost)
 }
 
 /// The overhead budget at work under the scheduler workload: the agent (run-queue signal only)
@@ -1399,7 +1537,7 @@ impl Drop for Background {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;
@@ -1425,8 +1563,8 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        Alongside, Costs, median, parse_fio_us_per_read, parse_hook_runs, parse_loadgen_ops,
-        parse_us_per_op, sample_value, spread,
+        Alongside, Costs, RUNQ_MAP_LABEL, median, parse_fio_us_per_read, parse_hook_runs,
+        parse_loadgen_ops, parse_us_per_op, sample_value, spread,
     };
 
     #[test]
@@ -1448,6 +1586,22 @@ mod tests {
         // Two samples match: ambiguous, so none.
         assert_eq!(sample_value(text, "b", ""), None);
         assert_eq!(sample_value(text, "c", ""), None);
+    }
+
+    #[test]
+    fn reads_the_run_queue_maps_fullness_not_the_futex_one() {
+        // As the agent exports it: one gauge per bounded map.
+        let text = "observer_map_fullness{map=\"FUTEX_BY_PROCESS\"} 0.5\n\
+                    observer_map_fullness{map=\"RUNQ_BY_PROCESS\"} 0.97\n\
+                    observer_collection_duration_seconds 0.061\n";
+        assert_eq!(
+            sample_value(text, "observer_map_fullness", RUNQ_MAP_LABEL),
+            Some(0.97)
+        );
+        assert_eq!(
+            sample_value(text, "observer_collection_duration_seconds", ""),
+            Some(0.061)
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! What the bench and the soak both read from the host (/proc) and make on it (a loop device).
+//! What the bench and the soak both read from the host (/proc) and make on it (a loop device,
+//! a cgroup directory).
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -79,5 +81,59 @@ impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Cmd::new("losetup", &["-d", &self.device]).query();
         let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// A directory of the caller's under the cgroup2 mount, in which its workloads make short-lived
+/// cgroups; what is left in it (after a failure) is killed and removed when dropped.
+pub struct CgroupDir {
+    pub dir: PathBuf,
+}
+
+impl CgroupDir {
+    /// `what` names the caller in the directory's name (`observer-<what>-<pid>`).
+    pub fn create(what: &str) -> Result<Self> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        // `... root mountpoint ... - cgroup2 ...`: the whole hierarchy's mount point.
+        let mount = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let mut fields = left.split(' ');
+                if right.starts_with("cgroup2 ") && fields.nth(3)? == "/" {
+                    fields.next().map(PathBuf::from)
+                } else {
+                    None
+                }
+            })
+            .context("no cgroup2 file system is mounted")?;
+        let dir = mount.join(format!("observer-{what}-{}", std::process::id()));
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+}
+
+/// Kills what is left in a cgroup (cgroup.kill) and removes it, retrying while its last
+/// processes are being reaped.
+pub fn remove_cgroup(cgroup: &Path) {
+    let _ = fs::write(cgroup.join("cgroup.kill"), "1");
+    for _ in 0..50 {
+        if fs::remove_dir(cgroup).is_ok() || !cgroup.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for CgroupDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    remove_cgroup(&entry.path());
+                }
+            }
+        }
+        remove_cgroup(&self.dir);
     }
 }

@@ -10,6 +10,7 @@ mod fuzz;
 mod host;
 mod linker;
 mod packages;
+mod pgo;
 mod python;
 mod setup;
 mod soak;
@@ -69,6 +70,14 @@ enum Command {
         #[arg(long, default_value_t = 1.5)]
         seconds: f64,
     },
+    /// Build observer with profile-guided optimisation (instrument, train on the agent at normal
+    /// load and at full maps, merge, rebuild) and measure it against the release build on the
+    /// agent's bench rows (root; about 25 minutes, most of it the two full builds).
+    Pgo {
+        /// Runs of each build on each row, taking turns.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+    },
     /// Fuzz every parser of user input (cargo fuzz; targets in fuzz/), each target for --seconds.
     Fuzz {
         /// Seconds per target.
@@ -105,6 +114,7 @@ fn main() -> ExitCode {
         Command::Test { unit_only } => tasks::test(root, unit_only),
         Command::Lint => tasks::lint(root),
         Command::Bench { runs, seconds } => bench::run(root, runs, seconds),
+        Command::Pgo { runs } => pgo::run(root, runs),
         Command::Fuzz { seconds, target } => fuzz::run(root, seconds, target.as_deref()),
         Command::Soak { duration, every } => soak::run(root, duration, every),
     };

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{Cmd, is_root};
-use crate::host::{CpuTicks, LoopDevice, load_average};
+use crate::host::{CgroupDir, CpuTicks, LoopDevice, load_average, remove_cgroup};
 use crate::setup::{self, Scope};
 use crate::tasks::{self, Profile};
 
@@ -714,7 +714,7 @@ impl Load {
         let (disk, netns, cgroups) = (
             LoopDevice::create("soak", LOOP_BYTES)?,
             NetNs::create()?,
-            CgroupDir::create()?,
+            CgroupDir::create("soak")?,
         );
         // Made last: nothing would remove it if a later step failed.
         let lock_dir =
@@ -894,33 +894,8 @@ impl Drop for NetNs {
     }
 }
 
-/// The soak's directory under the cgroup2 mount, in which each burst makes short-lived cgroups;
-/// what is left (after a failure) is killed and removed when dropped.
-struct CgroupDir {
-    dir: PathBuf,
-}
-
+/// The soak's cgroup bursts, in its [`CgroupDir`].
 impl CgroupDir {
-    fn create() -> Result<Self> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        // `... root mountpoint ... - cgroup2 ...`: the whole hierarchy's mount point.
-        let mount = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                let mut fields = left.split(' ');
-                if right.starts_with("cgroup2 ") && fields.nth(3)? == "/" {
-                    fields.next().map(PathBuf::from)
-                } else {
-                    None
-                }
-            })
-            .context("no cgroup2 file system is mounted")?;
-        let dir = mount.join(format!("observer-soak-{}", std::process::id()));
-        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { dir })
-    }
-
     /// Makes [`CGROUPS_PER_BURST`] cgroups, runs `perf bench sched messaging` (a group of 40
     /// short-lived processes) in each, waits for them and removes the cgroups.
     fn burst(&self, n: u64) -> Result<()> {
@@ -947,31 +922,6 @@ impl CgroupDir {
             remove_cgroup(&cgroup);
         }
         Ok(())
-    }
-}
-
-/// Kills what is left in a cgroup (cgroup.kill) and removes it, retrying while its last
-/// processes are being reaped.
-fn remove_cgroup(cgroup: &Path) {
-    let _ = fs::write(cgroup.join("cgroup.kill"), "1");
-    for _ in 0..50 {
-        if fs::remove_dir(cgroup).is_ok() || !cgroup.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Drop for CgroupDir {
-    fn drop(&mut self) {
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                if entry.path().is_dir() {
-                    remove_cgroup(&entry.path());
-                }
-            }
-        }
-        remove_cgroup(&self.dir);
     }
 }
 

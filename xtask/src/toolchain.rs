@@ -105,6 +105,47 @@ impl Toolchain {
         }
     }
 
+    /// The host's target triple (`host:` of `rustc -vV`).
+    pub fn host(&self) -> Result<String> {
+        let version = Cmd::new("rustc", &[&format!("+{}", self.channel), "-vV"]).query()?;
+        version
+            .lines()
+            .find_map(|line| line.strip_prefix("host: "))
+            .map(str::to_owned)
+            .with_context(|| format!("no `host:` line in `rustc +{} -vV`", self.channel))
+    }
+
+    /// The toolchain's own llvm-profdata (component llvm-tools, added when missing), which
+    /// reads the profiles its `-Cprofile-generate` builds write.
+    pub fn llvm_profdata(&self) -> Result<PathBuf> {
+        let sysroot = Cmd::new(
+            "rustc",
+            &[&format!("+{}", self.channel), "--print", "sysroot"],
+        )
+        .query()?;
+        let tool = Path::new(sysroot.trim())
+            .join("lib/rustlib")
+            .join(self.host()?)
+            .join("bin/llvm-profdata");
+        if !tool.exists() {
+            Cmd::new(
+                "rustup",
+                &[
+                    "component",
+                    "add",
+                    "--toolchain",
+                    &self.channel,
+                    "llvm-tools",
+                ],
+            )
+            .run()?;
+        }
+        if !tool.exists() {
+            bail!("{} is missing after adding llvm-tools", tool.display());
+        }
+        Ok(tool)
+    }
+
     pub fn llvm(&self) -> Result<Llvm> {
         let plus = format!("+{}", self.channel);
         let sysroot = PathBuf::from(

@@ -11,6 +11,9 @@
 //!                                     with almost no CPU (to attribute waits to many processes)
 //!   observer-loadgen tcp ADDR PORT MIB  sends MIB MiB to itself over TCP, listening on
 //!                                     ADDR:PORT (its sockets are this process's, so its cgroup's)
+//!   observer-loadgen storm DIR CGROUPS PROCS SECS  fork storms for SECS: PROCS processes at a
+//!                                     time spread over CGROUPS cgroups it makes in the cgroup2
+//!                                     directory DIR (the per-process breakdown maps at capacity)
 //!
 //! Prints what it measured itself, one `key value` per line, on stdout.
 
@@ -43,6 +46,14 @@ fn main() {
             num(2) as u16,
             num(3) as usize,
         ),
+        Some("storm") => storm(
+            args.get(1)
+                .map(std::path::Path::new)
+                .unwrap_or_else(|| usage()),
+            num(2) as usize,
+            num(3) as usize,
+            Duration::from_secs(num(4)),
+        ),
         _ => usage(),
     }
 }
@@ -50,7 +61,7 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: observer-loadgen sched SECS | mmap THREADS SECS | futex HOLD_MS REPS | wake SECS \
-         | tcp ADDR PORT MIB"
+         | tcp ADDR PORT MIB | storm DIR CGROUPS PROCS SECS"
     );
     std::process::exit(2)
 }
@@ -287,4 +298,51 @@ fn tcp(addr: std::net::IpAddr, port: u16, mib: usize) {
     let got = reader.join().expect("reader thread");
     assert_eq!(got, mib << 20, "received");
     println!("sent_bytes {got}");
+}
+
+/// How long each storm's processes stay alive together once all are forked: longer than the
+/// agent's 1 s interval, so a collection reads the map with all of them in it.
+const STORM_HOLD: Duration = Duration::from_millis(1500);
+
+/// Fork storms until `secs` have passed: `procs` processes forked straight into `cgroups` new
+/// cgroups under `dir` (round robin), all alive at once for [`STORM_HOLD`], then released and
+/// reaped, then the next storm, with new pids. Each process's first run is a run-queue wait of
+/// its own (cgroup, process), so more processes than the run-queue map's capacity keep it full.
+/// The processes exit when this process does (their release pipe's write end closes with it);
+/// its cgroups are removed at the end (the caller removes `dir`, and anything left after a
+/// kill).
+fn storm(dir: &std::path::Path, cgroups: usize, procs: usize, secs: Duration) {
+    use observer_tests::cgroup::{fork_into, release_pipe};
+    let paths: Vec<_> = (0..cgroups).map(|i| dir.join(format!("c{i}"))).collect();
+    let files: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            std::fs::create_dir(path).expect("creating a cgroup");
+            std::fs::File::open(path).expect("opening a cgroup directory")
+        })
+        .collect();
+    let deadline = Instant::now() + secs;
+    let (mut rounds, mut forking) = (0u64, Duration::ZERO);
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        let release = release_pipe();
+        let pids: Vec<_> = (0..procs)
+            .map(|i| fork_into(&files[i % cgroups], &release))
+            .collect();
+        forking += start.elapsed();
+        std::thread::sleep(STORM_HOLD);
+        drop(release);
+        for pid in pids {
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        }
+        rounds += 1;
+    }
+    drop(files);
+    for path in &paths {
+        let _ = std::fs::remove_dir(path);
+    }
+    println!("storms {rounds}");
+    println!("processes {}", rounds * procs as u64);
+    println!("forking_seconds {:.3}", forking.as_secs_f64());
 }
