@@ -38,6 +38,7 @@ use observer_common::{
 };
 
 use crate::{
+    btf::field,
     hist::{
         record, record_process_of, rename_current_process, sample_shift, sampled, task_comm,
         task_process,
@@ -103,7 +104,7 @@ fn syscall_of(task: *mut task_struct) -> (i64, u64) {
     // SAFETY: `task` is a BTF task pointer (a tracepoint argument); the helper returns a BTF
     // pointer to its user registers, valid for any task (a kernel thread's are zeroed).
     let regs = unsafe { bpf_task_pt_regs(task) } as u64;
-    (regs_field(regs, &FUTEX_OFF_REGS_NR) as i64, regs)
+    (field::<u64>(regs, &FUTEX_OFF_REGS_NR) as i64, regs)
 }
 
 /// Whether `nr` is one of the futex syscalls this kernel has.
@@ -118,19 +119,6 @@ fn is_futex(nr: i64) -> bool {
         )
     };
     nr == nr_futex || nr == nr_waitv || nr == nr_wait
-}
-
-/// A field of `struct pt_regs` at an offset from a global. `regs` is a BTF pointer and the
-/// offset a constant to the verifier (frozen `.rodata`): a plain load, which it checks against
-/// the kernel's BTF, instead of a bpf_probe_read_kernel call.
-#[inline(always)]
-fn regs_field(regs: u64, off: &u32) -> u64 {
-    // SAFETY: BTF-checked loads (see above); volatile so the offset is not folded and the
-    // field is read as one 8-byte load, the only access the verifier accepts.
-    unsafe {
-        let off = core::ptr::read_volatile(off) as u64;
-        core::ptr::read_volatile((regs + off) as *const u64)
-    }
 }
 
 #[inline(always)]
@@ -154,7 +142,7 @@ fn start(prev: *mut task_struct) {
     }
     // SAFETY: a global the loader initialised.
     if nr == unsafe { core::ptr::read_volatile(&FUTEX_NR_FUTEX) }
-        && !is_wait(regs_field(regs, &FUTEX_OFF_REGS_ARG1) as u32)
+        && !is_wait(field::<u64>(regs, &FUTEX_OFF_REGS_ARG1) as u32)
     {
         return;
     }

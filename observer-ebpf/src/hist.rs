@@ -2,6 +2,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use crate::btf::field;
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
     generated::{bpf_get_current_cgroup_id, bpf_get_prandom_u32},
@@ -202,18 +203,6 @@ static TASK_OFF_CSS_SET_DFL_CGRP: u32 = 0;
 static TASK_OFF_CGROUP_KN: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_OFF_KN_ID: u32 = 0;
-
-/// A field at an offset from a global in a kernel struct behind a BTF pointer: a plain load
-/// the verifier checks against the kernel's BTF (the offset is a constant to it, from frozen
-/// `.rodata`), so no helper call. A NULL or stale pointer on the way reads as 0.
-#[inline(always)]
-fn field<T: Copy>(base: u64, off: &u32) -> T {
-    // SAFETY: BTF-checked loads (see above); volatile so the offset is not folded.
-    unsafe {
-        let off = core::ptr::read_volatile(off) as u64;
-        core::ptr::read_volatile((base + off) as *const T)
-    }
-}
 
 /// `task`'s (cgroup, process), as [`current_process`] gives them for the current task:
 /// `task->tgid`, and the id of its cgroup v2 cgroup, `task->cgroups->dfl_cgrp->kn->id`, which

@@ -11,6 +11,7 @@
 )]
 
 mod blockio;
+mod btf;
 mod floor;
 mod futex;
 mod hist;

@@ -26,7 +26,7 @@
 //! `pcount` says whether the snapshot is from that arrival: when it is not (a task that was
 //! running before the agent started: its first timed wait) only the part on the last CPU is
 //! counted. The fields are plain loads through BTF pointers at offsets the agent resolves from
-//! the kernel's BTF, like futex.rs's `pt_regs` reads: no helper calls.
+//! the kernel's BTF, through btf::field: no helper calls.
 //!
 //! Attribution happens at the task's next switch-out, when it is `current`: then
 //! bpf_get_current_cgroup_id/pid_tgid/comm give its cgroup and process without reading any more
@@ -55,6 +55,7 @@ use observer_common::{
 };
 
 use crate::{
+    btf::field,
     hist::{current_process, record, record_process, rename_current_process, sample_shift},
     scope,
     task_storage::TaskStorage,
@@ -118,30 +119,6 @@ pub fn runq_sched_switch(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
-/// An 8-byte field at an offset from a global. `ptr` is a BTF pointer (a tp_btf argument, or a
-/// pointer field loaded through one) and the offset a constant to the verifier (frozen
-/// `.rodata`): a plain load it checks against the kernel's BTF, and a pointer field loads as
-/// another BTF pointer, instead of bpf_probe_read_kernel calls.
-#[inline(always)]
-fn field(ptr: u64, off: &u32) -> u64 {
-    // SAFETY: BTF-checked loads (see above); volatile so the offset is not folded and the
-    // field is read as one 8-byte load, the only access the verifier accepts.
-    unsafe {
-        let off = core::ptr::read_volatile(off) as u64;
-        core::ptr::read_volatile((ptr + off) as *const u64)
-    }
-}
-
-/// `task_struct.pid`, as [`field`] with a 4-byte load.
-#[inline(always)]
-fn pid(task: u64) -> u32 {
-    // SAFETY: as in `field`.
-    unsafe {
-        let off = core::ptr::read_volatile(&RUNQ_OFF_PID) as u64;
-        core::ptr::read_volatile((task + off) as *const u32)
-    }
-}
-
 /// Whether arrival number `pcount` of thread `pid` is timed: always with `shift` 0, else when a
 /// hash of the two draws 1 in 2^`shift` (murmur3's finaliser, so consecutive arrivals of a
 /// thread and neighbouring threads draw independently of each other). The thread id rather than
@@ -173,22 +150,26 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
     let task = next as u64;
     // 0 for the idle task (never queued) and for a task that arrives without having waited.
-    let queued = field(task, &RUNQ_OFF_LAST_QUEUED);
+    let queued = field::<u64>(task, &RUNQ_OFF_LAST_QUEUED);
     if queued == 0 {
         return Ok(());
     }
-    let pcount = field(task, &RUNQ_OFF_PCOUNT);
+    let pcount = field::<u64>(task, &RUNQ_OFF_PCOUNT);
     let shift = sample_shift(&RUNQ_SAMPLING);
-    let pid = if shift == 0 { 0 } else { pid(task) };
+    let pid = if shift == 0 {
+        0
+    } else {
+        field::<u32>(task, &RUNQ_OFF_PID)
+    };
     let timed = drawn(shift, pid, pcount);
     // Whether the task's next arrival (number pcount + 1) will be timed and needs a snapshot.
     let keep = drawn(shift, pid, pcount.wrapping_add(1));
     if !timed && !keep {
         return Ok(());
     }
-    let rq = field(field(task, &RUNQ_OFF_CFS_RQ), &RUNQ_OFF_RQ);
-    let last_part = field(rq, &RUNQ_OFF_CLOCK).saturating_sub(queued);
-    let run_delay = field(task, &RUNQ_OFF_RUN_DELAY);
+    let rq = field::<u64>(field::<u64>(task, &RUNQ_OFF_CFS_RQ), &RUNQ_OFF_RQ);
+    let last_part = field::<u64>(rq, &RUNQ_OFF_CLOCK).saturating_sub(queued);
+    let run_delay = field::<u64>(task, &RUNQ_OFF_RUN_DELAY);
     let state = RUNQ_TASKS.get_or_create(next).ok_or(())?;
     // What the kernel added to run_delay since the previous arrival: the parts of this wait
     // spent queued on other CPUs. Without a snapshot from that arrival, the last part only.
