@@ -25,8 +25,8 @@ const RUNQLAT: &str = "/usr/sbin/runqlat";
 const BIOLATENCY: &str = "/usr/sbin/biolatency";
 const KLOCKSTAT: &str = "/usr/sbin/klockstat";
 /// What the benchmarks run, and the Debian package of each. Installed here rather than through
-/// packages.rs, which brings every test package (a Prometheus server among them); libbpf-tools and
-/// fio are only the benchmarks'.
+/// packages.rs, which brings every test package (a Prometheus server among them): fio is only the
+/// benchmarks', and the bench should not need a setup run for libbpf-tools.
 const TOOLS: [(&str, &str); 5] = [
     ("/usr/bin/perf", "linux-perf"),
     (RUNQLAT, "libbpf-tools"),
