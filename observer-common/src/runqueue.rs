@@ -19,30 +19,25 @@ pub const BY_PROCESS_ENTRIES: u32 = 4096;
 pub const GLOBAL_ATTRIBUTE: &str = "RUNQ_ATTRIBUTE";
 
 /// Array of one `u32`: the sample shift `k`, written by the agent at run time (its overhead
-/// budget, `agent.max_overhead_percent`). 0 times every wait; `k` > 0 times 1 in `2^k` of them,
-/// drawn at the switch-in that ends the wait from a hash of the task and its count of arrivals
-/// (the kernel's `sched_info.pcount`), so the switch-in before a timed one knows to keep what
-/// the timed one needs. A map rather than a global: `.rodata` is frozen at load, and the shift
-/// must change without reloading.
+/// budget, `agent.max_overhead_percent`). 0 times every wait; `k` > 0 times a wait only when the
+/// event that starts it (a wakeup, or a preemption that leaves the task runnable) draws 1 in
+/// `2^k`, so an unsampled wakeup touches no task storage. A map rather than a global: `.rodata`
+/// is frozen at load, and the shift must change without reloading.
 pub const SAMPLING_MAP: &str = "RUNQ_SAMPLING";
-/// Largest sample shift: 1 in 1024 wakeups.
+/// Largest sample shift: 1 in 1024 waits.
 pub const MAX_SAMPLE_SHIFT: u32 = 10;
 
-/// Globals set by the agent: offsets, from this kernel's BTF, of the fields sched_switch reads
-/// (see observer-ebpf/src/runqueue.rs). `task_struct.sched_info` exists only with
-/// `CONFIG_SCHED_INFO`, `sched_entity.cfs_rq` and `cfs_rq.rq` only with
-/// `CONFIG_FAIR_GROUP_SCHED`.
-pub const GLOBAL_LAST_QUEUED: &str = "RUNQ_OFF_LAST_QUEUED";
-pub const GLOBAL_RUN_DELAY: &str = "RUNQ_OFF_RUN_DELAY";
-pub const GLOBAL_PCOUNT: &str = "RUNQ_OFF_PCOUNT";
-/// `task_struct.pid`, which keys the sampling draw.
-pub const GLOBAL_PID: &str = "RUNQ_OFF_PID";
-pub const GLOBAL_CFS_RQ: &str = "RUNQ_OFF_CFS_RQ";
-pub const GLOBAL_RQ: &str = "RUNQ_OFF_RQ";
-pub const GLOBAL_CLOCK: &str = "RUNQ_OFF_CLOCK";
+/// Globals set by the agent: offsets, from this kernel's BTF, of `task_struct.nvcsw` and
+/// `task_struct.nivcsw`, the task's counts of voluntary and involuntary context switches. A
+/// start of a wait carries their sum, so a start from before the task's last switch-out is
+/// known to be stale (observer-ebpf/src/runqueue.rs).
+pub const GLOBAL_NVCSW: &str = "RUNQ_OFF_NVCSW";
+pub const GLOBAL_NIVCSW: &str = "RUNQ_OFF_NIVCSW";
 
 /// Programs of this signal, as named in the object, with the tracepoint each attaches to.
 pub const PROGRAMS: &[(&str, &str)] = &[
+    ("runq_sched_wakeup", "sched_wakeup"),
+    ("runq_sched_wakeup_new", "sched_wakeup_new"),
     ("runq_sched_switch", "sched_switch"),
     ("runq_sched_process_exec", "sched_process_exec"),
 ];
@@ -55,17 +50,16 @@ pub enum Counter {
 }
 pub const COUNTERS: u32 = 1;
 
-/// Per-task state, kept in task storage (not shared with user space): what the task's
-/// `sched_info` said right after an arrival (switch-in) observer saw, so that the next wait
-/// can add what the kernel accounted while the task was queued on another CPU.
+/// Per-task state, kept in task storage (not shared with user space): the start of the task's
+/// current run-queue wait.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskState {
-    /// `sched_info.run_delay` (ns) after that arrival.
-    pub run_delay_ns: u64,
-    /// `sched_info.pcount` after that arrival. A fresh entry (0, 0) is exactly right for a task
-    /// that has never run: the kernel zeroes `sched_info` at fork.
-    pub pcount: u64,
+    /// When the task last became runnable (ns, CLOCK_MONOTONIC); 0 when not waiting.
+    pub enqueued_ns: u64,
+    /// The task's `nvcsw + nivcsw` then: a start is only for the wait that follows it if the
+    /// task has not been switched out since.
+    pub switches: u64,
 }
 
 /// The wait of the task last switched in on a CPU, kept in a per-CPU array (not shared with

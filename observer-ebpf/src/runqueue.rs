@@ -1,51 +1,41 @@
-//! Run-queue latency: from a task being queued (woken, new, preempted while runnable, or
-//! yielding) to it getting the CPU, measured with the kernel's own stamps.
+//! Run-queue latency: from a task becoming runnable (sched_wakeup, sched_wakeup_new, or
+//! preempted at sched_switch while still runnable) to it getting the CPU (sched_switch), timed
+//! with bpf_ktime_get_ns: the definition of runqlat and `perf sched timehist`, and the latency
+//! an application feels. On an idle CPU it includes the time the CPU takes to get the woken
+//! task running (the wakeup IPI, leaving halt or a C-state), which the kernel's own
+//! `sched_info` accounting misses: after a wakeup that preempts the running task (there, the
+//! idle task) the kernel skips the next rq clock update, so `run_delay` reads 0 for exactly
+//! the waits C-states lengthen.
 //!
-//! With `CONFIG_SCHED_INFO` the kernel already times every wait (kernel/sched/stats.h):
-//! enqueue_task stamps `p->sched_info.last_queued = rq_clock(rq)` (a preempted task is stamped
-//! when it departs), and sched_info_arrive, run from prepare_task_switch *after* the
-//! sched_switch tracepoint, adds `rq_clock(rq) - last_queued` to `run_delay`, counts the
-//! arrival in `pcount` and clears the stamp. So at sched_switch, `next`'s stamp is still there
-//! and `rq->clock` (reached as `next->se.cfs_rq->rq`, which needs `CONFIG_FAIR_GROUP_SCHED`) is
-//! the value the kernel is about to use: the wait is exactly the kernel's own. No wakeup hook,
-//! no clock helper, nothing to stamp when a task is preempted.
-//!
-//! The price is the run queue's clock, which is not read at every event: after a wakeup that
-//! preempts the running task, the kernel skips the clock update of the schedule that follows
-//! (wakeup_preempt → rq_clock_skip_update, RQCF_ACT_SKIP in __schedule), so the woken task's
-//! wait ends at the last update, often the wakeup itself: 0; and a task preempted there is
-//! stamped with that stale clock, so its next wait grows by the same gap. On `perf bench sched
-//! pipe` over 40% of the waits are 0 that a clock read at wakeup sees as about 1 us; the mean
-//! and the waits above about 16 us agree (README, Signals).
-//!
-//! One correction: a task moved to another CPU while queued (load balancing) is dequeued there,
-//! which adds the part waited so far to `run_delay` and clears the stamp, and is stamped afresh
-//! on the new CPU. Timing from the stamp alone would under-report exactly the long waits idle
-//! balancing rescues, so the wait is `run_delay - snapshot + (rq->clock - last_queued)`, where
-//! the snapshot is `run_delay` right after the task's previous arrival, kept in task storage.
-//! `pcount` says whether the snapshot is from that arrival: when it is not (a task that was
-//! running before the agent started: its first timed wait) only the part on the last CPU is
-//! counted. The fields are plain loads through BTF pointers at offsets the agent resolves from
-//! the kernel's BTF, through btf::field: no helper calls.
+//! The start time lives in task storage, so it follows a task that load balancing moves to
+//! another CPU while it waits: the wait is whole wherever it ends.
 //!
 //! Attribution happens at the task's next switch-out, when it is `current`: then
-//! bpf_get_current_cgroup_id/pid_tgid/comm give its cgroup and process without reading any more
-//! kernel struct fields. That switch-out is the next sched_switch on the same CPU (a running
-//! task cannot move), so the wait waits in a per-CPU slot, not in task storage. The per-process
-//! histograms are the only record of an attributed wait (one map update per wait, not two), and
-//! RUNQ_HIST holds only the waits that were not attributed; the agent's total is their sum, so
-//! the total and the breakdown always agree. (A wait thus lands in the histograms one time
-//! slice after it ended.) Without breakdowns every wait goes to RUNQ_HIST at switch-in.
+//! bpf_get_current_cgroup_id/pid_tgid/comm give its cgroup and process without reading kernel
+//! struct fields. That switch-out is the next sched_switch on the same CPU (a running task
+//! cannot move), so the measured wait waits in a per-CPU slot, not in task storage. The
+//! per-process histograms are the only record of an attributed wait (one map update per wait,
+//! not two), and RUNQ_HIST holds only the waits that were not attributed; the agent's total is
+//! their sum, so the total and the breakdown always agree. (A wait thus lands in the histograms
+//! one time slice after it ended.) Without breakdowns every wait goes to RUNQ_HIST at switch-in.
+//!
+//! Per switch: one clock read at most, shared by `prev`'s start and `next`'s end; a `prev` going
+//! to sleep costs nothing (its wait starts at its wakeup); `next` costs one task-storage lookup.
 //!
 //! Sampling (the agent's overhead budget): with a sample shift `k` > 0 in RUNQ_SAMPLING, a wait
-//! is timed when a hash of the task and the arrival's number (`pcount`) draws 1 in 2^k. The draw
-//! is a function of what the switch-in reads anyway, so the switch-in before a timed one knows
-//! it must leave a snapshot: 2 switch-ins in 2^k touch task storage, the others only read three
-//! fields of `next`.
+//! is timed when the event that starts it draws 1 in 2^k, so an unsampled wakeup returns after
+//! one map load and a draw, touching no task storage. The switch-in times whatever start it
+//! finds, so a start must never outlive its wait: a task woken while still running (a wakeup
+//! racing its way to sleep) keeps the start of a wait that never happened, and with every
+//! wakeup sampled the next wakeup overwrites it, but an unsampled one would not. Each start
+//! therefore carries the task's count of context switches (`nvcsw + nivcsw`, bumped at every
+//! switch-out before the tracepoint): a start made before the task's last switch-out is stale
+//! and is dropped, for the price of two loads at each end.
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, task_struct},
     btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
@@ -56,7 +46,9 @@ use observer_common::{
 
 use crate::{
     btf::field,
-    hist::{current_process, record, record_process, rename_current_process, sample_shift},
+    hist::{
+        current_process, record, record_process, rename_current_process, sample_shift, sampled,
+    },
     scope,
     task_storage::TaskStorage,
 };
@@ -89,19 +81,28 @@ static RUNQ_ATTRIBUTE: u32 = 1;
 
 // Offsets from this kernel's BTF (observer_common::runqueue::GLOBAL_*).
 #[unsafe(no_mangle)]
-static RUNQ_OFF_LAST_QUEUED: u32 = 0;
+static RUNQ_OFF_NVCSW: u32 = 0;
 #[unsafe(no_mangle)]
-static RUNQ_OFF_RUN_DELAY: u32 = 0;
-#[unsafe(no_mangle)]
-static RUNQ_OFF_PCOUNT: u32 = 0;
-#[unsafe(no_mangle)]
-static RUNQ_OFF_PID: u32 = 0;
-#[unsafe(no_mangle)]
-static RUNQ_OFF_CFS_RQ: u32 = 0;
-#[unsafe(no_mangle)]
-static RUNQ_OFF_RQ: u32 = 0;
-#[unsafe(no_mangle)]
-static RUNQ_OFF_CLOCK: u32 = 0;
+static RUNQ_OFF_NIVCSW: u32 = 0;
+
+/// `TASK_RUNNING` (include/linux/sched.h).
+const TASK_RUNNING: u32 = 0;
+
+/// sched_wakeup(struct task_struct *p)
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn runq_sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    match try_wakeup(ctx.arg(0)) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// sched_wakeup_new(struct task_struct *p)
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn runq_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    match try_wakeup(ctx.arg(0)) {
+        Ok(()) | Err(()) => 0,
+    }
+}
 
 /// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 #[btf_tracepoint(function = "sched_process_exec")]
@@ -119,27 +120,38 @@ pub fn runq_sched_switch(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
-/// Whether arrival number `pcount` of thread `pid` is timed: always with `shift` 0, else when a
-/// hash of the two draws 1 in 2^`shift` (murmur3's finaliser, so consecutive arrivals of a
-/// thread and neighbouring threads draw independently of each other). The thread id rather than
-/// the task's address: the verifier allows no arithmetic on a kernel pointer.
+/// How many times `task` has been switched out: the stamp that tells a start made for the
+/// current stretch off the CPU from a stale one (see the module doc).
 #[inline(always)]
-fn drawn(shift: u32, pid: u32, pcount: u64) -> bool {
-    if shift == 0 {
-        return true;
+fn switches(task: *mut task_struct) -> u64 {
+    let task = task as u64;
+    field::<u64>(task, &RUNQ_OFF_NVCSW).wrapping_add(field::<u64>(task, &RUNQ_OFF_NIVCSW))
+}
+
+/// Starts a wait of `task` at `now`.
+#[inline(always)]
+fn start(task: *mut task_struct, now: u64) -> Result<(), ()> {
+    let state = RUNQ_TASKS.get_or_create(task).ok_or(())?;
+    state.enqueued_ns = now;
+    state.switches = switches(task);
+    Ok(())
+}
+
+#[inline(always)]
+fn try_wakeup(task: *mut task_struct) -> Result<(), ()> {
+    if !sampled(sample_shift(&RUNQ_SAMPLING)) {
+        return Ok(());
     }
-    let mut x = u64::from(pid) ^ pcount.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^= x >> 33;
-    x & ((1u64 << (shift & 63)) - 1) == 0
+    // SAFETY: a BPF helper with no preconditions.
+    start(task, unsafe { bpf_ktime_get_ns() })
 }
 
 #[inline(always)]
 fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let preempt: u64 = ctx.arg(0);
+    let prev: *mut task_struct = ctx.arg(1);
     let next: *mut task_struct = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
     // Sidecar mode (observer_common::scope) judges the wait at the task's switch-out too, when
     // it is `current` and the check is one helper call: so with a scope the wait is kept until
     // then even without breakdowns.
@@ -147,45 +159,37 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if deferred {
         settle();
     }
+    // One clock read per switch at most, shared by both ends, and none when neither needs it.
+    let mut now = 0;
+    let mut clock = || {
+        if now == 0 {
+            // SAFETY: a BPF helper with no preconditions.
+            now = unsafe { bpf_ktime_get_ns() };
+        }
+        now
+    };
 
-    let task = next as u64;
-    // 0 for the idle task (never queued) and for a task that arrives without having waited.
-    let queued = field::<u64>(task, &RUNQ_OFF_LAST_QUEUED);
-    if queued == 0 {
+    // Preempted, or yielding while runnable: `prev` goes straight back to the queue, a new
+    // wait. Going to sleep: nothing to do, its wait starts when it is woken. The idle task
+    // (pid 0, always "running") never waits in a run queue.
+    if (preempt & 1 != 0 || prev_state as u32 == TASK_RUNNING)
+        && bpf_get_current_pid_tgid() as u32 != 0
+        && sampled(sample_shift(&RUNQ_SAMPLING))
+    {
+        start(prev, clock())?;
+    }
+
+    let state = RUNQ_TASKS.get_existing(next).ok_or(())?;
+    let enqueued = state.enqueued_ns;
+    if enqueued == 0 {
         return Ok(());
     }
-    let pcount = field::<u64>(task, &RUNQ_OFF_PCOUNT);
-    let shift = sample_shift(&RUNQ_SAMPLING);
-    let pid = if shift == 0 {
-        0
-    } else {
-        field::<u32>(task, &RUNQ_OFF_PID)
-    };
-    let timed = drawn(shift, pid, pcount);
-    // Whether the task's next arrival (number pcount + 1) will be timed and needs a snapshot.
-    let keep = drawn(shift, pid, pcount.wrapping_add(1));
-    if !timed && !keep {
+    state.enqueued_ns = 0;
+    if state.switches != switches(next) {
+        // A start from before the task's last switch-out: a wait that never happened.
         return Ok(());
     }
-    let rq = field::<u64>(field::<u64>(task, &RUNQ_OFF_CFS_RQ), &RUNQ_OFF_RQ);
-    let last_part = field::<u64>(rq, &RUNQ_OFF_CLOCK).saturating_sub(queued);
-    let run_delay = field::<u64>(task, &RUNQ_OFF_RUN_DELAY);
-    let state = RUNQ_TASKS.get_or_create(next).ok_or(())?;
-    // What the kernel added to run_delay since the previous arrival: the parts of this wait
-    // spent queued on other CPUs. Without a snapshot from that arrival, the last part only.
-    let wait = if state.pcount == pcount {
-        run_delay.saturating_sub(state.run_delay_ns) + last_part
-    } else {
-        last_part
-    };
-    if keep {
-        // What sched_info_arrive is about to make them.
-        state.run_delay_ns = run_delay + last_part;
-        state.pcount = pcount.wrapping_add(1);
-    }
-    if !timed {
-        return Ok(());
-    }
+    let wait = clock().saturating_sub(enqueued);
     if deferred {
         if let Some(pending) = RUNQ_PENDING.get_ptr_mut(0) {
             // SAFETY: this CPU's slot; sched_switch programs on one CPU do not nest.

@@ -64,7 +64,7 @@ impl Signal {
 
     pub const fn description(self) -> &'static str {
         match self {
-            Self::Runqueue => "run-queue latency (sched_switch, the kernel's sched_info)",
+            Self::Runqueue => "run-queue latency, wakeup to running (sched_wakeup, sched_switch)",
             Self::BlockIo => "block I/O queue and device latency (block_rq_*)",
             Self::Tcp => "TCP retransmits (tcp_retransmit_skb)",
             Self::Lock => "kernel lock contention (lock:contention_begin/end)",
@@ -160,18 +160,6 @@ pub enum GlobalsError {
         member: String,
         expected: u32,
         actual: u32,
-    },
-    /// A field exists only with a kernel option this kernel was built without.
-    #[error(
-        "the {signal} signal needs a kernel built with {option}=y, and this one was built \
-         without it ({source})"
-    )]
-    KernelOption {
-        option: &'static str,
-        signal: &'static str,
-        /// Boxed: inline, it would make every `GlobalsError` too large to return cheaply.
-        #[source]
-        source: Box<BtfError>,
     },
 }
 

@@ -6,8 +6,8 @@ use aya::Ebpf;
 use observer_common::{
     Hist, ProcessHist, ProcessKey,
     runqueue::{
-        BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_ATTRIBUTE, GLOBAL_CFS_RQ, GLOBAL_CLOCK,
-        GLOBAL_LAST_QUEUED, GLOBAL_PCOUNT, GLOBAL_PID, GLOBAL_RQ, GLOBAL_RUN_DELAY, HIST_MAP,
+        BY_PROCESS_MAP, COUNTERS_MAP, Counter, GLOBAL_ATTRIBUTE, GLOBAL_NIVCSW, GLOBAL_NVCSW,
+        HIST_MAP,
     },
 };
 use serde::Serialize;
@@ -17,71 +17,19 @@ use super::{
     hist_at, offset_global, process_name, top_by,
 };
 use crate::{
-    btf::{Btf, BtfError},
+    btf::Btf,
     cgroup::{self, Workload},
     hist::{Latency, SparseHist, Summary, keyed_delta},
 };
 
-/// The kernel's own run-queue stamps (`task_struct.sched_info`) and the run queue's clock,
-/// reached from a task through its CFS run queue (observer-ebpf/src/runqueue.rs), each with
-/// the kernel option without which it does not exist.
-/// (global, struct, member, its width in bytes, the option)
-const FIELDS: [(&str, &str, &str, u32, Option<&str>); 7] = [
-    (
-        GLOBAL_LAST_QUEUED,
-        "task_struct",
-        "sched_info.last_queued",
-        8,
-        Some(SCHED_INFO),
-    ),
-    (
-        GLOBAL_RUN_DELAY,
-        "task_struct",
-        "sched_info.run_delay",
-        8,
-        Some(SCHED_INFO),
-    ),
-    (
-        GLOBAL_PCOUNT,
-        "task_struct",
-        "sched_info.pcount",
-        8,
-        Some(SCHED_INFO),
-    ),
-    (GLOBAL_PID, "task_struct", "pid", 4, None),
-    (
-        GLOBAL_CFS_RQ,
-        "task_struct",
-        "se.cfs_rq",
-        8,
-        Some(FAIR_GROUP_SCHED),
-    ),
-    (GLOBAL_RQ, "cfs_rq", "rq", 8, Some(FAIR_GROUP_SCHED)),
-    (GLOBAL_CLOCK, "rq", "clock", 8, None),
-];
-const SCHED_INFO: &str = "CONFIG_SCHED_INFO";
-const FAIR_GROUP_SCHED: &str = "CONFIG_FAIR_GROUP_SCHED";
-
 pub fn globals(btf: &Btf, by: &Breakdowns) -> Result<Vec<Global>, GlobalsError> {
-    let mut globals = vec![Global::U32(
-        GLOBAL_ATTRIBUTE,
-        u32::from(by.cgroup || by.process),
-    )];
-    for (global, strukt, path, size, option) in FIELDS {
-        globals.push(offset_global(btf, global, strukt, path, size).map_err(|e| {
-            match (e, option) {
-                (GlobalsError::Btf(source @ BtfError::MemberNotFound { .. }), Some(option)) => {
-                    GlobalsError::KernelOption {
-                        option,
-                        signal: "runqueue",
-                        source: Box::new(source),
-                    }
-                }
-                (other, _) => other,
-            }
-        })?);
-    }
-    Ok(globals)
+    Ok(vec![
+        Global::U32(GLOBAL_ATTRIBUTE, u32::from(by.cgroup || by.process)),
+        // The task's context-switch counts, which tell a stale start of a wait from a live one
+        // (observer-ebpf/src/runqueue.rs). `unsigned long`: 8 bytes on 64-bit kernels.
+        offset_global(btf, GLOBAL_NVCSW, "task_struct", "nvcsw", 8)?,
+        offset_global(btf, GLOBAL_NIVCSW, "task_struct", "nivcsw", 8)?,
+    ])
 }
 
 /// One read of this signal's maps.
@@ -244,52 +192,7 @@ mod tests {
     use observer_common::hist::slot;
 
     use super::*;
-    use crate::btf::{KIND_INT, KIND_PTR, KIND_STRUCT, tests::Builder};
     use crate::hist::count;
-
-    /// A kernel without `CONFIG_SCHED_INFO`: `task_struct` has the other fields observer reads,
-    /// not `sched_info`. The signal must refuse to run and name the option, not fall back.
-    #[test]
-    fn without_sched_info_the_signal_names_the_kernel_option() {
-        let mut b = Builder::new();
-        let u64_t = b.add("long long unsigned int", KIND_INT, 8, &[64]);
-        let int = b.add("int", KIND_INT, 4, &[32]);
-        let rq = b.composite(KIND_STRUCT, "rq", false, 8, &[("clock", u64_t, 0)]);
-        let rq_ptr = b.add("", KIND_PTR, rq, &[]);
-        let cfs_rq = b.composite(KIND_STRUCT, "cfs_rq", false, 8, &[("rq", rq_ptr, 0)]);
-        let cfs_rq_ptr = b.add("", KIND_PTR, cfs_rq, &[]);
-        let se = b.composite(
-            KIND_STRUCT,
-            "sched_entity",
-            false,
-            8,
-            &[("cfs_rq", cfs_rq_ptr, 0)],
-        );
-        b.composite(
-            KIND_STRUCT,
-            "task_struct",
-            false,
-            16,
-            &[("pid", int, 0), ("se", se, 64)],
-        );
-        let btf = Btf::parse(&b.build()).unwrap();
-        let err = globals(&btf, &Breakdowns::ALL).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                GlobalsError::KernelOption {
-                    option: "CONFIG_SCHED_INFO",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        let message = err.to_string();
-        assert!(
-            message.contains("runqueue") && message.contains("CONFIG_SCHED_INFO=y"),
-            "{message}"
-        );
-    }
 
     fn process(comm: &str, values: &[u64]) -> Process {
         let mut p = ProcessHist::ZERO;
