@@ -6,6 +6,7 @@
 pub const PROGRAMS: &[(&str, &str)] = &[
     ("floor_sched_switch", "sched_switch"),
     ("floor_sched_wakeup", "sched_wakeup"),
+    ("floor_sched_waking", "sched_waking"),
     ("floor_sys_enter", "sys_enter"),
     ("floor_sys_exit", "sys_exit"),
     ("floor_block_rq_issue", "block_rq_issue"),

@@ -36,7 +36,7 @@ pub const GLOBAL_NIVCSW: &str = "RUNQ_OFF_NIVCSW";
 
 /// Programs of this signal, as named in the object, with the tracepoint each attaches to.
 pub const PROGRAMS: &[(&str, &str)] = &[
-    ("runq_sched_wakeup", "sched_wakeup"),
+    ("runq_sched_waking", "sched_waking"),
     ("runq_sched_wakeup_new", "sched_wakeup_new"),
     ("runq_sched_switch", "sched_switch"),
     ("runq_sched_process_exec", "sched_process_exec"),

@@ -14,6 +14,11 @@ pub fn floor_sched_wakeup(_ctx: BtfTracePointContext) -> i32 {
     try_nothing()
 }
 
+#[btf_tracepoint(function = "sched_waking")]
+pub fn floor_sched_waking(_ctx: BtfTracePointContext) -> i32 {
+    try_nothing()
+}
+
 #[btf_tracepoint(function = "sys_enter")]
 pub fn floor_sys_enter(_ctx: BtfTracePointContext) -> i32 {
     try_nothing()

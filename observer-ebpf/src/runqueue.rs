@@ -1,11 +1,16 @@
-//! Run-queue latency: from a task becoming runnable (sched_wakeup, sched_wakeup_new, or
+//! Run-queue latency: from a task becoming runnable (sched_waking, sched_wakeup_new, or
 //! preempted at sched_switch while still runnable) to it getting the CPU (sched_switch), timed
-//! with bpf_ktime_get_ns: the definition of runqlat and `perf sched timehist`, and the latency
-//! an application feels. On an idle CPU it includes the time the CPU takes to get the woken
-//! task running (the wakeup IPI, leaving halt or a C-state), which the kernel's own
-//! `sched_info` accounting misses: after a wakeup that preempts the running task (there, the
-//! idle task) the kernel skips the next rq clock update, so `run_delay` reads 0 for exactly
-//! the waits C-states lengthen.
+//! with bpf_ktime_get_ns: the definition of `perf sched timehist`, and the latency an
+//! application feels. On an idle CPU it includes the time the CPU takes to get the woken task
+//! running (the wakeup IPI, leaving halt or a C-state), which two cheaper starts miss:
+//! - `sched_wakeup` (runqlat's start): try_to_wake_up queues a wakeup for an idle CPU that
+//!   shares the waker's cache on that CPU's wake list and sends an IPI (ttwu_queue_cond,
+//!   kernel/sched/core.c); `sched_wakeup` fires there, when the IPI is handled, after the CPU
+//!   has left idle. `sched_waking` fires on the waker's CPU before any of that, for the same
+//!   wakeups (both follow the same state match; ttwu_runnable ends in ttwu_do_wakeup too).
+//! - the kernel's own `sched_info` accounting: after a wakeup that preempts the running task
+//!   (there, the idle task) the kernel skips the next rq clock update, so `run_delay` reads 0
+//!   for exactly the waits C-states lengthen.
 //!
 //! The start time lives in task storage, so it follows a task that load balancing moves to
 //! another CPU while it waits: the wait is whole wherever it ends.
@@ -18,6 +23,9 @@
 //! not two), and RUNQ_HIST holds only the waits that were not attributed; the agent's total is
 //! their sum, so the total and the breakdown always agree. (A wait thus lands in the histograms
 //! one time slice after it ended.) Without breakdowns every wait goes to RUNQ_HIST at switch-in.
+//!
+//! A wakeup of a task that is already waiting (preempted while it was about to sleep, then
+//! woken before it ran again) keeps the start of that wait: the task has been runnable since.
 //!
 //! Per switch: one clock read at most, shared by `prev`'s start and `next`'s end; a `prev` going
 //! to sleep costs nothing (its wait starts at its wakeup); `next` costs one task-storage lookup.
@@ -88,15 +96,15 @@ static RUNQ_OFF_NIVCSW: u32 = 0;
 /// `TASK_RUNNING` (include/linux/sched.h).
 const TASK_RUNNING: u32 = 0;
 
-/// sched_wakeup(struct task_struct *p)
-#[btf_tracepoint(function = "sched_wakeup")]
-pub fn runq_sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+/// sched_waking(struct task_struct *p)
+#[btf_tracepoint(function = "sched_waking")]
+pub fn runq_sched_waking(ctx: BtfTracePointContext) -> i32 {
     match try_wakeup(ctx.arg(0)) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-/// sched_wakeup_new(struct task_struct *p)
+/// sched_wakeup_new(struct task_struct *p): a new task has no sched_waking.
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn runq_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
     match try_wakeup(ctx.arg(0)) {
@@ -142,8 +150,16 @@ fn try_wakeup(task: *mut task_struct) -> Result<(), ()> {
     if !sampled(sample_shift(&RUNQ_SAMPLING)) {
         return Ok(());
     }
+    let state = RUNQ_TASKS.get_or_create(task).ok_or(())?;
+    let switches = switches(task);
+    // Already waiting since it was preempted: that wait goes on.
+    if state.enqueued_ns != 0 && state.switches == switches {
+        return Ok(());
+    }
     // SAFETY: a BPF helper with no preconditions.
-    start(task, unsafe { bpf_ktime_get_ns() })
+    state.enqueued_ns = unsafe { bpf_ktime_get_ns() };
+    state.switches = switches;
+    Ok(())
 }
 
 #[inline(always)]

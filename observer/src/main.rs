@@ -155,7 +155,7 @@ enum Command {
         /// How long to measure (SIGINT or SIGTERM stops it earlier, still printing).
         #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
         duration: Duration,
-        /// Hooks, comma-separated: sched_switch, sched_wakeup, sys_enter, sys_exit,
+        /// Hooks, comma-separated: sched_switch, sched_wakeup, sched_waking, sys_enter, sys_exit,
         /// block_rq_issue, block_rq_complete, contention_begin, contention_end (default: all).
         #[arg(long, value_delimiter = ',', value_parser = parse_floor_hook)]
         hooks: Vec<&'static str>,

@@ -16,6 +16,7 @@ pub mod observer;
 pub mod prom;
 pub mod report;
 pub mod rotel;
+pub mod runqlat;
 
 pub use observer::{Exited, Recording};
 pub use report::{Bucket, Report, SIGNAL_KEYS, SIGNALS, Summary};
@@ -76,6 +77,17 @@ pub fn report_skip(reason: &str) {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// BPF links a process holds: one per attached program (0 once it has exited).
+pub fn bpf_links(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy() == "anon_inode:bpf_link")
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Path of the load-generator binary built from this crate (see src/bin/loadgen.rs). Only

@@ -158,17 +158,6 @@ impl Recording {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
-    /// Number of BPF links observer holds open: each attached program is one.
-    fn bpf_links(&self) -> usize {
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
-            return 0;
-        };
-        dir.filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .filter(|l| l.to_string_lossy() == "anon_inode:bpf_link")
-            .count()
-    }
-
     /// Waits until observer has attached its programs, so that a condition created afterwards is
     /// inside the recording. observer prints nothing until the end, so this watches its open BPF
     /// links (one per attached program): ready when at least one exists and their number has not
@@ -183,7 +172,7 @@ impl Recording {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 return Err(self.exited(status));
             }
-            let n = self.bpf_links();
+            let n = crate::bpf_links(self.pid());
             if n != last {
                 last = n;
                 stable_since = Instant::now();
@@ -228,10 +217,25 @@ impl Recording {
     pub fn finish(self) -> Result<Report, Exited> {
         let duration = self.duration;
         let stdout = self.finish_raw()?;
-        let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-            panic!("observer --format json did not print one JSON object ({e}): {stdout:?}")
-        });
-        Ok(Report::new(value, duration))
+        Ok(Report::new(json_object(&stdout), duration))
+    }
+
+    /// Stops the recording now with SIGINT, as Ctrl-C does, and parses its report: what it
+    /// measured over the time it actually ran (`duration_s`), less than its `--duration`.
+    pub fn interrupt(self) -> Result<Report, Exited> {
+        let duration = self.duration;
+        // SAFETY: kill(2) on our own child, not yet reaped (self owns it until finish_raw).
+        assert_eq!(
+            unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGINT) },
+            0
+        );
+        let json = json_object(&self.finish_raw()?);
+        let ran = json["duration_s"].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            ran > 0.0 && ran <= duration.as_secs_f64(),
+            "interrupted with duration {duration:?}, report says it ran {ran} s: {json}"
+        );
+        Ok(Report { json })
     }
 
     /// Waits for observer to finish and returns what it printed on stdout.
@@ -267,6 +271,12 @@ impl Recording {
         );
         Ok(stdout)
     }
+}
+
+fn json_object(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("observer --format json did not print one JSON object ({e}): {stdout:?}")
+    })
 }
 
 impl Drop for Recording {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use observer_tests::{
-    ChildGuard, observer, require_root, rotel::TempDir, skip_or_fail, unique_name,
+    ChildGuard, bpf_links, observer, require_root, rotel::TempDir, skip_or_fail, unique_name,
 };
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_observer-loadgen");
@@ -268,17 +268,6 @@ impl Agent {
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         child.wait().expect("wait for observer run")
     }
-}
-
-/// BPF links a process holds: one per attached program.
-fn bpf_links(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-                .filter(|l| l.to_string_lossy() == "anon_inode:bpf_link")
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 fn mode(path: &Path) -> u32 {

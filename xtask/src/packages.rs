@@ -7,9 +7,10 @@ use crate::cmd::{Cmd, is_root};
 /// All in Debian 12's main archive: `nft` (nftables), `ip netns` (iproute2), `losetup` and
 /// `setpriv` (util-linux), `setcap` (libcap2-bin), a real Prometheus server (prometheus) for the
 /// scrape tests, `perf bench` (linux-perf) for load by hand and the benchmarks, and a real
-/// terminal (tmux) for `observer top`, `systemd-analyze` (systemd) to verify the unit file, and
-/// `openssl` to make the CA and certificate of the HTTPS pod server (Kubernetes enrichment).
-pub const PACKAGES: [&str; 9] = [
+/// terminal (tmux) for `observer top`, `systemd-analyze` (systemd) to verify the unit file,
+/// `openssl` to make the CA and certificate of the HTTPS pod server (Kubernetes enrichment), and
+/// `runqlat` (libbpf-tools), the peer the run-queue signal is compared with.
+pub const PACKAGES: [&str; 10] = [
     "linux-perf",
     "nftables",
     "iproute2",
@@ -19,6 +20,7 @@ pub const PACKAGES: [&str; 9] = [
     "tmux",
     "systemd",
     "openssl",
+    "libbpf-tools",
 ];
 
 /// Another apt run (unattended upgrades, a colleague) may hold dpkg's lock: wait instead of
@@ -118,6 +120,9 @@ mod tests {
                       util-linux install ok installed\nprometheus install ok installed\n\
                       tmux install ok installed\nsystemd install ok installed\n\
                       openssl install ok installed\n";
-        assert_eq!(missing_from(listed), ["nftables", "libcap2-bin"]);
+        assert_eq!(
+            missing_from(listed),
+            ["nftables", "libcap2-bin", "libbpf-tools"]
+        );
     }
 }

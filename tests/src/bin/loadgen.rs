@@ -7,6 +7,8 @@
 //!   observer-loadgen mmap THREADS SECS  mmap/munmap from many threads (mmap_lock contention;
 //!                                     SECS may be fractional)
 //!   observer-loadgen futex HOLD_MS REPS  one thread holds a Mutex for HOLD_MS while another waits
+//!   observer-loadgen crosswake ROUNDS  this process, blocked in read() on a pipe on CPU 1, is
+//!                                     woken ROUNDS times, 10 ms apart, by a child on CPU 0
 //!   observer-loadgen wake SECS        sleeps 1 ms at a time: a wakeup (a run-queue wait) each,
 //!                                     with almost no CPU (to attribute waits to many processes)
 //!   observer-loadgen tcp ADDR PORT MIB  sends MIB MiB to itself over TCP, listening on
@@ -39,6 +41,7 @@ fn main() {
         ),
         Some("futex") => futex(Duration::from_millis(num(1)), num(2)),
         Some("wake") => wake(Duration::from_secs(num(1))),
+        Some("crosswake") => crosswake(num(1)),
         Some("tcp") => tcp(
             args.get(1)
                 .and_then(|a| a.parse().ok())
@@ -61,16 +64,17 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: observer-loadgen sched SECS | mmap THREADS SECS | futex HOLD_MS REPS | wake SECS \
+         | crosswake ROUNDS
          | tcp ADDR PORT MIB | storm DIR CGROUPS PROCS SECS"
     );
     std::process::exit(2)
 }
 
-fn pin_to_cpu0() {
+fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity on ourselves.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         assert_eq!(
             libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
             0
@@ -83,7 +87,7 @@ fn pin_to_cpu0() {
 /// CPU (so woken threads wait in the run queue behind them, and spinners preempt each other).
 /// Threads inherit the main thread's affinity.
 fn sched(secs: Duration) {
-    pin_to_cpu0();
+    pin_to_cpu(0);
     let stop = Arc::new(AtomicBool::new(false));
     let round_trips = Arc::new(AtomicU64::new(0));
     let (mut a_rx, mut a_tx) = pipe();
@@ -150,6 +154,86 @@ fn wake(secs: Duration) {
         wakeups += 1;
     }
     println!("wakeups {wakeups}");
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock bpf_ktime_get_ns reads, and the same in every
+/// process, so a timestamp taken in one process can be subtracted from one taken in another.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The value at quantile `q` of sorted `v` (nearest rank).
+fn quantile(v: &[u64], q: f64) -> u64 {
+    v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// A wake-up across CPUs, `rounds` times: a child process pinned to CPU 0 sleeps 10 ms, takes
+/// the time and writes it into a pipe; this process, pinned to CPU 1, is blocked in read() on
+/// that pipe and takes the time as soon as read() returns. The difference is the delay from the
+/// write to the sleeper running again: the run-queue wait (on an otherwise idle CPU 1, mostly
+/// getting that CPU out of idle) plus the system calls around it.
+///
+/// The waker is a process of its own, not a thread, so that observer's row for this process
+/// holds the sleeper's waits alone (the waker's own wake-ups from its sleeps are waits too).
+///
+/// After each wake-up the sleeper also times a write and a read of the same size on a pipe of
+/// its own, which never block: the system-call time inside the delay, measured in the same
+/// conditions (right after a wake-up, on the same CPU), for the caller to subtract.
+///
+/// Prints the number of wake-ups and the p50 and p90 of both, in ns.
+fn crosswake(rounds: u64) {
+    const MSG: usize = size_of::<u64>();
+    let (mut rx, mut tx) = pipe();
+    // SAFETY: fork while single-threaded; the child only sleeps, writes and exits.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child == 0 {
+        drop(rx);
+        pin_to_cpu(0);
+        for _ in 0..rounds {
+            std::thread::sleep(Duration::from_millis(10));
+            let sent = monotonic_ns();
+            if tx.write_all(&sent.to_ne_bytes()).is_err() {
+                break;
+            }
+        }
+        // SAFETY: leaves the child without running the parent's exit handlers twice.
+        unsafe { libc::_exit(0) };
+    }
+    drop(tx);
+    pin_to_cpu(1);
+    let (mut own_rx, mut own_tx) = pipe();
+    let mut wakes = Vec::new();
+    let mut syscalls = Vec::new();
+    let mut msg = [0u8; MSG];
+    // Each write is one message of PIPE_BUF bytes or less, so each read returns exactly one.
+    while rx.read_exact(&mut msg).is_ok() {
+        let woke = monotonic_ns();
+        wakes.push(woke.saturating_sub(u64::from_ne_bytes(msg)));
+        let start = monotonic_ns();
+        own_tx.write_all(&msg).expect("write to own pipe");
+        own_rx.read_exact(&mut msg).expect("read from own pipe");
+        syscalls.push(monotonic_ns() - start);
+    }
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    assert_eq!(wakes.len() as u64, rounds, "wake-ups received");
+    wakes.sort_unstable();
+    syscalls.sort_unstable();
+    println!("wakeups {}", wakes.len());
+    println!("wake_p50_ns {}", quantile(&wakes, 0.5));
+    println!("wake_p90_ns {}", quantile(&wakes, 0.9));
+    println!("syscall_p50_ns {}", quantile(&syscalls, 0.5));
+    println!("syscall_p90_ns {}", quantile(&syscalls, 0.9));
 }
 
 fn pipe() -> (std::fs::File, std::fs::File) {
