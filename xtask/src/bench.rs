@@ -121,7 +121,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64, pairs: u32) -> Result<()> {
         report,
         "- each run starts the tracer, waits until its BPF links are attached, then runs the \
          workload, then stops the tracer with SIGINT: `{shown} record ARGS --strict --duration \
-         1h`, `{shown} floor --hooks HOOK,HOOK --duration 1h` (empty programs), `{RUNQLAT}` or \
+         1h`, `{shown} floor --hooks HOOKS --duration 1h` (empty programs), `{RUNQLAT}` or \
          `{BIOLATENCY}`; in-kernel figures are bpf_stats' `run_cnt` and `run_time_ns` of the \
          tracer's programs, from /proc/PID/fdinfo just before and just after the workload"
     );
@@ -184,7 +184,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64, pairs: u32) -> Result<()> {
     };
     let scenarios = [
         Scenario {
-            title: "scheduler hot path (sched_switch, sched_wakeup)",
+            title: "scheduler hot path (sched_switch; sched_waking or sched_wakeup)",
             workload: Workload::calibrated(Kind::PerfBench, &SCHED_PIPE, 20_000, seconds)?,
             variants: vec![
                 Alongside::Floor,
@@ -204,7 +204,9 @@ pub fn run(root: &Path, runs: u32, seconds: f64, pairs: u32) -> Result<()> {
                     stats: true,
                 },
             ],
-            hooks: ["sched_switch", "sched_wakeup"],
+            // observer's run-queue signal starts a wait at sched_waking (on the waker's CPU,
+            // before the wake-up IPI), runqlat at sched_wakeup: the same event.
+            hooks: &[&["sched_switch"], &["sched_waking", "sched_wakeup"]],
             note: None,
             targets: vec![
                 Target {
@@ -249,7 +251,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64, pairs: u32) -> Result<()> {
                 Alongside::Observer(&[]),
                 Alongside::Observer(&["--stats"]),
             ],
-            hooks: ["sys_enter", "sys_exit"],
+            hooks: &[&["sys_enter"], &["sys_exit"]],
             note: None,
             targets: Vec::new(),
             split_dispatch: false,
@@ -273,7 +275,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64, pairs: u32) -> Result<()> {
                     stats: true,
                 },
             ],
-            hooks: ["block_rq_issue", "block_rq_complete"],
+            hooks: &[&["block_rq_issue"], &["block_rq_complete"]],
             note: None,
             targets: ["block_rq_issue", "block_rq_complete"]
                 .map(|hook| Target {
@@ -303,7 +305,7 @@ pub fn run(root: &Path, runs: u32, seconds: f64, pairs: u32) -> Result<()> {
             .into_iter()
             .chain(lock_peers)
             .collect(),
-            hooks: ["contention_begin", "contention_end"],
+            hooks: &[&["contention_begin"], &["contention_end"]],
             note: lock_note,
             targets: Vec::new(),
             split_dispatch: false,
@@ -664,7 +666,7 @@ enum Alongside {
     /// `observer record` with these arguments (plus `--strict` and `--duration`, and stopped
     /// with SIGINT after the workload); with `--stats`, its programs' cost is read.
     Observer(&'static [&'static str]),
-    /// `observer floor` on the scenario's two hooks: empty programs, bpf_stats on.
+    /// `observer floor` on every hook of the scenario: empty programs, bpf_stats on.
     Floor,
     /// A libbpf-tools peer (runqlat, biolatency) with its default options; with `stats`,
     /// kernel.bpf_stats_enabled is on while it runs.
@@ -745,12 +747,13 @@ struct Scenario {
     title: &'static str,
     workload: Workload,
     variants: Vec<Alongside>,
-    /// The hooks whose programs' ns/run the table shows (the floor's programs attach to these).
-    hooks: [&'static str; 2],
+    /// The hooks whose programs' ns/run the table shows (the floor's programs attach to all),
+    /// by the event they mark: tracers may see one event at different hooks.
+    hooks: &'static [&'static [&'static str]],
     /// Said under the title (a peer that cannot run here, say).
     note: Option<String>,
-    /// The issue's targets. The variants they compare must have programs on both hooks: a
-    /// tracer that skipped one would look cheaper for measuring less.
+    /// The issues' targets. The variants they compare must have a program on a hook of every
+    /// event: a tracer that skipped one would look cheaper for measuring less.
     targets: Vec<Target>,
     /// Whether to say, per tracer with bpf_stats on, which part of its cost is the tracepoint's
     /// dispatch and which its programs' bodies (see [`Split`]).
@@ -789,22 +792,12 @@ impl Scenario {
                     results
                         .program_runs_per_op
                         .push(costs.total_runs() as f64 / sample.ops as f64);
-                    let compared = self
-                        .targets
-                        .iter()
-                        .any(|target| target.row == *variant || target.against == *variant);
-                    for hook in self.hooks {
+                    if let Some(hooks) = self.unhooked(variant, costs) {
+                        bail!("{} attached no program to {hooks}", variant.label());
+                    }
+                    for hook in self.columns() {
                         if !costs.hooked(hook) {
-                            // The floor and what a target compares must be on every hook (a
-                            // tracer that skipped one would look cheaper for measuring less).
-                            // Others need not: a peer may hook elsewhere (klockstat: fentry on
-                            // the lock functions), a signal may leave a hook alone (futex has
-                            // no sched_wakeup program; no signal is on sys_enter/sys_exit):
-                            // their totals still count, the hook's column stays empty.
-                            if !compared && !matches!(variant, Alongside::Floor) {
-                                continue;
-                            }
-                            bail!("{} attached no program to {hook}", variant.label());
+                            continue;
                         }
                         let runs = costs.runs(hook) as f64 / sample.ops as f64;
                         results.runs_per_op.entry(hook).or_default().push(runs);
@@ -831,6 +824,34 @@ impl Scenario {
         Ok((baseline, results))
     }
 
+    /// The hooks `variant` should have a program on and has not, if any. The floor must be on
+    /// every hook, what a target compares on every event (a tracer that skipped one would look
+    /// cheaper for measuring less). Others need not: a peer may hook elsewhere (klockstat: fentry
+    /// on the lock functions), a signal may leave an event alone (futex has no wakeup program;
+    /// no signal is on sys_enter/sys_exit): their totals still count, the hook's column stays
+    /// empty.
+    fn unhooked(&self, variant: &Alongside, costs: &Costs) -> Option<String> {
+        if *variant == Alongside::Floor {
+            return self
+                .columns()
+                .find(|hook| !costs.hooked(hook))
+                .map(str::to_owned);
+        }
+        let compared = self
+            .targets
+            .iter()
+            .any(|target| target.row == *variant || target.against == *variant);
+        self.hooks
+            .iter()
+            .find(|event| compared && !event.iter().any(|hook| costs.hooked(hook)))
+            .map(|event| event.join(" or "))
+    }
+
+    /// Every hook, in the table's order.
+    fn columns(&self) -> impl Iterator<Item = &'static str> {
+        self.hooks.iter().flat_map(|event| event.iter().copied())
+    }
+
     /// One run of the workload while `variant` traces (see [`observe`], [`with_peer`]).
     fn traced_by(&self, binary: &Path, variant: &Alongside) -> Result<(Sample, Option<Costs>)> {
         match variant {
@@ -842,7 +863,11 @@ impl Scenario {
             }
             Alongside::Floor => observe(
                 binary,
-                &["floor", "--hooks", &self.hooks.join(",")],
+                &[
+                    "floor",
+                    "--hooks",
+                    &self.columns().collect::<Vec<_>>().join(","),
+                ],
                 true,
                 &self.workload,
             ),
@@ -861,7 +886,6 @@ impl Scenario {
         busy: &str,
         report: &mut String,
     ) {
-        let [first, second] = self.hooks;
         let disturbed: u32 = results.iter().map(|results| results.disturbed).sum();
         let _ = writeln!(
             report,
@@ -875,12 +899,20 @@ impl Scenario {
         if let Some(note) = &self.note {
             let _ = writeln!(report, "\n{note}");
         }
+        let hooks: String = self
+            .columns()
+            .map(|hook| format!(" {hook} ns/run |"))
+            .collect();
         let _ = writeln!(
             report,
             "\n| running alongside | us/op | time/op vs baseline just before | in-kernel ns/op | \
-             in-kernel time vs baseline's time/op | {first} ns/run | {second} ns/run |"
+             in-kernel time vs baseline's time/op |{hooks}"
         );
-        let _ = writeln!(report, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(
+            report,
+            "| --- | ---: | ---: | ---: | ---: |{}",
+            " ---: |".repeat(self.columns().count())
+        );
         let us = |values: &[f64]| spread(values, |v| format!("{v:.3}"));
         let or_blank = |values: &[f64], show: fn(f64) -> String| {
             if values.is_empty() {
@@ -891,26 +923,29 @@ impl Scenario {
         };
         let _ = writeln!(
             report,
-            "| nothing (baseline, run before each of the others) | {} | | | | | |",
-            us(baseline)
+            "| nothing (baseline, run before each of the others) | {} | | | |{}",
+            us(baseline),
+            " |".repeat(self.columns().count())
         );
         for (variant, results) in self.variants.iter().zip(results) {
-            let ns = |hook| {
-                results
-                    .ns_per_run
-                    .get(hook)
-                    .map_or(String::new(), |ns| spread(ns, |v| format!("{v:.0}")))
-            };
+            let ns: String = self
+                .columns()
+                .map(|hook| {
+                    let ns = results.ns_per_run.get(hook);
+                    format!(
+                        " {} |",
+                        ns.map_or(String::new(), |ns| spread(ns, |v| format!("{v:.0}")))
+                    )
+                })
+                .collect();
             let _ = writeln!(
                 report,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |{ns}",
                 variant.label(),
                 us(&results.us_per_op),
                 spread(&results.vs_baseline, |v| format!("{v:+.1}%")),
                 or_blank(&results.kernel_ns_per_op, |v| format!("{v:.0}")),
                 or_blank(&results.kernel_vs_baseline, |v| format!("{v:.1}%")),
-                ns(first),
-                ns(second)
             );
         }
         self.summary(results, report);
@@ -928,8 +963,7 @@ impl Scenario {
         };
         let _ = writeln!(report);
         let fired: Vec<String> = self
-            .hooks
-            .iter()
+            .columns()
             .filter_map(|hook| {
                 let floor = &results[self.variants.iter().position(|v| *v == Alongside::Floor)?];
                 Some(format!(
@@ -946,7 +980,7 @@ impl Scenario {
                 fired.join(", ")
             );
         }
-        for hook in self.hooks {
+        for hook in self.columns() {
             let Some(floor) = medians(&Alongside::Floor, &Measure::NsPerRun(hook)) else {
                 continue;
             };
@@ -1839,10 +1873,68 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        Alongside, Costs, PerRun, RUNQ_MAP_LABEL, Results, Split, loss_ratio, median,
-        parse_fio_us_per_read, parse_hook_runs, parse_loadgen_ops, parse_us_per_op, sample_value,
-        spread,
+        Alongside, Costs, Kind, Measure, PerRun, RUNQ_MAP_LABEL, Results, Scenario, Split, Target,
+        Workload, loss_ratio, median, parse_fio_us_per_read, parse_hook_runs, parse_loadgen_ops,
+        parse_us_per_op, sample_value, spread,
     };
+
+    /// The scheduler scenario's hooks and a target: observer's run-queue signal starts waits at
+    /// sched_waking, runqlat at sched_wakeup, and either is whole; one without a wakeup hook,
+    /// or a floor missing any hook, is not.
+    #[test]
+    fn a_compared_tracer_needs_a_program_on_every_event() {
+        let runqlat = || Alongside::Peer {
+            tool: "runqlat",
+            stats: true,
+        };
+        let scenario = Scenario {
+            title: "scheduler",
+            workload: Workload {
+                kind: Kind::PerfBench(1),
+                command: vec!["perf".to_owned()],
+            },
+            variants: Vec::new(),
+            hooks: &[&["sched_switch"], &["sched_waking", "sched_wakeup"]],
+            note: None,
+            targets: vec![Target {
+                goal: "cheaper",
+                row: Alongside::Observer(&["--stats"]),
+                against: runqlat(),
+                measure: Measure::NsPerOp,
+                at_most: 0.6,
+            }],
+            split_dispatch: true,
+            paired: None,
+        };
+        let on = |hooks: &[&str]| {
+            Costs(
+                hooks
+                    .iter()
+                    .map(|hook| ((*hook).to_owned(), (1, 100)))
+                    .collect(),
+            )
+        };
+        let observer = Alongside::Observer(&["--stats"]);
+        let waking = on(&["sched_switch", "sched_waking", "sched_process_exec"]);
+        assert_eq!(scenario.unhooked(&observer, &waking), None);
+        assert_eq!(
+            scenario.unhooked(&runqlat(), &on(&["sched_wakeup", "sched_switch"])),
+            None
+        );
+        assert_eq!(
+            scenario
+                .unhooked(&observer, &on(&["sched_switch"]))
+                .as_deref(),
+            Some("sched_waking or sched_wakeup")
+        );
+        // Compared by no target: anything goes.
+        let futex = Alongside::Observer(&["--signals", "futex", "--stats"]);
+        assert_eq!(scenario.unhooked(&futex, &on(&["sched_switch"])), None);
+        assert_eq!(
+            scenario.unhooked(&Alongside::Floor, &waking).as_deref(),
+            Some("sched_wakeup")
+        );
+    }
 
     #[test]
     fn pair_ratio_compares_losses_against_each_baseline() {
