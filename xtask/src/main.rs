@@ -69,6 +69,10 @@ enum Command {
         /// Seconds each workload run lasts unobserved (its loop count is calibrated to this).
         #[arg(long, default_value_t = 1.5)]
         seconds: f64,
+        /// Alternating pairs (observer with all signals, then runqlat, each after its own
+        /// baseline run) for the wall-time loss ratio on the scheduler workload.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+        pairs: u32,
     },
     /// Build observer with profile-guided optimisation (instrument, train on the agent at normal
     /// load and at full maps, merge, rebuild) and measure it against the release build on the
@@ -113,7 +117,11 @@ fn main() -> ExitCode {
         }
         Command::Test { unit_only } => tasks::test(root, unit_only),
         Command::Lint => tasks::lint(root),
-        Command::Bench { runs, seconds } => bench::run(root, runs, seconds),
+        Command::Bench {
+            runs,
+            seconds,
+            pairs,
+        } => bench::run(root, runs, seconds, pairs),
         Command::Pgo { runs } => pgo::run(root, runs),
         Command::Fuzz { seconds, target } => fuzz::run(root, seconds, target.as_deref()),
         Command::Soak { duration, every } => soak::run(root, duration, every),
