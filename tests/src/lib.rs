@@ -98,6 +98,25 @@ pub fn loadgen_cmd(exe: &str) -> std::process::Command {
     cmd
 }
 
+/// Runs the load generator `exe` with `args` to completion (at most 30 s) and returns its
+/// process id, which is the tgid its events are attributed to, with its output; fails if it
+/// does not succeed.
+pub fn run_loadgen(exe: &str, args: &[&str]) -> (u64, std::process::Output) {
+    let child = loadgen_cmd(exe)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start load generator");
+    let child = ChildGuard::new(child);
+    let tgid = u64::from(child.id());
+    let out = child
+        .wait_output(std::time::Duration::from_secs(30))
+        .expect("load generator");
+    assert!(out.status.success(), "load generator failed: {out:?}");
+    (tgid, out)
+}
+
 /// Runs a command to completion and fails with its output when it does not succeed.
 pub fn run_ok(cmd: &mut std::process::Command) -> anyhow::Result<String> {
     let out = cmd

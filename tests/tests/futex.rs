@@ -30,18 +30,8 @@ fn futex_waits_of_51ms_land_in_the_bucket_that_holds_51ms() {
         ])
         .wait_attached()
     );
-    let child = observer_tests::loadgen_cmd(LOADGEN)
-        .args(["futex", &HOLD_MS.to_string(), &REPS.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start load generator");
-    let child = observer_tests::ChildGuard::new(child);
-    let tgid = child.id() as u64;
-    let out = child
-        .wait_output(Duration::from_secs(30))
-        .expect("load generator");
-    assert!(out.status.success(), "load generator failed: {out:?}");
+    let (tgid, out) =
+        observer_tests::run_loadgen(LOADGEN, &["futex", &HOLD_MS.to_string(), &REPS.to_string()]);
     assert!(
         rec.remaining() > Duration::from_millis(300),
         "the waits did not finish well inside the recording"

@@ -34,18 +34,10 @@ fn runqueue_latency_of_a_scheduler_load_is_attributed_to_its_process() {
         "observer took too long to attach: {:?} left",
         rec.remaining()
     );
-    let child = observer_tests::loadgen_cmd(LOADGEN)
-        .args(["sched", &format!("{}", load_secs.floor() as u64)])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start load generator");
-    let child = observer_tests::ChildGuard::new(child);
-    let tgid = child.id() as u64;
-    let out = child
-        .wait_output(Duration::from_secs(30))
-        .expect("load generator");
-    assert!(out.status.success(), "load generator failed: {out:?}");
+    let (tgid, out) = observer_tests::run_loadgen(
+        LOADGEN,
+        &["sched", &format!("{}", load_secs.floor() as u64)],
+    );
     eprintln!(
         "load generator (tgid {tgid}): {}",
         String::from_utf8_lossy(&out.stdout).trim()
@@ -201,18 +193,8 @@ fn a_sleeper_woken_across_cpus_waits_as_long_as_it_measures() {
         ])
         .wait_attached()
     );
-    let child = observer_tests::loadgen_cmd(LOADGEN)
-        .args(["crosswake", &CROSSWAKE_ROUNDS.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start load generator");
-    let child = observer_tests::ChildGuard::new(child);
-    let tgid = child.id() as u64;
-    let out = child
-        .wait_output(Duration::from_secs(30))
-        .expect("load generator");
-    assert!(out.status.success(), "load generator failed: {out:?}");
+    let (tgid, out) =
+        observer_tests::run_loadgen(LOADGEN, &["crosswake", &CROSSWAKE_ROUNDS.to_string()]);
     // remaining() is an upper bound (observer's window opens after it loads), so any time left
     // means the whole load was inside the window.
     assert!(
