@@ -189,9 +189,27 @@ fn quantile(v: &[u64], q: f64) -> u64 {
 /// its own, which never block: the system-call time inside the delay, measured in the same
 /// conditions (right after a wake-up, on the same CPU), for the caller to subtract.
 ///
+/// Both run SCHED_FIFO, so that other work on the machine changes neither side of the
+/// comparison: the waker is not preempted between taking the time and writing, and the sleeper
+/// gets CPU 1 as soon as the scheduler can give it, so it is never still waiting when the next
+/// message comes (it would then read two messages after one wait, and the program and observer
+/// would count different waits). What is left of its wait is what the issue is about: leaving
+/// idle, or the wait for the task on CPU 1 to reach a point where it can be preempted.
+///
 /// Prints the number of wake-ups and the p50 and p90 of both, in ns.
 fn crosswake(rounds: u64) {
     const MSG: usize = size_of::<u64>();
+    // SAFETY: sched_setscheduler on ourselves with a valid sched_param; the child inherits it.
+    let rt = unsafe {
+        let param = libc::sched_param { sched_priority: 10 };
+        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param)
+    };
+    assert_eq!(
+        rt,
+        0,
+        "SCHED_FIFO: {} (crosswake needs root or CAP_SYS_NICE)",
+        std::io::Error::last_os_error()
+    );
     let (mut rx, mut tx) = pipe();
     // SAFETY: fork while single-threaded; the child only sleeps, writes and exits.
     let child = unsafe { libc::fork() };
