@@ -70,6 +70,7 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
+/// Pins the calling thread (and the threads it spawns after) to `cpu`.
 fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity on ourselves.
     unsafe {
@@ -305,16 +306,40 @@ fn mmap(threads: usize, secs: Duration) {
     println!("mmap_munmap {}", ops.load(Ordering::Relaxed));
 }
 
-/// `reps` times: the main thread locks a std Mutex, waits until the waiter thread is about to
-/// block on it, holds it for `hold` more, and unlocks. The waiter's lock() is one futex wait of
-/// about `hold` (std's mutex spins briefly, then FUTEX_WAITs). The handshakes spin on atomics
-/// with sched_yield rather than blocking, so the only long futex waits in this process are the
-/// ones measured. Prints each wait as the waiter measured it around lock().
+/// How long before the end of each hold the holder is awake again: it sleeps through the rest
+/// of the hold and spins through this. Its wakeup may come this late without moving the unlock
+/// (see [`futex`]); the longest such delay traced here was 18 ms. The cost is this much CPU per
+/// hold: 20 of 51 ms, 40% of one CPU while the load runs (two loads on one CPU stay under the
+/// 95% the kernel lets real-time threads take, sched_rt_runtime_us).
+const HOLD_AWAKE: Duration = Duration::from_millis(20);
+
+/// `reps` times: the main thread locks a std Mutex, waits until the waiter thread is blocked on
+/// it, holds it for `hold` more, and unlocks. The waiter's lock() is one futex wait of `hold`
+/// (std's mutex spins briefly, then FUTEX_WAITs). Prints each wait as the waiter measured it
+/// around lock().
+///
+/// A wait ends when the waiter is switched back in, so no step between the start of the hold
+/// and that switch-in may wait for another task to give up a CPU. Real-time priority alone does
+/// not ensure that: on a kernel that does not preempt kernel code (preempt=none or voluntary,
+/// the usual server and distribution setting), a woken SCHED_FIFO thread waits until the task
+/// on its CPU leaves the kernel or reaches a preemption point, and a linker's page faults or a
+/// fork storm keep it there for milliseconds. Traced with a sleep of the whole hold and
+/// the waiter free to run on either CPU: the holder's timer wakeup and the waiter's futex wakeup
+/// each ran up to 18 ms late behind rust-lld in a page fault, and a wait overshot by up to
+/// 24 ms, out of its bucket (1 wait in 700 during a build, 1 in 3000 on a quieter machine).
+/// So:
+/// - both threads are pinned to one CPU at one SCHED_FIFO priority, and hand it to each other:
+///   the holder unlocks and yields, and the waiter, woken on that CPU, runs next;
+/// - the holder sleeps through all but the last [`HOLD_AWAKE`] of the hold and spins through
+///   that: a late wakeup from its sleep leaves it less to spin, not a later unlock. Its spin
+///   yields, so that another process's thread at the same priority on this CPU (a second
+///   instance of this load) cannot keep the woken waiter off it.
+///
+/// The handshakes spin on atomics with sched_yield rather than blocking, so the only long futex
+/// waits in this process are the ones measured; on the one CPU, the holder sees the waiter's
+/// `trying` only once the waiter has blocked.
 fn futex(hold: Duration, reps: u64) {
-    // Real-time priority (we run as root; threads inherit it), so that a woken thread gets a CPU
-    // at once even on a busy machine: the wait then ends when the holder unlocks, not when the
-    // scheduler next gets round to the waiter.
-    // SAFETY: sched_setscheduler on ourselves with a valid sched_param.
+    // SAFETY: sched_setscheduler on ourselves with a valid sched_param; threads inherit it.
     let rt = unsafe {
         let param = libc::sched_param { sched_priority: 10 };
         libc::sched_setscheduler(0, libc::SCHED_FIFO, &param)
@@ -325,6 +350,10 @@ fn futex(hold: Duration, reps: u64) {
             std::io::Error::last_os_error()
         );
     }
+    // The CPU we are on, before the waiter is spawned: it inherits the affinity.
+    // SAFETY: sched_getcpu has no arguments.
+    let cpu = unsafe { libc::sched_getcpu() };
+    pin_to_cpu(usize::try_from(cpu).expect("sched_getcpu"));
     let mutex = Arc::new(Mutex::new(()));
     let locked = Arc::new(AtomicU64::new(0));
     let acquired = Arc::new(AtomicU64::new(0));
@@ -355,12 +384,16 @@ fn futex(hold: Duration, reps: u64) {
     for rep in 1..=reps {
         let guard = mutex.lock().unwrap();
         locked.store(rep, Ordering::Release);
-        // The hold starts when the waiter is about to block, so each wait is `hold` plus the
-        // wake-up, however late the waiter thread got going.
+        // The hold starts when the waiter is blocked, so each wait is `hold` plus the hand-over,
+        // however late the waiter thread got going.
         while trying.load(Ordering::Acquire) < rep {
             std::thread::yield_now();
         }
-        std::thread::sleep(hold);
+        let end = Instant::now() + hold;
+        std::thread::sleep(hold.saturating_sub(HOLD_AWAKE));
+        while Instant::now() < end {
+            std::thread::yield_now();
+        }
         drop(guard);
         while acquired.load(Ordering::Acquire) < rep {
             std::thread::yield_now();
