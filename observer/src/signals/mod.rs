@@ -64,7 +64,7 @@ impl Signal {
 
     pub const fn description(self) -> &'static str {
         match self {
-            Self::Runqueue => "run-queue latency, wakeup to running (sched_wakeup, sched_switch)",
+            Self::Runqueue => "run-queue latency, wakeup to running (sched_waking, sched_switch)",
             Self::BlockIo => "block I/O queue and device latency (block_rq_*)",
             Self::Tcp => "TCP retransmits (tcp_retransmit_skb)",
             Self::Lock => "kernel lock contention (lock:contention_begin/end)",
