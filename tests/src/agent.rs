@@ -144,9 +144,7 @@ impl Agent {
     }
 
     pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid, which we have not reaped.
-        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
+        crate::signal_child(self.pid(), sig);
     }
 
     /// A `kB` field of /proc/<pid>/status: VmRSS (resident now), VmHWM (peak resident).

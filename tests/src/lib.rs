@@ -90,6 +90,19 @@ pub fn bpf_links(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Sends `sig` to `pid`, a child of this test that it has not reaped (so the pid is still that
+/// child's), and fails if kill(2) does.
+pub fn signal_child(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a pid the caller owns, see above.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// Path of the load-generator binary built from this crate (see src/bin/loadgen.rs). Only
 /// integration tests get `CARGO_BIN_EXE_*`, so they pass it in.
 pub fn loadgen_cmd(exe: &str) -> std::process::Command {

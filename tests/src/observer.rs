@@ -224,11 +224,8 @@ impl Recording {
     /// measured over the time it actually ran (`duration_s`), less than its `--duration`.
     pub fn interrupt(self) -> Result<Report, Exited> {
         let duration = self.duration;
-        // SAFETY: kill(2) on our own child, not yet reaped (self owns it until finish_raw).
-        assert_eq!(
-            unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGINT) },
-            0
-        );
+        // Our own child, not yet reaped: self owns it until finish_raw.
+        crate::signal_child(self.pid(), libc::SIGINT);
         let json = json_object(&self.finish_raw()?);
         let ran = json["duration_s"].as_f64().unwrap_or(f64::NAN);
         assert!(

@@ -79,11 +79,8 @@ impl Runqlat {
     /// SIGINT, as Ctrl-C: runqlat stops, prints its histogram of everything since it attached,
     /// and exits.
     pub fn interrupt(&self) {
-        // SAFETY: kill(2) on our own child, not yet reaped (the guard owns it).
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) },
-            0
-        );
+        // Our own child, not yet reaped: the guard owns it.
+        crate::signal_child(self.child.id(), libc::SIGINT);
     }
 
     /// After [`Runqlat::interrupt`]: waits for runqlat to exit and reads its histogram.

@@ -244,11 +244,7 @@ fn sigint_stops_a_recording_early_with_its_report() {
     let rec =
         observer_ok!(Recording::start(&["--duration", "60s", "--signals", "lock"]).wait_attached());
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(
-        unsafe { libc::kill(rec.pid() as libc::pid_t, libc::SIGINT) },
-        0
-    );
+    observer_tests::signal_child(rec.pid(), libc::SIGINT);
     let t = Instant::now();
     let text = observer_ok!(rec.finish_raw());
     assert!(
