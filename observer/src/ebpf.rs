@@ -1,6 +1,6 @@
 //! Loading observer's kernel programs and attaching the requested signals.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfError, EbpfLoader,
@@ -82,6 +82,10 @@ pub struct Loaded {
     pub status: BTreeMap<Signal, Result<(), SignalError>>,
     /// The scope every signal is restricted to ([`Scope::describe`]); `None`: the whole host.
     pub scope: Option<String>,
+    /// Taken just before the first program was attached, while every map was still as the
+    /// kernel created it: where the first measurement window starts
+    /// ([`crate::record::Snapshot::zero`]).
+    pub attached: Instant,
 }
 
 impl Loaded {
@@ -175,6 +179,7 @@ pub fn load_scoped(
 
     let aya_btf = AyaBtf::from_sys_fs().map_err(LoadError::AyaBtf)?;
     let reject = signal_to_reject();
+    let attached = Instant::now();
     for &signal in signals {
         if status.contains_key(&signal) {
             continue;
@@ -193,6 +198,7 @@ pub fn load_scoped(
         ebpf,
         status,
         scope: scope.map(Scope::describe),
+        attached,
     })
 }
 

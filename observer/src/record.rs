@@ -42,6 +42,24 @@ impl Snapshot {
         }
         Ok(s)
     }
+
+    /// The maps of the running signals as the kernel created them, all zero: the baseline of
+    /// the first read. Every count since the programs were attached ([`Loaded::attached`]) is
+    /// in the delta from it; a first read taken after attaching would miss what happened in
+    /// between (a busy host retransmits or switches many times in those milliseconds).
+    pub fn zero(loaded: &Loaded) -> Self {
+        let mut s = Self::default();
+        for signal in loaded.running() {
+            match signal {
+                Signal::Runqueue => s.runqueue = Some(runqueue::zero()),
+                Signal::BlockIo => s.blockio = Some(blockio::zero()),
+                Signal::Tcp => s.tcp = Some(tcp::zero()),
+                Signal::Lock => s.lock = Some(lock::zero()),
+                Signal::Futex => s.futex = Some(futex::zero()),
+            }
+        }
+        s
+    }
 }
 
 impl Snapshot {
@@ -225,9 +243,9 @@ pub fn record(
         .map_err(RecordError::Stats)?;
     let attached = || loaded.running().flat_map(|signal| signal.programs().iter());
     let runs_before = program_runs(&loaded.ebpf, attached());
-    let start = Snapshot::read(loaded)?;
-    let began = std::time::Instant::now();
-    wait_or_interrupted(duration);
+    let start = Snapshot::zero(loaded);
+    let began = loaded.attached;
+    wait_or_interrupted(duration.saturating_sub(began.elapsed()));
     let end = Snapshot::read(loaded)?;
     let programs =
         stats_on.map(|_fd| program_costs(&runs_before, program_runs(&loaded.ebpf, attached())));

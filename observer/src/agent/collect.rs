@@ -261,11 +261,12 @@ fn process_other() -> Attributes {
 }
 
 impl Collector {
-    /// Takes the first read: everything counted from now on is exported.
-    pub fn new(loaded: &Loaded, top: usize) -> Result<Self, ReadError> {
-        let start = SystemTime::now();
-        let prev = Raw::read(loaded)?;
-        Ok(Self {
+    /// Everything counted since the programs were attached is exported: the first collection
+    /// is a delta from the maps as loaded ([`Raw::zero`]).
+    pub fn new(loaded: &Loaded, top: usize) -> Self {
+        let start = SystemTime::now() - loaded.attached.elapsed();
+        let prev = Raw::zero(loaded);
+        Self {
             start,
             prev,
             prev_time: start,
@@ -278,7 +279,7 @@ impl Collector {
             lock: [Hist::ZERO; CLASSES],
             counters: Counters::default(),
             interval: None,
-        })
+        }
     }
 
     /// Reads the maps and returns everything measured since the agent started.

@@ -154,7 +154,7 @@ async fn serve(
     }
     // What the start-up restored, now that it can be exported.
     report(recovered, exporter.as_deref());
-    let mut collector = Collector::new(&loaded, config.agent.top)?;
+    let mut collector = Collector::new(&loaded, config.agent.top);
     // Its first measurement window opens now and closes before the first collection.
     let mut budget = Budget::new(
         &loaded,

@@ -55,6 +55,15 @@ pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     })
 }
 
+/// The maps as loaded, before any program ran: the first read's baseline.
+pub fn zero() -> Raw {
+    Raw {
+        hist: Vec::new(),
+        counters: Vec::new(),
+        by_disk: HashMap::new(),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// Device time over all disks and operations.

@@ -22,6 +22,14 @@ pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     })
 }
 
+/// The maps as loaded, before any program ran: the first read's baseline.
+pub fn zero() -> Raw {
+    Raw {
+        hist: Vec::new(),
+        counters: Vec::new(),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     #[serde(flatten)]

@@ -258,6 +258,16 @@ impl ProcessRaw {
         })
     }
 
+    /// The maps as the kernel created them: nothing counted yet.
+    pub(crate) fn zero(by_process_map: &'static str) -> Self {
+        Self {
+            hist: Vec::new(),
+            counters: Vec::new(),
+            by_process: HashMap::new(),
+            by_process_map,
+        }
+    }
+
     /// Deletes the kernel's entries for processes that have exited (see [`forget_exited`]).
     pub fn forget_exited(&mut self, ebpf: &mut Ebpf) -> Result<usize, ReadError> {
         forget_exited(ebpf, self.by_process_map, &mut self.by_process)

@@ -39,6 +39,11 @@ pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     ProcessRaw::read(ebpf, HIST_MAP, COUNTERS_MAP, BY_PROCESS_MAP)
 }
 
+/// The maps as loaded, before any program ran: the first read's baseline.
+pub fn zero() -> Raw {
+    ProcessRaw::zero(BY_PROCESS_MAP)
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     #[serde(flatten)]

@@ -164,6 +164,15 @@ pub fn read(ebpf: &Ebpf) -> Result<Raw, ReadError> {
     })
 }
 
+/// The maps as loaded, before any program ran: the first read's baseline.
+pub fn zero() -> Raw {
+    Raw {
+        counters: Vec::new(),
+        by_remote: HashMap::new(),
+        late: HashMap::new(),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// Retransmitted skbs that were sent.

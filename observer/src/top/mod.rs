@@ -202,14 +202,8 @@ fn collect(
     stop: &AtomicBool,
     tx: &Sender<Result<Update, String>>,
 ) {
-    let mut prev = match Snapshot::read(&loaded) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.send(Err(format!("reading the kernel's maps: {e}")));
-            return;
-        }
-    };
-    let mut at = Instant::now();
+    let mut prev = Snapshot::zero(&loaded);
+    let mut at = loaded.attached;
     loop {
         // Short sleeps, so that quitting and a changed interval take effect promptly.
         loop {
