@@ -23,7 +23,7 @@ use std::{
 
 use observer_tests::{
     ChildGuard,
-    agent::{Agent, free_addr},
+    agent::{self, Agent, free_addr},
     hist, observer_ok,
     prom::{self, Prometheus},
     require_root,
@@ -322,39 +322,13 @@ fn trimmed(path: &str) -> std::io::Result<String> {
     fs::read_to_string(path).map(|s| s.trim().to_owned())
 }
 
-/// The service.instance.id the agent must export on this machine, computed apart from it, with
-/// Python's uuid module: the UUID v5 of /etc/machine-id (the host name without one) in the
-/// namespace the semantic conventions give. Never the machine id itself, which stays private.
-fn expected_instance_id() -> String {
-    let machine = trimmed("/etc/machine-id")
-        .ok()
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| trimmed("/proc/sys/kernel/hostname").unwrap());
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, uuid; \
-             print(uuid.uuid5(uuid.UUID('4d63009a-8d0f-11ee-aad7-4c796ed8e320'), sys.argv[1]))",
-            &machine,
-        ])
-        .output()
-        .expect("python3 (rotel's own dependency)");
-    assert!(out.status.success(), "python3: {out:?}");
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(
-        id.len() == 36 && !id.replace('-', "").contains(&machine),
-        "{id}"
-    );
-    id
-}
-
 /// Every export carries the documented resource attributes, with this host's values.
 fn check_resource(exports: &[Export]) {
     let host = trimmed("/proc/sys/kernel/hostname").unwrap();
     let release = trimmed("/proc/sys/kernel/osrelease").unwrap();
     let expected = [
         ("service.name", str_value("observer")),
-        ("service.instance.id", str_value(&expected_instance_id())),
+        ("service.instance.id", str_value(&agent::instance_id(None))),
         ("host.name", str_value(&host)),
         ("os.type", str_value("linux")),
         ("os.version", str_value(&release)),
@@ -722,7 +696,7 @@ fn prometheus_scrapes_the_agent_and_histogram_quantile_finds_the_51ms_waits() {
     assert_eq!(info[0]["value"][1], "1", "{info}");
     assert_eq!(
         labels["service_instance_id"],
-        expected_instance_id().as_str(),
+        agent::instance_id(None).as_str(),
         "{labels}"
     );
     assert_eq!(labels["service_name"], "observer", "{labels}");

@@ -9,7 +9,7 @@
 use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
 use observer_tests::{
-    ChildGuard, Recording,
+    ChildGuard, Recording, agent,
     cgroup::{Cgroup, TestCgroups},
     observer_ok, require_root, skip_or_fail,
 };
@@ -680,6 +680,16 @@ fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
         .resource_attr("observer.scope")
         .expect("observer.scope in the resource");
     assert!(scope.contains(&format!("{pod_path})")), "{scope}");
+    // Another instance than a host-wide agent's: the scope is part of the id's name.
+    let scope = scope
+        .strip_prefix("Str(")
+        .unwrap()
+        .strip_suffix(')')
+        .unwrap();
+    assert_eq!(
+        last.resource_attr("service.instance.id"),
+        Some(format!("Str({})", agent::instance_id(Some(scope))).as_str())
+    );
     assert!(
         last.resource_attr("k8s.pod.uid")
             .is_some_and(|u| u.contains(&uid)),
