@@ -126,7 +126,7 @@ pub enum QosClass {
 }
 
 impl QosClass {
-    /// The `k8s.pod.qos_class` value, as Kubernetes spells it.
+    /// The `observer.k8s.pod.qos_class` value, as Kubernetes spells it.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Guaranteed => "Guaranteed",

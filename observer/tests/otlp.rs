@@ -83,7 +83,7 @@ const HIST_DESCRIPTION: &str = "Run-queue latency (test)";
 
 /// The attributes of the histogram's process series, as rotel logs them.
 const PROCESS_SERIES: &[(&str, &str)] = &[
-    ("cgroup.path", "Str(/test.slice)"),
+    (keys::CGROUP_PATH, "Str(/test.slice)"),
     ("process.pid", "Int(42)"),
 ];
 
@@ -107,7 +107,7 @@ fn snapshot(time: SystemTime, start: SystemTime, n: u64, extra: Vec<Metric>) -> 
     other.zero = 5 * n;
     let mut metrics = vec![
         Metric {
-            name: names::RUNQUEUE_LATENCY,
+            name: names::RUNQUEUE_WAIT_DURATION,
             description: HIST_DESCRIPTION,
             unit: "ns",
             data: Data::Histogram(vec![
@@ -239,7 +239,7 @@ fn check_cumulative(e: &Export, transport: &str, time: SystemTime, start: System
     assert_eq!(e.scope, format!("observer {}", env!("CARGO_PKG_VERSION")));
     let (time, start) = (nanos(time), nanos(start));
 
-    let h = e.metric(names::RUNQUEUE_LATENCY).expect("histogram");
+    let h = e.metric(names::RUNQUEUE_WAIT_DURATION).expect("histogram");
     assert_eq!(
         (
             h.description.as_str(),
@@ -257,7 +257,7 @@ fn check_cumulative(e: &Export, transport: &str, time: SystemTime, start: System
     assert_eq!(p.zero_count, Some(2));
     assert_eq!(p.positive(), Some(expected_buckets(1)));
     let other = h
-        .point(&[("cgroup.path", "Str(other)")])
+        .point(&[(keys::CGROUP_PATH, "Str(other)")])
         .expect("the other series");
     assert_eq!(
         (other.count, other.sum, other.zero_count),
@@ -292,7 +292,7 @@ fn check_cumulative(e: &Export, transport: &str, time: SystemTime, start: System
     for result in ["success", "failure", "dropped"] {
         let r = format!("Str({result})");
         let p = b
-            .point(&[("exporter", "Str(otlp)"), ("result", &r)])
+            .point(&[(keys::EXPORTER, "Str(otlp)"), (keys::RESULT, &r)])
             .unwrap_or_else(|| panic!("no {result} point"));
         assert_eq!(p.value.as_deref(), Some("0"), "{result}");
     }
@@ -404,7 +404,7 @@ async fn collector_killed_and_restarted_resumes_and_counts_drops() {
     assert_eq!(arrivals(&exports, "grpc"), [5, 6]);
     let p = find(&exports, "grpc", 6)
         .unwrap()
-        .metric(names::RUNQUEUE_LATENCY)
+        .metric(names::RUNQUEUE_WAIT_DURATION)
         .unwrap()
         .point(PROCESS_SERIES)
         .unwrap();
@@ -442,7 +442,7 @@ async fn delta_temporality_sends_differences() {
     });
     for (n, from, to, times) in [(1, start, t1, 1), (2, t1, t2, 2)] {
         let e = find(&exports, "http", n).unwrap();
-        let h = e.metric(names::RUNQUEUE_LATENCY).unwrap();
+        let h = e.metric(names::RUNQUEUE_WAIT_DURATION).unwrap();
         assert_eq!(h.temporality.as_deref(), DELTA);
         let p = h.point(PROCESS_SERIES).unwrap();
         assert_eq!((p.start, p.time), (nanos(from), nanos(to)), "export {n}");
@@ -450,7 +450,7 @@ async fn delta_temporality_sends_differences() {
         assert_eq!(p.sum, Some((HIST_SUM * times) as f64));
         assert_eq!(p.zero_count, Some(2 * times));
         assert_eq!(p.positive(), Some(expected_buckets(times)));
-        let other = h.point(&[("cgroup.path", "Str(other)")]).unwrap();
+        let other = h.point(&[(keys::CGROUP_PATH, "Str(other)")]).unwrap();
         assert_eq!(other.zero_count, Some(5 * times));
         let s = e.metric(names::TCP_RETRANSMITS).unwrap();
         assert_eq!(s.temporality.as_deref(), DELTA);
@@ -748,7 +748,7 @@ async fn log_queue_bound_drops_the_oldest_batches_and_counts_them() {
     for (result, value) in [("success", "2"), ("failure", "0"), ("dropped", "3")] {
         let r = format!("Str({result})");
         let p = b
-            .point(&[("exporter", "Str(otlp_logs)"), ("result", &r)])
+            .point(&[(keys::EXPORTER, "Str(otlp_logs)"), (keys::RESULT, &r)])
             .unwrap_or_else(|| panic!("no otlp_logs {result} point"));
         assert_eq!(p.value.as_deref(), Some(value), "{result}");
     }

@@ -17,7 +17,7 @@ use std::{
 
 use observer::{
     agent::{
-        Sink,
+        Resource, Sink,
         metrics::{
             Data, GaugePoint, HistogramPoint, Metric, Snapshot, SumPoint, Value, keys, names,
         },
@@ -51,13 +51,13 @@ fn snapshot(retransmits: u64) -> Snapshot {
         time: start,
         metrics: vec![
             Metric {
-                name: names::RUNQUEUE_LATENCY,
+                name: names::RUNQUEUE_WAIT_DURATION,
                 description: "Time tasks spent runnable, waiting for a CPU.",
                 unit: "ns",
                 data: Data::Histogram(vec![HistogramPoint {
                     attributes: vec![
                         (keys::CGROUP_PATH, AWKWARD_CGROUP.into()),
-                        (keys::PROCESS_NAME, "nginx".into()),
+                        (keys::PROCESS_COMM, "nginx".into()),
                         (keys::PROCESS_PID, Value::Int(1234)),
                     ],
                     start,
@@ -113,9 +113,23 @@ macro_rules! prometheus_or_skip {
     };
 }
 
+/// The resource every endpoint here describes, as `target_info`.
+fn resource() -> Resource {
+    Resource {
+        attributes: vec![
+            ("service.name".into(), "observer".into()),
+            (
+                "service.instance.id".into(),
+                "9d8987cf-62e7-5c7e-90d6-cd284b1fc479".into(),
+            ),
+            ("test.run".into(), Value::Int(7)),
+        ],
+    }
+}
+
 /// The endpoint on a free loopback port.
 async fn endpoint() -> Server {
-    Server::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+    Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), &resource())
         .await
         .expect("start the endpoint")
 }
@@ -153,7 +167,7 @@ async fn scrape(binary: &Path, native_histograms: bool) -> (Prometheus, Server) 
         .query(r#"observer_tcp_retransmits_total{network_peer_address="10.0.0.2",network_peer_port="443"}"#);
     assert_eq!(number(&retransmits), 42.0);
     assert_eq!(
-        number(&prometheus.query(r#"observer_signal_attached{signal="runqueue"}"#)),
+        number(&prometheus.query(r#"observer_signal_attached{observer_signal="runqueue"}"#)),
         1.0
     );
     assert_eq!(
@@ -161,19 +175,36 @@ async fn scrape(binary: &Path, native_histograms: bool) -> (Prometheus, Server) 
         0.25
     );
 
+    // The resource: target_info, 1, labelled with the resource's attributes (and the job and
+    // instance Prometheus adds to every series it scrapes).
+    let info = prometheus.query("target_info");
+    assert_eq!(number(&info), 1.0);
+    let labels = &info[0]["metric"];
+    assert_eq!(labels["service_name"], "observer", "{labels}");
+    assert_eq!(
+        labels["service_instance_id"], "9d8987cf-62e7-5c7e-90d6-cd284b1fc479",
+        "{labels}"
+    );
+    assert_eq!(labels["test_run"], "7", "{labels}");
+    assert_eq!(
+        labels.as_object().map(|l| l.len()),
+        Some(6),
+        "__name__, job, instance and the three attributes: {labels}"
+    );
+
     // The classic histogram: labels survive escaping, counts are exact at each le.
-    let count = prometheus.query("observer_runqueue_latency_seconds_count");
+    let count = prometheus.query("observer_runqueue_wait_duration_seconds_count");
     let labels = &count[0]["metric"];
-    assert_eq!(labels["cgroup_path"], AWKWARD_CGROUP, "{labels}");
-    assert_eq!(labels["process_executable_name"], "nginx", "{labels}");
+    assert_eq!(labels["observer_cgroup_path"], AWKWARD_CGROUP, "{labels}");
+    assert_eq!(labels["observer_process_comm"], "nginx", "{labels}");
     assert_eq!(labels["process_pid"], "1234", "{labels}");
     assert_eq!(number(&count), 1015.0);
     assert_eq!(
-        number(&prometheus.query("observer_runqueue_latency_seconds_sum")),
+        number(&prometheus.query("observer_runqueue_wait_duration_seconds_sum")),
         2.0
     );
     assert_eq!(
-        number(&prometheus.query("count(observer_runqueue_latency_seconds_bucket)")),
+        number(&prometheus.query("count(observer_runqueue_wait_duration_seconds_bucket)")),
         42.0,
         "41 powers of two and +Inf"
     );
@@ -185,17 +216,16 @@ async fn scrape(binary: &Path, native_histograms: bool) -> (Prometheus, Server) 
         ("0.134217728", 1015.0),
         ("+Inf", 1015.0),
     ] {
-        let q = format!(r#"observer_runqueue_latency_seconds_bucket{{le="{le}"}}"#);
+        let q = format!(r#"observer_runqueue_wait_duration_seconds_bucket{{le="{le}"}}"#);
         assert_eq!(number(&prometheus.query(&q)), cumulative, "{q}");
     }
 
     // The median Prometheus computes lies in the same classic bucket as the agent's own.
     let agent_p50 = hist::percentile(&latencies(), 0.5);
     let (lower, upper) = classic_bucket(agent_p50);
-    let p50 =
-        number(&prometheus.query(
-            "histogram_quantile(0.5, sum by (le) (observer_runqueue_latency_seconds_bucket))",
-        )) * 1e9;
+    let p50 = number(&prometheus.query(
+        "histogram_quantile(0.5, sum by (le) (observer_runqueue_wait_duration_seconds_bucket))",
+    )) * 1e9;
     assert!(
         lower < p50 && p50 <= upper * (1.0 + 1e-12),
         "Prometheus' median {p50} ns is outside ({lower}, {upper}] ns, the bucket of the agent's {agent_p50} ns"
@@ -209,7 +239,7 @@ async fn prometheus_scrapes_the_text_format() {
     let (prometheus, _endpoint) = scrape(&binary, false).await;
     // Text cannot carry native histograms.
     assert_eq!(
-        prometheus.query("observer_runqueue_latency_nanoseconds"),
+        prometheus.query("observer_runqueue_wait_duration_nanoseconds"),
         Json::Array(Vec::new())
     );
 }
@@ -218,8 +248,11 @@ async fn prometheus_scrapes_the_text_format() {
 async fn prometheus_scrapes_native_histograms_with_the_kernel_buckets() {
     let binary = prometheus_or_skip!();
     let (prometheus, _endpoint) = scrape(&binary, true).await;
-    let result = prometheus.wait_for("observer_runqueue_latency_nanoseconds", SCRAPED_WITHIN);
-    assert_eq!(result[0]["metric"]["cgroup_path"], AWKWARD_CGROUP);
+    let result = prometheus.wait_for(
+        "observer_runqueue_wait_duration_nanoseconds",
+        SCRAPED_WITHIN,
+    );
+    assert_eq!(result[0]["metric"]["observer_cgroup_path"], AWKWARD_CGROUP);
     let h = &result[0]["histogram"][1];
     assert_eq!(string_number(&h["count"]), 1015.0, "{h}");
     assert_eq!(string_number(&h["sum"]), 2e9, "{h}");
@@ -258,7 +291,8 @@ async fn prometheus_scrapes_native_histograms_with_the_kernel_buckets() {
     // The native median is exact to the kernel bucket, not just the power of two.
     let (lower, upper) = kernel(1_000_000);
     let p50 = number(
-        &prometheus.query("histogram_quantile(0.5, sum(observer_runqueue_latency_nanoseconds))"),
+        &prometheus
+            .query("histogram_quantile(0.5, sum(observer_runqueue_wait_duration_nanoseconds))"),
     );
     assert!(
         lower <= p50 && p50 <= upper,
@@ -272,10 +306,19 @@ async fn endpoint_serves_the_newest_snapshot() {
     let addr = server.local_addr();
     let get = |path: &str, accept: Option<&str>| http_get(addr, path, accept).expect("GET");
 
-    // Before the first snapshot: 200 and no metrics.
+    // Before the first snapshot: 200 and only the resource.
     let (status, head, body) = get("/metrics", None);
     assert_eq!(status, 200, "{head}");
-    assert!(body.is_empty());
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        [
+            r#"target_info{service_instance_id="9d8987cf-62e7-5c7e-90d6-cd284b1fc479",service_name="observer",test_run="7"} 1.0"#
+        ],
+        "{text}"
+    );
     assert_eq!(get("/", None).0, 404);
     assert_eq!(get("/metric", None).0, 404);
 
@@ -306,8 +349,8 @@ async fn endpoint_serves_the_newest_snapshot() {
     );
     // Length-delimited MetricFamily messages; the names are plain strings inside.
     let body = String::from_utf8_lossy(&body);
-    assert!(body.contains("observer_runqueue_latency_nanoseconds"));
-    assert!(body.contains("observer_runqueue_latency_seconds"));
+    assert!(body.contains("observer_runqueue_wait_duration_nanoseconds"));
+    assert!(body.contains("observer_runqueue_wait_duration_seconds"));
 
     // Four GET /metrics so far, counted in the sink's own metric.
     let metrics = server.metrics();
@@ -324,7 +367,7 @@ async fn endpoint_serves_the_newest_snapshot() {
 async fn bind_errors_name_the_address_and_what_to_do() {
     let first = endpoint().await;
     let addr = first.local_addr();
-    let err = match Server::start(addr).await {
+    let err = match Server::start(addr, &resource()).await {
         Ok(_) => panic!("a second endpoint bound {addr}"),
         Err(e) => e,
     };

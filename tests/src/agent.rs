@@ -27,6 +27,38 @@ pub struct Agent {
     pub rss: Vec<(f64, u64)>,
 }
 
+/// The `service.instance.id` an agent must export on this machine, computed apart from it, with
+/// Python's uuid module: the UUID v5 of /etc/machine-id (the host name without one), followed by
+/// a space and the scope as `observer.scope` shows it for a scoped agent, in the namespace the
+/// semantic conventions give. Never the machine id itself, which stays private.
+pub fn instance_id(scope: Option<&str>) -> String {
+    let read = |path: &str| fs::read_to_string(path).map(|s| s.trim().to_owned());
+    let machine = read("/etc/machine-id")
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| read("/proc/sys/kernel/hostname").expect("the host name"));
+    let name = match scope {
+        Some(scope) => format!("{machine} {scope}"),
+        None => machine.clone(),
+    };
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, uuid; \
+             print(uuid.uuid5(uuid.UUID('4d63009a-8d0f-11ee-aad7-4c796ed8e320'), sys.argv[1]))",
+            &name,
+        ])
+        .output()
+        .expect("python3 (rotel's own dependency)");
+    assert!(out.status.success(), "python3: {out:?}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        id.len() == 36 && !id.replace('-', "").contains(&machine),
+        "{id}"
+    );
+    id
+}
+
 /// A loopback address with a port free right now.
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

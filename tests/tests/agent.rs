@@ -23,7 +23,7 @@ use std::{
 
 use observer_tests::{
     ChildGuard,
-    agent::{Agent, free_addr},
+    agent::{self, Agent, free_addr},
     hist, observer_ok,
     prom::{self, Prometheus},
     require_root,
@@ -164,7 +164,7 @@ fn catalogue() -> Vec<Documented> {
             "gauge" => "Gauge",
             other => panic!("README metric row {line:?}: unknown type {other:?}"),
         };
-        // "as `observer.runqueue.latency`": the attributes of that metric.
+        // "as `observer.runqueue.wait.duration`": the attributes of that metric.
         let same_as = cells[4]
             .strip_prefix("as ")
             .map(|rest| quoted(rest).remove(0));
@@ -202,8 +202,10 @@ fn catalogue() -> Vec<Documented> {
         })
         .collect();
     assert!(
-        resolved.iter().any(|d| d.name == "observer.futex.wait"),
-        "README.md's metric table was not found or lacks observer.futex.wait"
+        resolved
+            .iter()
+            .any(|d| d.name == "observer.futex.wait.duration"),
+        "README.md's metric table was not found or lacks observer.futex.wait.duration"
     );
     resolved
 }
@@ -244,7 +246,7 @@ fn collected_at(e: &Export) -> Option<u64> {
 /// The futex wait series of process `pid`.
 fn futex_point(e: &Export, pid: u32) -> Option<&rotel::Point> {
     let pid = format!("Int({pid})");
-    e.metric("observer.futex.wait")?
+    e.metric("observer.futex.wait.duration")?
         .points
         .iter()
         .find(|p| p.attr("process.pid") == Some(pid.as_str()))
@@ -283,8 +285,8 @@ fn batches(e: &Export, exporter: &str) -> Batches {
     let get = |result: &str| {
         let p = m
             .point(&[
-                ("exporter", &str_value(exporter)),
-                ("result", &str_value(result)),
+                ("observer.exporter", &str_value(exporter)),
+                ("observer.result", &str_value(result)),
             ])
             .unwrap_or_else(|| panic!("no observer.export.batches{{{exporter}, {result}}}"));
         number(p, "observer.export.batches") as u64
@@ -305,7 +307,9 @@ fn running_signals(e: &Export) -> BTreeSet<String> {
         .iter()
         .filter(|p| number(p, "observer.signal.attached") == 1.0)
         .map(|p| {
-            let s = p.attr("signal").expect("signal attribute");
+            let s = p
+                .attr("observer.signal")
+                .expect("observer.signal attribute");
             s.strip_prefix("Str(")
                 .and_then(|s| s.strip_suffix(')'))
                 .unwrap_or(s)
@@ -314,20 +318,21 @@ fn running_signals(e: &Export) -> BTreeSet<String> {
         .collect()
 }
 
+fn trimmed(path: &str) -> std::io::Result<String> {
+    fs::read_to_string(path).map(|s| s.trim().to_owned())
+}
+
 /// Every export carries the documented resource attributes, with this host's values.
 fn check_resource(exports: &[Export]) {
-    let trimmed = |path: &str| fs::read_to_string(path).map(|s| s.trim().to_owned());
     let host = trimmed("/proc/sys/kernel/hostname").unwrap();
     let release = trimmed("/proc/sys/kernel/osrelease").unwrap();
-    let mut expected = vec![
+    let expected = [
         ("service.name", str_value("observer")),
+        ("service.instance.id", str_value(&agent::instance_id(None))),
         ("host.name", str_value(&host)),
         ("os.type", str_value("linux")),
         ("os.version", str_value(&release)),
     ];
-    if let Ok(id) = trimmed("/etc/machine-id") {
-        expected.push(("service.instance.id", str_value(&id)));
-    }
     for (n, e) in exports.iter().enumerate() {
         for (k, v) in &expected {
             assert_eq!(
@@ -368,7 +373,7 @@ fn check_catalogue(exports: &[Export]) {
             let expected = signal_of(&d.name).is_none_or(|s| running.contains(s));
             let found: Vec<_> = e.metrics.iter().filter(|m| m.name == d.name).collect();
             // Measured only with an overhead budget, which these agents do not set.
-            if d.name == "observer.overhead.cpu_utilization" {
+            if d.name == "observer.overhead.cpu.utilization" {
                 assert!(found.is_empty(), "export #{n}: {} without a budget", d.name);
                 continue;
             }
@@ -464,21 +469,25 @@ fn check_futex_series(exports: &[Export], load: &FutexLoad) {
     }
     let p = futex_point(exports.last().unwrap(), load.pid).unwrap_or_else(|| {
         panic!(
-            "no observer.futex.wait series with process.pid {} in the last export",
+            "no observer.futex.wait.duration series with process.pid {} in the last export",
             load.pid
         )
     });
     eprintln!("the load generator's futex series: {p:?}");
     assert_eq!(
-        p.attr("process.executable.name"),
+        p.attr("observer.process.comm"),
         Some(str_value(&"observer-loadgen"[..15]).as_str()),
-        "process.executable.name (the kernel's comm)"
+        "observer.process.comm (the kernel's comm)"
     );
-    assert_eq!(p.attr("cgroup.path"), Some(str_value(&cgroup).as_str()));
+    assert_eq!(
+        p.attr("observer.cgroup.path"),
+        Some(str_value(&cgroup).as_str())
+    );
     assert!(
-        p.attr("cgroup.id").is_some_and(|v| v.starts_with("Int(")),
-        "cgroup.id: {:?}",
-        p.attr("cgroup.id")
+        p.attr("observer.cgroup.id")
+            .is_some_and(|v| v.starts_with("Int(")),
+        "observer.cgroup.id: {:?}",
+        p.attr("observer.cgroup.id")
     );
     let count = p.count.unwrap();
     assert!(
@@ -647,7 +656,7 @@ fn prometheus_scrapes_the_agent_and_histogram_quantile_finds_the_51ms_waits() {
     );
     let load = futex_load();
     let pid = format!("process_pid=\"{}\"", load.pid);
-    let count_query = format!("observer_futex_wait_seconds_count{{{pid}}}");
+    let count_query = format!("observer_futex_wait_duration_seconds_count{{{pid}}}");
     let start = Instant::now();
     let count = loop {
         if let Some(v) = server.query_value(&count_query)
@@ -667,21 +676,49 @@ fn prometheus_scrapes_the_agent_and_histogram_quantile_finds_the_51ms_waits() {
     let series = server.query(&count_query);
     let labels = &series[0]["metric"];
     assert_eq!(
-        labels["process_executable_name"],
+        labels["observer_process_comm"],
         &"observer-loadgen"[..15],
         "labels: {labels}"
     );
-    assert!(labels["cgroup_path"].is_string(), "labels: {labels}");
+    assert!(
+        labels["observer_cgroup_path"].is_string(),
+        "labels: {labels}"
+    );
+
+    // The resource: target_info, with the same service.instance.id as OTLP's.
+    let info = server.query("target_info");
+    assert_eq!(
+        info.as_array().map(Vec::len),
+        Some(1),
+        "one target_info: {info}"
+    );
+    let labels = &info[0]["metric"];
+    assert_eq!(info[0]["value"][1], "1", "{info}");
+    assert_eq!(
+        labels["service_instance_id"],
+        agent::instance_id(None).as_str(),
+        "{labels}"
+    );
+    assert_eq!(labels["service_name"], "observer", "{labels}");
+    assert_eq!(labels["os_type"], "linux", "{labels}");
+    assert_eq!(
+        labels["host_name"],
+        trimmed("/proc/sys/kernel/hostname").unwrap().as_str(),
+        "{labels}"
+    );
 
     // Classic buckets are powers of two of nanoseconds, in seconds: every wait of about 51 ms
     // is in (2^25, 2^26] ns = (33.55 ms, 67.11 ms], and so is the median.
     let (lo, hi) = (2f64.powi(25) / 1e9, 2f64.powi(26) / 1e9);
-    let bucket = |le: f64| format!("observer_futex_wait_seconds_bucket{{{pid},le=\"{le}\"}}");
+    let bucket =
+        |le: f64| format!("observer_futex_wait_duration_seconds_bucket{{{pid},le=\"{le}\"}}");
     let in_bucket_query = format!("{} - ignoring(le) {}", bucket(hi), bucket(lo));
     let in_bucket = server.query_value(&in_bucket_query).unwrap_or_else(|| {
         panic!(
             "{in_bucket_query} returned nothing; buckets: {}",
-            server.query(&format!("observer_futex_wait_seconds_bucket{{{pid}}}"))
+            server.query(&format!(
+                "observer_futex_wait_duration_seconds_bucket{{{pid}}}"
+            ))
         )
     });
     assert!(
@@ -689,7 +726,7 @@ fn prometheus_scrapes_the_agent_and_histogram_quantile_finds_the_51ms_waits() {
         "{in_bucket} waits in ({lo}, {hi}] s, expected at least {REPS}"
     );
     let p50_query = format!(
-        "histogram_quantile(0.5, sum by (le) (observer_futex_wait_seconds_bucket{{{pid}}}))"
+        "histogram_quantile(0.5, sum by (le) (observer_futex_wait_duration_seconds_bucket{{{pid}}}))"
     );
     let p50 = server
         .query_value(&p50_query)
@@ -707,14 +744,14 @@ fn prometheus_scrapes_the_agent_and_histogram_quantile_finds_the_51ms_waits() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["metric"]["signal"].as_str().unwrap().to_owned())
+        .map(|s| s["metric"]["observer_signal"].as_str().unwrap().to_owned())
         .collect();
     assert!(running.contains("futex"), "signals attached: {running:?}");
     let metadata = server.metadata();
     for d in catalogue() {
         // The budget's cost is measured only with a budget, which this agent does not set.
         if signal_of(&d.name).is_some_and(|s| !running.contains(s))
-            || d.name == "observer.overhead.cpu_utilization"
+            || d.name == "observer.overhead.cpu.utilization"
         {
             continue;
         }

@@ -1,5 +1,7 @@
 //! Block I/O latency: a known number of direct reads and writes on a loop device we create,
-//! compared with the kernel's own counters for that device.
+//! compared with the kernel's own counters for that device; and what the agent exports of
+//! writes, a flush and a discard on such a device, to a real collector (rotel) and a real
+//! Prometheus, under the OpenTelemetry semantic conventions' names.
 //!
 //! Why the counts must match exactly: /sys/block/loopN/stat counts a request when it completes
 //! (blk_account_io_done, once per request however many bios were merged into it), which is the
@@ -10,8 +12,11 @@
 
 use std::time::{Duration, Instant};
 
+use observer_tests::agent::{Agent, free_addr};
 use observer_tests::blockdev::{self, DiskStat, LoopDevice};
-use observer_tests::{Recording, observer_ok, report, require_root};
+use observer_tests::prom::{self, Prometheus};
+use observer_tests::rotel::{self, Export, Rotel, TempDir};
+use observer_tests::{Recording, observer_ok, report, require_root, skip_or_fail};
 
 const READS: u64 = 2000;
 const WRITES: u64 = 200;
@@ -220,6 +225,138 @@ fn block_io_requests_on_a_loop_device_match_the_kernel_counters_scheduler_none()
 #[test]
 fn block_io_requests_on_a_loop_device_match_the_kernel_counters_scheduler_mq_deadline() {
     run("mq-deadline");
+}
+
+/// The agent, exporting every second to rotel and scraped by Prometheus, while WRITES direct
+/// writes, an fsync (one flush request) and a discard go to a new loop device: its series are
+/// named by `system.device`, with `disk.io.direction` for the writes (and any reads: udev
+/// probes a device after a writer closes it) and `observer.disk.io.operation` for the flush
+/// and the discard, never both, in OTLP and as Prometheus labels; their counts are the
+/// kernel's.
+#[test]
+fn the_agent_exports_disk_io_by_device_direction_and_operation() {
+    require_root!();
+    let rotel_bin = match rotel::find_binary() {
+        Ok(b) => b,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let Some(prometheus_bin) = prom::binary() else {
+        skip_or_fail!("prometheus not found (install it: {})", prom::INSTALL)
+    };
+    let dev = LoopDevice::create(SIZE_MIB).expect("create loop device");
+    let disk = dev.disk();
+    let dir = TempDir::new("blockio-agent");
+    let collector = Rotel::start(&rotel_bin, &dir.0, "rotel", rotel::free_ports());
+    let listen = free_addr();
+    let prometheus = Prometheus::start(&prometheus_bin, listen, false);
+    let agent = observer_ok!(
+        Agent::start(
+            &[
+                "--signals",
+                "blockio",
+                "--interval",
+                "1s",
+                "--otlp-endpoint",
+                &collector.grpc_endpoint(),
+                "--prometheus-listen",
+                &listen.to_string()
+            ],
+            &[]
+        )
+        .ready()
+    );
+    let f = dev.open_direct().expect("open loop device O_DIRECT");
+    let before = dev.stat().unwrap();
+    blockdev::direct_writes(&f, WRITES, BLOCK, SIZE_MIB << 20).expect("direct writes");
+    let written = dev.stat().unwrap();
+    // blkdev_issue_flush: an empty write with a preflush, which the kernel issues as one flush
+    // request (and counts in the stat file as a flush and, once done, a write).
+    f.sync_all().expect("fsync");
+    drop(f);
+    observer_tests::run_ok(
+        std::process::Command::new("blkdiscard")
+            .args(["--offset", "0", "--length", "1048576"])
+            .arg(&dev.dev),
+    )
+    .expect("blkdiscard (util-linux)");
+    let after = dev.stat().unwrap();
+    let (writes, done) = (written.delta(&before), after.delta(&written));
+    eprintln!(
+        "kernel counters for {}: {writes:?}, then {done:?}",
+        dev.name
+    );
+    assert_eq!(writes.writes, WRITES, "the kernel counted other writes");
+    assert_eq!(
+        (done.flushes, done.discards),
+        (1, 1),
+        "one flush and one discard"
+    );
+
+    // OTLP: the device's series, by their second attribute.
+    let device = format!("Str({disk})");
+    let count = |e: &Export, key: &str, value: &str| -> u64 {
+        let value = format!("Str({value})");
+        e.metric("observer.block_io.device.duration")
+            .and_then(|m| m.point(&[("system.device", device.as_str()), (key, value.as_str())]))
+            .and_then(|p| p.count)
+            .unwrap_or(0)
+    };
+    let expected = [
+        ("disk.io.direction", "write", WRITES),
+        ("observer.disk.io.operation", "flush", 1),
+        ("observer.disk.io.operation", "discard", 1),
+    ];
+    let exports = collector.wait_for(
+        "the writes, the flush and the discard",
+        Duration::from_secs(15),
+        |e| {
+            e.last()
+                .is_some_and(|e| expected.iter().all(|(k, v, n)| count(e, k, v) >= *n))
+        },
+    );
+    let last = exports.last().unwrap();
+    for (key, value, n) in expected {
+        assert_eq!(count(last, key, value), n, "{key}={value}");
+    }
+    let ours = last
+        .metric("observer.block_io.device.duration")
+        .unwrap()
+        .points
+        .iter()
+        .filter(|p| p.attr("system.device") == Some(device.as_str()));
+    for p in ours {
+        let direction = p.attr("disk.io.direction");
+        let operation = p.attr("observer.disk.io.operation");
+        assert!(
+            p.attributes.len() == 2
+                && match (direction, operation) {
+                    (Some(d), None) => ["Str(read)", "Str(write)"].contains(&d),
+                    (None, Some(o)) => ["Str(flush)", "Str(discard)", "Str(other)"].contains(&o),
+                    _ => false,
+                },
+            "a series with both, neither, or another value: {:?}",
+            p.attributes
+        );
+    }
+
+    // Prometheus: the same names, as labels.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (key, value, n) in expected {
+        let query = format!(
+            "observer_block_io_device_duration_seconds_count{{system_device=\"{disk}\",{}=\"{value}\"}}",
+            key.replace('.', "_")
+        );
+        while prometheus.query_value(&query) != Some(n as f64) {
+            assert!(
+                Instant::now() < deadline,
+                "{query} is {:?}, not {n}; Prometheus log:\n{}",
+                prometheus.query_value(&query),
+                prometheus.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    agent.terminate_ok();
 }
 
 #[test]

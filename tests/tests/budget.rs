@@ -167,7 +167,8 @@ impl Agent {
 struct Scrape(String);
 
 impl Scrape {
-    /// Values of the samples of `name` whose labels contain `labels` (e.g. `signal="runqueue"`).
+    /// Values of the samples of `name` whose labels contain `labels`
+    /// (e.g. `observer_signal="runqueue"`).
     fn values(&self, name: &str, labels: &str) -> Vec<f64> {
         self.0
             .lines()
@@ -195,7 +196,7 @@ impl Scrape {
     fn cost_of(&self, signal: &str) -> Option<f64> {
         self.one(
             "observer_overhead_cpu_utilization",
-            &format!("signal=\"{signal}\""),
+            &format!("observer_signal=\"{signal}\""),
         )
     }
 
@@ -205,14 +206,14 @@ impl Scrape {
 
     /// Waits timed so far, over every series of the run-queue histogram.
     fn waits(&self) -> f64 {
-        self.values("observer_runqueue_latency_seconds_count", "")
+        self.values("observer_runqueue_wait_duration_seconds_count", "")
             .iter()
             .sum()
     }
 
     /// Futex waits timed so far, over every series.
     fn futex_waits(&self) -> f64 {
-        self.values("observer_futex_wait_seconds_count", "")
+        self.values("observer_futex_wait_duration_seconds_count", "")
             .iter()
             .sum()
     }

@@ -108,7 +108,7 @@ fn a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running() {
     let pid = load.id().to_string();
     load.wait_output(Duration::from_secs(30))
         .expect("load generator");
-    let name = "observer_runqueue_latency_seconds_count";
+    let name = "observer_runqueue_wait_duration_seconds_count";
     let deadline = Instant::now() + Duration::from_secs(10);
     let samples = loop {
         agent.assert_running("with one signal refused");
@@ -130,9 +130,13 @@ fn a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running() {
         ("futex", 0.0),
     ] {
         assert_eq!(
-            agent::value(&samples, "observer_signal_attached", &[("signal", signal)]),
+            agent::value(
+                &samples,
+                "observer_signal_attached",
+                &[("observer_signal", signal)]
+            ),
             Some(up),
-            "observer_signal_attached{{signal={signal}}}"
+            "observer_signal_attached{{observer_signal={signal}}}"
         );
     }
     assert!(
@@ -144,7 +148,7 @@ fn a_signal_the_kernel_refuses_is_reported_and_the_others_keep_running() {
     assert!(
         samples
             .iter()
-            .any(|s| s.name.starts_with("observer_lock_contention_wait")),
+            .any(|s| s.name.starts_with("observer_lock_contention_duration")),
         "the lock signal's histograms are exported"
     );
     agent.terminate_ok();
@@ -354,11 +358,20 @@ fn thousands_of_tcp_peers() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let dropped = |s: &[Sample]| {
-        agent::value(s, "observer_breakdown_dropped_total", &[("signal", "tcp")]).unwrap_or(0.0)
+        agent::value(
+            s,
+            "observer_breakdown_dropped_total",
+            &[("observer_signal", "tcp")],
+        )
+        .unwrap_or(0.0)
     };
     let fullness = |s: &[Sample]| {
-        agent::value(s, "observer_map_fullness", &[("map", "TCP_BY_REMOTE")])
-            .expect("observer_map_fullness{map=TCP_BY_REMOTE}")
+        agent::value(
+            s,
+            "observer_map_utilization",
+            &[("observer_map", "TCP_BY_REMOTE")],
+        )
+        .expect("observer_map_utilization{observer_map=TCP_BY_REMOTE}")
     };
     let before = agent.scrape();
     let all_before = total(&before, TCP_SERIES, &[]);
@@ -449,13 +462,17 @@ fn thousands_of_tcp_peers() {
     assert_eq!(
         (
             top.label("network_peer_port"),
-            top.label("network_local_port")
+            top.label("network_local_port"),
+            top.label("network_type"),
+            top.label("network_connection_state")
         ),
         (
             Some(HEAVY_PORT.to_string().as_str()),
-            Some(lport.to_string().as_str())
+            Some(lport.to_string().as_str()),
+            Some("ipv4"),
+            Some("established")
         ),
-        "the busiest series is not the busy connection: {top:?}"
+        "the busiest series is not the busy connection, established: {top:?}"
     );
     // Host-wide, so other namespaces may add some; none of ours may be missing.
     assert!(
@@ -518,18 +535,22 @@ fn fork_storm_in_thousands_of_cgroups() {
         Agent::with_prometheus(&["--signals", "runqueue", "--interval", "1s"], &[]).ready()
     );
     agent.run_for(Duration::from_millis(2200), "before the storm");
-    let rq = "observer_runqueue_latency_seconds_count";
+    let rq = "observer_runqueue_wait_duration_seconds_count";
     let dropped = |s: &[Sample]| {
         agent::value(
             s,
             "observer_breakdown_dropped_total",
-            &[("signal", "runqueue")],
+            &[("observer_signal", "runqueue")],
         )
         .unwrap_or(0.0)
     };
     let fullness = |s: &[Sample]| {
-        agent::value(s, "observer_map_fullness", &[("map", "RUNQ_BY_PROCESS")])
-            .expect("observer_map_fullness{map=RUNQ_BY_PROCESS}")
+        agent::value(
+            s,
+            "observer_map_utilization",
+            &[("observer_map", "RUNQ_BY_PROCESS")],
+        )
+        .expect("observer_map_utilization{observer_map=RUNQ_BY_PROCESS}")
     };
     let before = agent.scrape();
     let baseline = agent.sample_rss();
@@ -618,12 +639,12 @@ fn fork_storm_in_thousands_of_cgroups() {
     );
     // The top of the breakdown is still the heavy workload, in its cgroup.
     let top = agent::select(&after, rq, &[])
-        .filter(|s| s.label("process_executable_name") != Some("other"))
+        .filter(|s| s.label("observer_process_comm") != Some("other"))
         .max_by(|a, b| a.value.total_cmp(&b.value))
         .unwrap();
     eprintln!("top run-queue series: {top:?}");
     assert_eq!(
-        (top.label("process_pid"), top.label("cgroup_path")),
+        (top.label("process_pid"), top.label("observer_cgroup_path")),
         (Some(heavy_pid.as_str()), Some(heavy_cg.path.as_str())),
         "the busiest series is not the heavy workload: {top:?}"
     );
@@ -676,7 +697,7 @@ fn finish(load: ChildGuard) -> u64 {
 fn futex_series(e: &rotel::Export, pid: u32) -> Option<(u64, u64, u64)> {
     let want = format!("Int({pid})");
     let p = e
-        .metric("observer.futex.wait")?
+        .metric("observer.futex.wait.duration")?
         .points
         .iter()
         .find(|p| p.attr("process.pid") == Some(want.as_str()))?;
@@ -694,7 +715,7 @@ fn futex_series(e: &rotel::Export, pid: u32) -> Option<(u64, u64, u64)> {
 fn own_count(agent: &Agent, pid: u32) -> f64 {
     total(
         &agent.scrape(),
-        "observer_futex_wait_seconds_count",
+        "observer_futex_wait_duration_seconds_count",
         &[("process_pid", &pid.to_string())],
     )
 }
@@ -756,7 +777,7 @@ fn batches(s: &[Sample]) -> Batches {
         agent::value(
             s,
             "observer_export_batches_total",
-            &[("exporter", "otlp"), ("result", result)],
+            &[("observer_exporter", "otlp"), ("observer_result", result)],
         )
         .unwrap_or(0.0)
     };

@@ -9,7 +9,7 @@
 use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
 use observer_tests::{
-    ChildGuard, Recording,
+    ChildGuard, Recording, agent,
     cgroup::{Cgroup, TestCgroups},
     observer_ok, require_root, skip_or_fail,
 };
@@ -474,12 +474,13 @@ fn agent_scope_self_exports_only_its_own_cgroup() {
     };
     let series: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("observer_runqueue_latency_seconds_count{"))
+        .filter(|l| l.starts_with("observer_runqueue_wait_duration_seconds_count{"))
         .collect();
     assert!(!series.is_empty(), "no run-queue series: {text}");
     let mut seen = BTreeSet::new();
     for line in &series {
-        let path = label(line, "cgroup.path").or_else(|| label(line, "cgroup_path"));
+        let path =
+            label(line, "observer.cgroup.path").or_else(|| label(line, "observer_cgroup_path"));
         let path = path.unwrap_or_else(|| panic!("no cgroup path label: {line}"));
         assert!(
             path == own.path || path == "other",
@@ -640,7 +641,7 @@ fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
         format!("Int({})", loads[1].id()),
     );
     let has = |e: &rotel::Export, pid: &str| {
-        e.metric("observer.runqueue.latency")
+        e.metric("observer.runqueue.wait.duration")
             .is_some_and(|m| m.points.iter().any(|p| p.attr("process.pid") == Some(pid)))
     };
     let exports = rotel.wait_for(
@@ -662,11 +663,11 @@ fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
     drop(loads);
     for e in &exports {
         assert!(!has(e, &other_pid), "another pod's load was exported");
-        let Some(m) = e.metric("observer.runqueue.latency") else {
+        let Some(m) = e.metric("observer.runqueue.wait.duration") else {
             continue;
         };
         for p in &m.points {
-            let path = p.attr("cgroup.path").unwrap_or_default();
+            let path = p.attr("observer.cgroup.path").unwrap_or_default();
             assert!(
                 path.starts_with(&format!("Str({pod_path}/")) || path == "Str(other)",
                 "a series outside the pod: {:?}",
@@ -679,6 +680,16 @@ fn agent_scope_pod_sees_its_sibling_container_and_not_another_pod() {
         .resource_attr("observer.scope")
         .expect("observer.scope in the resource");
     assert!(scope.contains(&format!("{pod_path})")), "{scope}");
+    // Another instance than a host-wide agent's: the scope is part of the id's name.
+    let scope = scope
+        .strip_prefix("Str(")
+        .unwrap()
+        .strip_suffix(')')
+        .unwrap();
+    assert_eq!(
+        last.resource_attr("service.instance.id"),
+        Some(format!("Str({})", agent::instance_id(Some(scope))).as_str())
+    );
     assert!(
         last.resource_attr("k8s.pod.uid")
             .is_some_and(|u| u.contains(&uid)),

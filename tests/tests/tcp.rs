@@ -1,6 +1,8 @@
 //! TCP retransmits: a bulk transfer over loopback inside a network namespace of our own, with an
 //! nftables rule that drops a few percent of its data packets, compared with the namespace's
-//! own RetransSegs counter.
+//! own RetransSegs counter: in `observer record`'s report, and in what the agent exports to a
+//! real collector (rotel) and a real Prometheus, under the OpenTelemetry semantic conventions'
+//! network attributes.
 //!
 //! How the conditions are made, and why the counts must match exactly:
 //! - The drop rule is on the INPUT hook. On the OUTPUT hook a dropped packet is a local send
@@ -31,8 +33,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use observer_tests::agent::{Agent, free_addr};
 use observer_tests::netns::{self, NetNs};
-use observer_tests::{Recording, observer_ok, report, require_root};
+use observer_tests::prom::{self, Prometheus};
+use observer_tests::rotel::{self, Export, Rotel, TempDir};
+use observer_tests::{Recording, observer_ok, report, require_root, skip_or_fail};
 
 const PORT: u16 = 5201;
 const BYTES: usize = 192 << 20;
@@ -92,8 +97,9 @@ fn transfer(addr: IpAddr) -> anyhow::Result<Transfer> {
     })
 }
 
-fn run(addr: IpAddr) {
-    require_root!();
+/// A new network namespace whose lo carries one segment per skb and drops DROP_PERCENT of the
+/// data packets to PORT on input.
+fn lossy_namespace() -> NetNs {
     let ns = NetNs::create().expect("create network namespace");
     netns::one_segment_per_skb(&ns).expect("set gso_max_segs 1 on lo");
     ns.exec(
@@ -110,6 +116,20 @@ fn run(addr: IpAddr) {
     .expect(
         "add nftables drop rule in the namespace (needs the `nft` tool: apt-get install nftables)",
     );
+    ns
+}
+
+/// The namespace's RetransSegs now, less `before`.
+fn retransmits_since(ns: &NetNs, before: u64) -> u64 {
+    ns.run(|| netns::tcp_snmp("RetransSegs"))
+        .unwrap()
+        .expect("RetransSegs")
+        - before
+}
+
+fn run(addr: IpAddr) {
+    require_root!();
+    let ns = lossy_namespace();
 
     let top = 100;
     let rec = observer_ok!(
@@ -250,4 +270,156 @@ fn tcp_retransmits_over_ipv4_loopback_match_retranssegs() {
 #[test]
 fn tcp_retransmits_over_ipv6_loopback_match_retranssegs() {
     run(IpAddr::V6(Ipv6Addr::LOCALHOST));
+}
+
+/// The agent, exporting every second to rotel and scraped by Prometheus, while the same transfer
+/// runs (IPv4): the connection's series carry the semantic conventions' network attributes
+/// (`network.connection.state` with the registry's values, `established` while the data flows)
+/// under the same names in both, and add up to what the namespace's RetransSegs counted.
+#[test]
+fn the_agent_exports_retransmits_under_the_network_attributes() {
+    require_root!();
+    let rotel_bin = match rotel::find_binary() {
+        Ok(b) => b,
+        Err(e) => skip_or_fail!("{e}"),
+    };
+    let Some(prometheus_bin) = prom::binary() else {
+        skip_or_fail!("prometheus not found (install it: {})", prom::INSTALL)
+    };
+    let ns = lossy_namespace();
+    let dir = TempDir::new("tcp-agent");
+    let collector = Rotel::start(&rotel_bin, &dir.0, "rotel", rotel::free_ports());
+    let listen = free_addr();
+    let prometheus = Prometheus::start(&prometheus_bin, listen, false);
+    let agent = observer_ok!(
+        Agent::start(
+            &[
+                "--signals",
+                "tcp",
+                "--interval",
+                "1s",
+                "--otlp-endpoint",
+                &collector.grpc_endpoint(),
+                "--prometheus-listen",
+                &listen.to_string()
+            ],
+            &[]
+        )
+        .ready()
+    );
+    let xfer = ns
+        .run(|| transfer(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+        .unwrap()
+        .expect("transfer");
+    let kernel = retransmits_since(&ns, xfer.retrans_before);
+    eprintln!("kernel RetransSegs in the namespace: +{kernel}");
+    assert!(kernel > 0, "our drop rule caused no retransmits");
+
+    // OTLP: every series of the connection, by state.
+    let (peer_port, local_port) = (format!("Int({PORT})"), format!("Int({})", xfer.local_port));
+    let ours = |e: &Export| -> Vec<(Vec<(String, String)>, u64)> {
+        e.metric("observer.tcp.retransmits")
+            .map(|m| {
+                m.points
+                    .iter()
+                    .filter(|p| {
+                        p.attr("network.peer.port") == Some(peer_port.as_str())
+                            && p.attr("network.local.port") == Some(local_port.as_str())
+                    })
+                    .map(|p| {
+                        let v = p.value.as_deref().and_then(|v| v.parse().ok());
+                        (p.attributes.clone(), v.expect("a count"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let total = |e: &Export| ours(e).iter().map(|(_, n)| n).sum::<u64>();
+    let exports = collector.wait_for(
+        "the connection's retransmits",
+        Duration::from_secs(15),
+        |e| e.last().is_some_and(|e| total(e) >= kernel),
+    );
+    let last = exports.last().unwrap();
+    let series = ours(last);
+    eprintln!("the connection's series: {series:?}");
+    assert_eq!(total(last), kernel, "exported retransmits vs RetransSegs");
+    const STATES: [&str; 11] = [
+        "closed",
+        "close_wait",
+        "closing",
+        "established",
+        "fin_wait_1",
+        "fin_wait_2",
+        "last_ack",
+        "listen",
+        "syn_received",
+        "syn_sent",
+        "time_wait",
+    ];
+    for (attributes, _) in &series {
+        let mut keys: Vec<&str> = attributes.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "network.connection.state",
+                "network.local.port",
+                "network.peer.address",
+                "network.peer.port",
+                "network.type"
+            ],
+            "{attributes:?}"
+        );
+        let get = |k: &str| {
+            attributes
+                .iter()
+                .find(|(key, _)| key == k)
+                .unwrap()
+                .1
+                .as_str()
+        };
+        assert_eq!(get("network.peer.address"), "Str(127.0.0.1)");
+        assert_eq!(get("network.type"), "Str(ipv4)");
+        let state = get("network.connection.state");
+        assert!(
+            STATES.iter().any(|s| state == format!("Str({s})")),
+            "{state} is not one of the registry's values"
+        );
+    }
+    assert!(
+        series.iter().any(|(a, _)| a
+            .iter()
+            .any(|(k, v)| k == "network.connection.state" && v == "Str(established)")),
+        "no retransmit while established: {series:?}"
+    );
+
+    // Prometheus: the same attributes as labels.
+    let labels = format!(
+        "network_peer_address=\"127.0.0.1\",network_peer_port=\"{PORT}\",\
+         network_local_port=\"{}\",network_type=\"ipv4\"",
+        xfer.local_port
+    );
+    let query = format!("sum(observer_tcp_retransmits_total{{{labels}}})");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while prometheus.query_value(&query) != Some(kernel as f64) {
+        assert!(
+            Instant::now() < deadline,
+            "{query} is {:?}, not {kernel}; Prometheus log:\n{}",
+            prometheus.query_value(&query),
+            prometheus.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let established = format!(
+        "observer_tcp_retransmits_total{{{labels},network_connection_state=\"established\"}}"
+    );
+    assert!(
+        prometheus
+            .query_value(&established)
+            .is_some_and(|v| v > 0.0),
+        "{established}: {}",
+        prometheus.query(&established)
+    );
+    agent.terminate_ok();
 }

@@ -1,8 +1,8 @@
 //! Workload attribution end to end: real cgroups laid out as systemd, Docker, containerd, CRI-O,
 //! podman and the kubelet (both drivers) lay them out, under a test directory of the cgroup2
 //! mount; a load generator inside each one; the run-queue waits it makes attributed to its
-//! container, pod and systemd unit in `observer record --format json` and in the agent's OTLP
-//! export (to a real collector, rotel).
+//! container, pod and systemd unit in `observer record --format json`, in the agent's OTLP
+//! export (to a real collector, rotel) and in its Prometheus endpoint.
 //!
 //! With `[kubernetes]` enrichment the agent names the pods from a pod list served over HTTPS
 //! (`observer_tests::kubelet`: a real TLS server with its own CA, answering like a kubelet or an
@@ -40,7 +40,7 @@ struct Layout {
     container: Value,
     pod: Value,
     systemd_unit: Option<String>,
-    /// The OTLP attributes beyond cgroup.path/id and the process.
+    /// The OTLP attributes beyond observer.cgroup.path/id and the process.
     attributes: Vec<(&'static str, String)>,
 }
 
@@ -74,9 +74,9 @@ fn layouts() -> Vec<Layout> {
                 ("container.id", id1.clone()),
                 ("container.runtime.name", "containerd".into()),
                 ("k8s.pod.uid", uid1.clone()),
-                ("k8s.pod.qos_class", "Burstable".into()),
-                ("systemd.unit", scope1),
-                ("systemd.slice", slice1),
+                ("observer.k8s.pod.qos_class", "Burstable".into()),
+                ("observer.systemd.unit", scope1),
+                ("observer.systemd.slice", slice1),
             ],
         },
         Layout {
@@ -87,7 +87,7 @@ fn layouts() -> Vec<Layout> {
             attributes: vec![
                 ("container.id", id2.clone()),
                 ("k8s.pod.uid", uid2.clone()),
-                ("k8s.pod.qos_class", "BestEffort".into()),
+                ("observer.k8s.pod.qos_class", "BestEffort".into()),
             ],
         },
         Layout {
@@ -99,9 +99,9 @@ fn layouts() -> Vec<Layout> {
                 ("container.id", id3.clone()),
                 ("container.runtime.name", "cri-o".into()),
                 ("k8s.pod.uid", uid3.clone()),
-                ("k8s.pod.qos_class", "Guaranteed".into()),
-                ("systemd.unit", scope3),
-                ("systemd.slice", slice3),
+                ("observer.k8s.pod.qos_class", "Guaranteed".into()),
+                ("observer.systemd.unit", scope3),
+                ("observer.systemd.slice", slice3),
             ],
         },
         Layout {
@@ -112,8 +112,8 @@ fn layouts() -> Vec<Layout> {
             attributes: vec![
                 ("container.id", id4.clone()),
                 ("container.runtime.name", "docker".into()),
-                ("systemd.unit", scope4),
-                ("systemd.slice", "system.slice".into()),
+                ("observer.systemd.unit", scope4),
+                ("observer.systemd.slice", "system.slice".into()),
             ],
         },
         Layout {
@@ -124,8 +124,8 @@ fn layouts() -> Vec<Layout> {
             attributes: vec![
                 ("container.id", id5.clone()),
                 ("container.runtime.name", "podman".into()),
-                ("systemd.unit", scope5),
-                ("systemd.slice", "machine.slice".into()),
+                ("observer.systemd.unit", scope5),
+                ("observer.systemd.slice", "machine.slice".into()),
             ],
         },
         Layout {
@@ -134,8 +134,8 @@ fn layouts() -> Vec<Layout> {
             pod: Value::Null,
             systemd_unit: Some("observer-e2e.service".into()),
             attributes: vec![
-                ("systemd.unit", "observer-e2e.service".into()),
-                ("systemd.slice", "system.slice".into()),
+                ("observer.systemd.unit", "observer-e2e.service".into()),
+                ("observer.systemd.slice", "system.slice".into()),
             ],
         },
     ]
@@ -244,7 +244,7 @@ fn record_json_names_each_cgroups_container_pod_and_unit() {
 }
 
 #[test]
-fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp() {
+fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp_and_prometheus() {
     require_root!();
     let bin = match rotel::find_binary() {
         Ok(b) => b,
@@ -258,11 +258,8 @@ fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp() {
     let rotel = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
     // Room for every process of this busy machine, so the load generators' series are tracked.
     let config = dir.0.join("observer.toml");
-    std::fs::write(
-        &config,
-        "[agent]\ntop = 1000\nsignals = [\"runqueue\"]\n[prometheus]\nenabled = false\n",
-    )
-    .unwrap();
+    std::fs::write(&config, "[agent]\ntop = 1000\nsignals = [\"runqueue\"]\n").unwrap();
+    let listen = observer_tests::agent::free_addr();
     let mut cmd = observer_tests::observer::command();
     cmd.args([
         "run",
@@ -272,6 +269,8 @@ fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp() {
         config.to_str().unwrap(),
         "--interval",
         "1s",
+        "--prometheus-listen",
+        &listen.to_string(),
     ])
     .args(["--otlp-endpoint", &rotel.grpc_endpoint()])
     .env_remove("RUST_LOG")
@@ -287,7 +286,7 @@ fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp() {
     let pids: Vec<String> = loads.iter().map(|l| format!("Int({})", l.id())).collect();
     let started = Instant::now();
     let point_of = |e: &rotel::Export, pid: &str| {
-        e.metric("observer.runqueue.latency")?
+        e.metric("observer.runqueue.wait.duration")?
             .points
             .iter()
             .find(|p| p.attr("process.pid") == Some(pid))
@@ -306,6 +305,11 @@ fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp() {
         "every load generator's series arrived after {:.1?}",
         started.elapsed()
     );
+    // The endpoint serves the snapshot rotel received, or a later one: series stay.
+    let (status, _, body) =
+        observer_tests::prom::http_get(listen, "/metrics", None).expect("scrape");
+    assert_eq!(status, 200);
+    let samples = observer_tests::agent::parse_text(&String::from_utf8_lossy(&body));
     drop(agent);
     let last = exports.last().unwrap();
     let mut problems = Vec::new();
@@ -313,11 +317,11 @@ fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp() {
         let got = point_of(last, pid).unwrap();
         let str_of = |v: &str| format!("Str({v})");
         let mut want: Vec<(String, String)> = vec![
-            ("cgroup.path".into(), str_of(&cg.path)),
-            ("cgroup.id".into(), format!("Int({})", cg.id)),
+            ("observer.cgroup.path".into(), str_of(&cg.path)),
+            ("observer.cgroup.id".into(), format!("Int({})", cg.id)),
             ("process.pid".into(), pid.clone()),
             (
-                "process.executable.name".into(),
+                "observer.process.comm".into(),
                 str_of(&"observer-loadgen"[..15]),
             ),
         ];
@@ -335,6 +339,25 @@ fn agent_exports_each_cgroups_container_pod_and_unit_over_otlp() {
                 "{}: attributes {got_sorted:#?}, expected {want_sorted:#?}",
                 cg.path
             ));
+        }
+        // Prometheus: the same attributes as labels, dots as underscores.
+        let bare = |v: &str| v[4..v.len() - 1].to_owned();
+        let Some(series) = samples.iter().find(|s| {
+            s.name == "observer_runqueue_wait_duration_seconds_count"
+                && s.label("process_pid") == Some(bare(pid).as_str())
+        }) else {
+            problems.push(format!("{}: no Prometheus series of {pid}", cg.path));
+            continue;
+        };
+        for (key, value) in &want {
+            let label = key.replace('.', "_");
+            if series.label(&label) != Some(bare(value).as_str()) {
+                problems.push(format!(
+                    "{}: Prometheus label {label} is {:?}, expected {value}",
+                    cg.path,
+                    series.label(&label)
+                ));
+            }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -407,7 +430,7 @@ fn wait_for_log(dir: &Path, what: &str, timeout: Duration) -> String {
 
 /// The attributes of the run-queue series of process `pid` (`Int(N)`) in the last export.
 fn series_of(e: &rotel::Export, pid: &str) -> Option<Vec<(String, String)>> {
-    e.metric("observer.runqueue.latency")?
+    e.metric("observer.runqueue.wait.duration")?
         .points
         .iter()
         .find(|p| p.attr("process.pid") == Some(pid))
@@ -504,8 +527,12 @@ fn agent_names_pods_from_the_kubelet_over_https_in_otlp_prometheus_and_top() {
         }
     }
     // --cgroup: only the test's cgroups are seen.
-    for p in &last.metric("observer.runqueue.latency").unwrap().points {
-        let path = p.attr("cgroup.path").unwrap_or_default();
+    for p in &last
+        .metric("observer.runqueue.wait.duration")
+        .unwrap()
+        .points
+    {
+        let path = p.attr("observer.cgroup.path").unwrap_or_default();
         if path != "Str(other)" && !path.starts_with(&format!("Str({}", cgroups.top)) {
             problems.push(format!("a series outside the scope: {path}"));
         }

@@ -76,9 +76,9 @@ const FULL_MAPS_WINDOW: Duration = Duration::from_secs(15);
 /// more live processes than the run-queue per-process map's 4096 entries, over many cgroups.
 const STORM_PROCS: &str = "5000";
 const STORM_CGROUPS: &str = "1000";
-/// The run-queue per-process map's `observer_map_fullness` sample, and how full counts as full
+/// The run-queue per-process map's `observer_map_utilization` sample, and how full counts as full
 /// (the agent removes exited processes' entries as it reads them, so it reads a little under 1).
-const RUNQ_MAP_LABEL: &str = "map=\"RUNQ_BY_PROCESS\"";
+const RUNQ_MAP_LABEL: &str = "observer_map=\"RUNQ_BY_PROCESS\"";
 const FULL: f64 = 0.9;
 
 /// A tool's programs count as attached once its number of BPF links has stayed the same for
@@ -1568,7 +1568,7 @@ impl AgentCost {
 /// full.
 pub fn agent_cost(binary: &Path, loadgen: &Path, load: AgentLoad) -> Result<AgentCost> {
     let agent = Agent::start(binary, "[agent]\ninterval = \"1s\"")?;
-    let fullness = |body: &str| sample_value(body, "observer_map_fullness", RUNQ_MAP_LABEL);
+    let fullness = |body: &str| sample_value(body, "observer_map_utilization", RUNQ_MAP_LABEL);
     let (window, _storm) = match load {
         AgentLoad::Normal => {
             // Warm up: a few collections and scrapes.
@@ -2005,8 +2005,8 @@ mod tests {
 
     #[test]
     fn reads_one_prometheus_sample() {
-        let text = "# TYPE a gauge\na 1.5\nb{signal=\"runqueue\"} 0.25\n\
-                    b{signal=\"futex\"} 0.5\n";
+        let text = "# TYPE a gauge\na 1.5\nb{observer_signal=\"runqueue\"} 0.25\n\
+                    b{observer_signal=\"futex\"} 0.5\n";
         assert_eq!(sample_value(text, "a", ""), Some(1.5));
         assert_eq!(sample_value(text, "b", "runqueue"), Some(0.25));
         // Two samples match: ambiguous, so none.
@@ -2017,11 +2017,11 @@ mod tests {
     #[test]
     fn reads_the_run_queue_maps_fullness_not_the_futex_one() {
         // As the agent exports it: one gauge per bounded map.
-        let text = "observer_map_fullness{map=\"FUTEX_BY_PROCESS\"} 0.5\n\
-                    observer_map_fullness{map=\"RUNQ_BY_PROCESS\"} 0.97\n\
+        let text = "observer_map_utilization{observer_map=\"FUTEX_BY_PROCESS\"} 0.5\n\
+                    observer_map_utilization{observer_map=\"RUNQ_BY_PROCESS\"} 0.97\n\
                     observer_collection_duration_seconds 0.061\n";
         assert_eq!(
-            sample_value(text, "observer_map_fullness", RUNQ_MAP_LABEL),
+            sample_value(text, "observer_map_utilization", RUNQ_MAP_LABEL),
             Some(0.97)
         );
         assert_eq!(

@@ -515,14 +515,14 @@ actions = [{{ type = "sysctl", key = "net.core.somaxconn", value = 8192 }}]
     }
 
     /// The series of the first scrape that has the export counters: before its first
-    /// collection the agent serves an empty page, and the CSV's columns are fixed from this.
+    /// collection the agent serves only target_info, and the CSV's columns are fixed from this.
     fn first_collection(&mut self) -> Result<BTreeMap<String, f64>> {
         let start = Instant::now();
         loop {
             let metrics = parse_metrics(&self.scrape()?);
             if metrics
                 .keys()
-                .any(|k| k.starts_with("observer_export_batches_total{exporter=\"otlp"))
+                .any(|k| k.starts_with("observer_export_batches_total{observer_exporter=\"otlp"))
             {
                 return Ok(metrics);
             }
@@ -643,7 +643,7 @@ fn tracked(series: &str) -> bool {
     const NAMES: [&str; 10] = [
         "observer_export_batches_total",
         "observer_breakdown_dropped_total",
-        "observer_map_fullness",
+        "observer_map_utilization",
         "observer_signal_attached",
         "observer_collection_duration_seconds",
         "observer_block_io_untimed_total",
@@ -1273,10 +1273,10 @@ mod tests {
 
     #[test]
     fn keeps_the_agents_own_series() {
-        let text = "# TYPE x counter\nobserver_map_fullness{map=\"A\"} 0.5\n\
-                    observer_runqueue_latency_seconds_bucket{le=\"1\"} 3\n";
+        let text = "# TYPE x counter\nobserver_map_utilization{observer_map=\"A\"} 0.5\n\
+                    observer_runqueue_wait_duration_seconds_bucket{le=\"1\"} 3\n";
         let metrics = parse_metrics(text);
         let kept: Vec<&String> = metrics.keys().filter(|k| tracked(k)).collect();
-        assert_eq!(kept, ["observer_map_fullness{map=\"A\"}"]);
+        assert_eq!(kept, ["observer_map_utilization{observer_map=\"A\"}"]);
     }
 }

@@ -343,7 +343,7 @@ impl Budget {
             tracing::warn!(
                 "overhead budget exceeded: the programs cost {total:.4}% of CPU time, and \
                  {sampling}; what is left is the cost of the signals that do not sample and of \
-                 the programs' runs for unsampled events (see observer.overhead.cpu_utilization \
+                 the programs' runs for unsampled events (see observer.overhead.cpu.utilization \
                  by signal)"
             );
             self.warned_exhausted = true;
@@ -370,11 +370,11 @@ impl Budget {
                 let (name, description) = match signal {
                     Signal::Futex => (
                         names::FUTEX_SAMPLING,
-                        "Futex waits per timed wait: 1 times every wait; N > 1 (a power of two) when the overhead budget samples, so observer.futex.wait counts about 1/N of the waits (percentiles are unaffected).",
+                        "Futex waits per timed wait: 1 times every wait; N > 1 (a power of two) when the overhead budget samples, so observer.futex.wait.duration counts about 1/N of the waits (percentiles are unaffected).",
                     ),
                     _ => (
                         names::RUNQUEUE_SAMPLING,
-                        "Run-queue waits per timed wait: 1 times every wait; N > 1 (a power of two) when the overhead budget samples, so observer.runqueue.latency counts about 1/N of the waits (its percentiles are unaffected).",
+                        "Run-queue waits per timed wait: 1 times every wait; N > 1 (a power of two) when the overhead budget samples, so observer.runqueue.wait.duration counts about 1/N of the waits (its percentiles are unaffected).",
                     ),
                 };
                 Metric {

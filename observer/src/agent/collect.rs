@@ -14,7 +14,7 @@ use std::{
 
 use observer_common::{
     Hist, ProcessKey,
-    blockio::{BY_DISK_ENTRIES, DiskKey, OPS, STAGE_DEVICE, STAGE_QUEUE},
+    blockio::{BY_DISK_ENTRIES, DiskKey, OP_READ, OP_WRITE, OPS, STAGE_DEVICE, STAGE_QUEUE},
     lock::{CLASS_NAMES, CLASSES},
     tcp::RemoteKey,
 };
@@ -256,7 +256,7 @@ pub struct Collector {
 fn process_other() -> Attributes {
     vec![
         (keys::CGROUP_PATH, OTHER.into()),
-        (keys::PROCESS_NAME, OTHER.into()),
+        (keys::PROCESS_COMM, OTHER.into()),
     ]
 }
 
@@ -385,7 +385,7 @@ impl Collector {
 
         let mut metrics = self.metrics(loaded);
         metrics.push(Metric {
-            name: names::MAP_FULLNESS,
+            name: names::MAP_UTILIZATION,
             description: "How full each bounded breakdown map in the kernel is (entries / capacity); when full, new keys go to \"other\".",
             unit: "1",
             data: Data::Gauge(fullness),
@@ -420,7 +420,7 @@ impl Collector {
         let mut out = Vec::new();
         if has(Signal::Runqueue) {
             out.push(Metric {
-                name: names::RUNQUEUE_LATENCY,
+                name: names::RUNQUEUE_WAIT_DURATION,
                 description: "Time tasks spent runnable, waiting for a CPU, by cgroup and process.",
                 unit: "ns",
                 data: self.runqueue.histograms(),
@@ -428,13 +428,13 @@ impl Collector {
         }
         if has(Signal::BlockIo) {
             out.push(Metric {
-                name: names::BLOCK_IO_DEVICE_TIME,
+                name: names::BLOCK_IO_DEVICE_DURATION,
                 description: "Block I/O time from issue to the device to completion, by disk and operation.",
                 unit: "ns",
                 data: self.block_device.histograms(),
             });
             out.push(Metric {
-                name: names::BLOCK_IO_QUEUE_TIME,
+                name: names::BLOCK_IO_QUEUE_DURATION,
                 description: "Block I/O time in the I/O scheduler queue (insert to issue), by disk and operation.",
                 unit: "ns",
                 data: self.block_queue.histograms(),
@@ -471,7 +471,7 @@ impl Collector {
         }
         if has(Signal::Lock) {
             out.push(Metric {
-                name: names::LOCK_CONTENTION_WAIT,
+                name: names::LOCK_CONTENTION_DURATION,
                 description: "Time kernel code waited for contended locks, by lock class.",
                 unit: "ns",
                 data: Data::Histogram(
@@ -495,7 +495,7 @@ impl Collector {
         }
         if has(Signal::Futex) {
             out.push(Metric {
-                name: names::FUTEX_WAIT,
+                name: names::FUTEX_WAIT_DURATION,
                 description: "Time threads spent blocked in futex wait calls (user-space locks, condition variables), by cgroup and process.",
                 unit: "ns",
                 data: self.futex.histograms(),
@@ -565,7 +565,7 @@ fn process_attributes(
         .unwrap_or_else(Workload::unknown);
     let mut attributes = vec![
         (keys::CGROUP_PATH, w.path.clone().into()),
-        (keys::PROCESS_NAME, process_name(k.tgid, &comm).into()),
+        (keys::PROCESS_COMM, process_name(k.tgid, &comm).into()),
         (
             keys::CGROUP_ID,
             i64::try_from(k.cgroup).unwrap_or(i64::MAX).into(),
@@ -626,20 +626,29 @@ fn disk_attributes(k: &DiskKey) -> Attributes {
     } else {
         blockio::disk_name(k.dev).0
     };
+    // disk.io.direction has the values read and write; flush, discard and the rest have no
+    // direction, and are named by observer.disk.io.operation instead.
+    let op = match k.op {
+        OP_READ | OP_WRITE => keys::IO_DIRECTION,
+        _ => keys::IO_OPERATION,
+    };
     vec![
-        (keys::DISK_DEVICE, disk.into()),
-        (keys::IO_OPERATION, blockio::op_name(k.op).into()),
+        (keys::DEVICE, disk.into()),
+        (op, blockio::op_name(k.op).into()),
     ]
 }
 
 fn remote_attributes(k: &RemoteKey) -> Attributes {
-    vec![
+    let mut attributes = vec![
         (keys::PEER_ADDRESS, tcp::address(k).into()),
         (keys::PEER_PORT, i64::from(k.rport).into()),
         (keys::LOCAL_PORT, i64::from(k.lport).into()),
         (keys::NETWORK_TYPE, tcp::family(k).into()),
-        (keys::TCP_STATE, tcp::state(k).into()),
-    ]
+    ];
+    if let Some(state) = tcp::connection_state(k) {
+        attributes.push((keys::CONNECTION_STATE, state.into()));
+    }
+    attributes
 }
 
 #[cfg(test)]

@@ -5,13 +5,23 @@
 //!
 //! The OpenTelemetry names translate the way the OpenTelemetry specification and Prometheus' own
 //! OTLP receiver translate them: dots become underscores and the unit becomes a suffix. Durations
-//! are exported in seconds, Prometheus' base unit (`observer.runqueue.latency`, in ns, becomes
-//! `observer_runqueue_latency_seconds`; a gauge in `s` gets `_seconds`); counters (monotonic sums)
-//! end in `_total`; annotation units such as `{retransmit}` add nothing, and neither does the
-//! unit `1` (the specification's `_ratio` would misdescribe `observer_signal_attached`, a 0/1
-//! status). Attribute keys become labels, dots as underscores; the description becomes `HELP`.
-//! Metrics that translate to the same name (two sinks reporting `observer.export.batches`) share
-//! one family, since an exposition may name a family only once.
+//! are exported in seconds, Prometheus' base unit (`observer.runqueue.wait.duration`, in ns,
+//! becomes `observer_runqueue_wait_duration_seconds`; a gauge in `s` gets `_seconds`); counters
+//! (monotonic sums) end in `_total`; annotation units such as `{retransmit}` add nothing, and
+//! neither does the unit `1` (the specification's `_ratio` would misdescribe
+//! `observer_signal_attached`, a 0/1 status). Attribute keys become labels, dots as
+//! underscores; the description becomes `HELP`. Metrics that translate to the same name (two
+//! sinks reporting `observer.export.batches`) share one family, since an exposition may name a
+//! family only once.
+//!
+//! # The resource
+//!
+//! What describes the agent (OTLP's resource: service.name, service.instance.id, host.name...)
+//! is the gauge `target_info`, always 1, whose labels are the resource's attributes and nothing
+//! else, named as attribute keys are: the OpenTelemetry specification's form for an exporter
+//! whose formats have no info type (neither the text format 0.0.4 nor the protobuf format
+//! has one). Prometheus adds `job` and `instance` when it scrapes, so
+//! `* on (job, instance) group_left (service_name) target_info` joins them to any series.
 //!
 //! # Classic histograms
 //!
@@ -46,14 +56,15 @@
 //!
 //! # HTTP
 //!
-//! `GET /metrics` answers 200. Before the collector's first snapshot the body holds no metrics:
-//! an empty exposition is valid, and a 503 would mark the target down for the first interval of
-//! every agent start. Other paths answer 404, other methods 405. At most [`MAX_CONNECTIONS`]
-//! connections are served at once (more are closed at once) and a request's headers must arrive
-//! within [`HEADER_TIMEOUT`], so a stuck or hostile client cannot make memory grow.
+//! `GET /metrics` answers 200. Before the collector's first snapshot the body holds only
+//! `target_info`: a 503 would mark the target down for the first interval of every agent start.
+//! Other paths answer 404, other methods 405. At most [`MAX_CONNECTIONS`] connections are served
+//! at once (more are closed at once) and a request's headers must arrive within
+//! [`HEADER_TIMEOUT`], so a stuck or hostile client cannot make memory grow.
 
 use std::{
     borrow::Cow,
+    collections::BTreeMap,
     convert::Infallible,
     fmt, io,
     net::SocketAddr,
@@ -89,7 +100,7 @@ use prometheus_client::{
 use tokio::{net::TcpListener, task::JoinSet};
 
 use super::{
-    Sink,
+    Resource, Sink,
     metrics::{Data, EXPORT_BATCHES_DESCRIPTION, Metric, Snapshot, SumPoint, Value, keys, names},
 };
 
@@ -113,6 +124,8 @@ const NS_PER_S: f64 = 1e9;
 const ZERO_THRESHOLD: f64 = 2.938_735_877_055_719e-39;
 /// The native histograms' unit: the kernel's (see the module docs).
 const NATIVE_UNIT: &str = "nanoseconds";
+/// The resource's family (see the module docs), as the OpenTelemetry specification names it.
+const TARGET_INFO: &str = "target_info";
 
 /// Errors starting the endpoint. Each names the address and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +169,8 @@ struct Shared {
     /// `GET /metrics` requests answered.
     scrapes: AtomicU64,
     started: SystemTime,
+    /// The resource, as `target_info`'s labels.
+    target: Labels,
 }
 
 impl Shared {
@@ -178,8 +193,9 @@ pub struct Server {
 
 impl Server {
     /// Binds `listen` (the configuration's default is 127.0.0.1:9464) and serves
-    /// `GET /metrics` on the current tokio runtime until the returned handle is dropped.
-    pub async fn start(listen: SocketAddr) -> Result<Self, PromError> {
+    /// `GET /metrics` on the current tokio runtime until the returned handle is dropped, with
+    /// `resource` as `target_info`.
+    pub async fn start(listen: SocketAddr, resource: &Resource) -> Result<Self, PromError> {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| PromError::bind(listen, e))?;
@@ -190,6 +206,7 @@ impl Server {
             latest: Mutex::new(None),
             scrapes: AtomicU64::new(0),
             started: SystemTime::now(),
+            target: target_labels(resource),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&shared)));
         tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
@@ -298,22 +315,19 @@ fn respond<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {
     let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     let snapshot = shared.latest();
     let (content_type, body) = if wants_protobuf(accept) {
-        let body = match &snapshot {
-            Some(s) => match encode_protobuf(s) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!("cannot encode the Prometheus protobuf exposition: {e}");
-                    return plain(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "cannot encode the metrics; see the agent's log\n",
-                    );
-                }
-            },
-            None => Vec::new(),
+        let body = match encode_protobuf(&shared.target, snapshot.as_deref()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode the Prometheus protobuf exposition: {e}");
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot encode the metrics; see the agent's log\n",
+                );
+            }
         };
         (PROTOBUF_CONTENT_TYPE, Bytes::from(body))
     } else {
-        let body = snapshot.map(|s| render_text(&s)).unwrap_or_default();
+        let body = render_text(&shared.target, snapshot.as_deref());
         (prometheus_text::CONTENT_TYPE, Bytes::from(body))
     };
     shared.scrapes.fetch_add(1, Ordering::Relaxed);
@@ -369,17 +383,21 @@ pub fn wants_protobuf(accept: Option<&str>) -> bool {
     protobuf > 0.0 && protobuf >= other
 }
 
-/// The snapshot in the Prometheus text format (version 0.0.4): classic histograms only.
-pub fn render_text(snapshot: &Snapshot) -> String {
+/// `target_info` with labels `target` (none when empty), then the snapshot, in the Prometheus
+/// text format (version 0.0.4): classic histograms only.
+fn render_text(target: &Labels, snapshot: Option<&Snapshot>) -> String {
     let mut out = String::new();
-    prometheus_text::encode(&mut out, &registry(families(snapshot, false)))
+    prometheus_text::encode(&mut out, &registry(families(target, snapshot, false)))
         .expect("the text encoder only fails when its writer does, and a String never does");
     out
 }
 
-/// The snapshot in the length-delimited protobuf format, with native histograms.
-fn encode_protobuf(snapshot: &Snapshot) -> Result<Vec<u8>, prometheus_protobuf::EncodeError> {
-    prometheus_protobuf::encode_to_vec(&registry(families(snapshot, true)))
+/// As [`render_text`], in the length-delimited protobuf format, with native histograms.
+fn encode_protobuf(
+    target: &Labels,
+    snapshot: Option<&Snapshot>,
+) -> Result<Vec<u8>, prometheus_protobuf::EncodeError> {
+    prometheus_protobuf::encode_to_vec(&registry(families(target, snapshot, true)))
 }
 
 fn registry(families: Vec<Family>) -> Registry {
@@ -547,11 +565,20 @@ impl Native {
     }
 }
 
-/// The snapshot as Prometheus families, in snapshot order. `native` adds the native histogram
-/// families (protobuf only: the text format cannot carry them).
-fn families(snapshot: &Snapshot, native: bool) -> Vec<Family> {
+/// `target_info` (when `target` has labels: the specification leaves an empty resource out),
+/// then the snapshot as Prometheus families, in snapshot order. `native` adds the native
+/// histogram families (protobuf only: the text format cannot carry them).
+fn families(target: &Labels, snapshot: Option<&Snapshot>, native: bool) -> Vec<Family> {
     let mut out: Vec<Family> = Vec::new();
-    for metric in &snapshot.metrics {
+    if !target.is_empty() {
+        out.push(Family {
+            name: TARGET_INFO.to_owned(),
+            unit: None,
+            help: Cow::Borrowed("Target metadata: the OpenTelemetry resource of this agent."),
+            series: Series::Gauge(vec![(target.clone(), 1.0)]),
+        });
+    }
+    for metric in snapshot.iter().flat_map(|s| &s.metrics) {
         for family in translate(metric, native) {
             if family.series.is_empty() {
                 // A family without samples is noise in the exposition.
@@ -696,13 +723,32 @@ fn sanitize(name: &str) -> String {
 fn labels(attributes: &[(&'static str, Value)]) -> Labels {
     attributes
         .iter()
-        .map(|(key, value)| {
-            let value = match value {
-                Value::Str(s) => s.clone(),
-                Value::Int(i) => i.to_string(),
-            };
-            (sanitize(key), value)
-        })
+        .map(|(key, value)| (sanitize(key), text(value)))
+        .collect()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+    }
+}
+
+/// The resource as `target_info`'s labels. Its attributes come partly from the user
+/// (OTEL_RESOURCE_ATTRIBUTES), so two may become the same label (`a.b` and `a_b`): as the
+/// specification says, they then share it, their values joined by `;` in the order of the
+/// attributes' names (a label twice in a series would make Prometheus refuse the scrape).
+fn target_labels(resource: &Resource) -> Labels {
+    let mut by_label: BTreeMap<String, BTreeMap<&str, String>> = BTreeMap::new();
+    for (key, value) in &resource.attributes {
+        by_label
+            .entry(sanitize(key))
+            .or_default()
+            .insert(key, text(value));
+    }
+    by_label
+        .into_iter()
+        .map(|(label, values)| (label, values.into_values().collect::<Vec<_>>().join(";")))
         .collect()
 }
 
@@ -899,11 +945,14 @@ mod tests {
             }
             h.sum += v * n;
         }
-        let text = render_text(&snapshot(vec![histogram(
-            names::RUNQUEUE_LATENCY,
-            Vec::new(),
-            h,
-        )]));
+        let text = render_text(
+            &Labels::new(),
+            Some(&snapshot(vec![histogram(
+                names::RUNQUEUE_WAIT_DURATION,
+                Vec::new(),
+                h,
+            )])),
+        );
         let cumulative = |k: usize| -> u64 {
             values
                 .iter()
@@ -912,20 +961,20 @@ mod tests {
                 .sum()
         };
         let mut expected = vec![
-            "# HELP observer_runqueue_latency_seconds Test latency.".to_owned(),
-            "# TYPE observer_runqueue_latency_seconds histogram".to_owned(),
+            "# HELP observer_runqueue_wait_duration_seconds Test latency.".to_owned(),
+            "# TYPE observer_runqueue_wait_duration_seconds histogram".to_owned(),
         ];
         for (k, le) in LE.iter().enumerate() {
             expected.push(format!(
-                "observer_runqueue_latency_seconds_bucket{{le=\"{le}\"}} {}",
+                "observer_runqueue_wait_duration_seconds_bucket{{le=\"{le}\"}} {}",
                 cumulative(k)
             ));
         }
         let sum_s = h.sum as f64 / 1e9;
         expected.extend([
-            "observer_runqueue_latency_seconds_bucket{le=\"+Inf\"} 21".to_owned(),
-            format!("observer_runqueue_latency_seconds_sum {sum_s}"),
-            "observer_runqueue_latency_seconds_count 21".to_owned(),
+            "observer_runqueue_wait_duration_seconds_bucket{le=\"+Inf\"} 21".to_owned(),
+            format!("observer_runqueue_wait_duration_seconds_sum {sum_s}"),
+            "observer_runqueue_wait_duration_seconds_count 21".to_owned(),
         ]);
         assert_eq!(text.lines().collect::<Vec<_>>(), expected);
         // Spot-check the cumulative counts the loop computed.
@@ -955,7 +1004,7 @@ mod tests {
             // A counter of nanoseconds is exported in seconds.
             sum("test.busy_time", "ns", 1_500_000_000),
         ];
-        let text = render_text(&snapshot(metrics));
+        let text = render_text(&Labels::new(), Some(&snapshot(metrics)));
         let expected = "\
 # HELP observer_tcp_retransmits_total Test count.
 # TYPE observer_tcp_retransmits_total counter
@@ -979,23 +1028,85 @@ test_busy_time_seconds_total{test_kind=\"a\"} 1.5
             (keys::CGROUP_PATH, "/a \"b\" \\c\nd".into()),
             (keys::PROCESS_PID, 1234.into()),
         ];
-        let text = render_text(&snapshot(vec![histogram(
-            names::FUTEX_WAIT,
-            attributes,
-            Hist::ZERO,
-        )]));
+        let text = render_text(
+            &Labels::new(),
+            Some(&snapshot(vec![histogram(
+                names::FUTEX_WAIT_DURATION,
+                attributes,
+                Hist::ZERO,
+            )])),
+        );
         let first = text.lines().nth(2).unwrap();
         assert_eq!(
             first,
-            r#"observer_futex_wait_seconds_bucket{cgroup_path="/a \"b\" \\c\nd",process_pid="1234",le="1e-09"} 0"#
+            r#"observer_futex_wait_duration_seconds_bucket{observer_cgroup_path="/a \"b\" \\c\nd",process_pid="1234",le="1e-09"} 0"#
         );
+    }
+
+    #[test]
+    fn the_resource_is_target_info_in_both_formats() {
+        let resource = Resource {
+            attributes: vec![
+                ("service.name".into(), "observer".into()),
+                (
+                    "service.instance.id".into(),
+                    "9d8987cf-62e7-5c7e-90d6-cd284b1fc479".into(),
+                ),
+                ("test.run".into(), Value::Int(7)),
+                // Three keys that become one label: their values in the order of the keys.
+                ("a_b".into(), "2".into()),
+                ("a.b".into(), "1".into()),
+                ("a-b".into(), "0".into()),
+            ],
+        };
+        let target = target_labels(&resource);
+        let s = snapshot(vec![sum(names::TCP_RETRANSMITS, "{retransmit}", 3)]);
+        let text = render_text(&target, Some(&s));
+        let info = "\
+# HELP target_info Target metadata: the OpenTelemetry resource of this agent.
+# TYPE target_info gauge
+target_info{a_b=\"0;1;2\",service_instance_id=\"9d8987cf-62e7-5c7e-90d6-cd284b1fc479\",service_name=\"observer\",test_run=\"7\"} 1.0
+# HELP observer_tcp_retransmits_total";
+        assert!(text.starts_with(info), "{text}");
+        // Before the first snapshot: target_info alone; with an empty resource, nothing.
+        assert!(render_text(&target, None).starts_with(info.rsplit_once('#').unwrap().0));
+        assert_eq!(render_text(&target, None).matches("# TYPE").count(), 1);
+        assert_eq!(render_text(&Labels::new(), None), "");
+
+        let families =
+            prometheus_protobuf::encode(&registry(families(&target, None, true))).unwrap();
+        let [info] = &families[..] else {
+            panic!("{families:?}")
+        };
+        assert_eq!(
+            (info.name.as_str(), info.r#type),
+            ("target_info", proto::MetricType::Gauge as i32)
+        );
+        let labels: Vec<(&str, &str)> = info.metric[0]
+            .label
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("a_b", "0;1;2"),
+                (
+                    "service_instance_id",
+                    "9d8987cf-62e7-5c7e-90d6-cd284b1fc479"
+                ),
+                ("service_name", "observer"),
+                ("test_run", "7")
+            ]
+        );
+        assert_eq!(info.metric[0].gauge.as_ref().map(|g| g.value), Some(1.0));
     }
 
     #[test]
     fn help_is_escaped() {
         let mut m = gauge("test.g", "1", 0.0);
         m.description = "line one\\two\nthree";
-        let text = render_text(&snapshot(vec![m]));
+        let text = render_text(&Labels::new(), Some(&snapshot(vec![m])));
         assert!(
             text.starts_with("# HELP test_g line one\\\\two\\nthree\n"),
             "{text}"
@@ -1010,8 +1121,8 @@ test_busy_time_seconds_total{test_kind=\"a\"} 1.5
         assert_eq!(prometheus_unit("1"), (None, 1.0));
         assert_eq!(prometheus_unit("m/s"), (Some("m_s".into()), 1.0));
         assert_eq!(
-            sanitize("observer.block_io.device_time"),
-            "observer_block_io_device_time"
+            sanitize("observer.block_io.device.duration"),
+            "observer_block_io_device_duration"
         );
         assert_eq!(sanitize("9lives-x"), "_9lives_x");
         assert_eq!(strip_unit("a_duration_seconds", "seconds"), "a_duration");
@@ -1033,9 +1144,9 @@ test_busy_time_seconds_total{test_kind=\"a\"} 1.5
             unit: "{event}",
             data: Data::Sum(Vec::new()),
         };
-        let text = render_text(&snapshot(vec![a, empty, b]));
+        let text = render_text(&Labels::new(), Some(&snapshot(vec![a, empty, b])));
         assert_eq!(text.matches("# TYPE").count(), 1, "{text}");
-        assert!(text.contains("observer_export_batches_total{exporter=\"otlp\"} 1\n"));
+        assert!(text.contains("observer_export_batches_total{observer_exporter=\"otlp\"} 1\n"));
         assert!(text.contains("observer_export_batches_total{test_kind=\"a\"} 2\n"));
         assert!(!text.contains("dropped"));
     }
@@ -1083,16 +1194,18 @@ test_busy_time_seconds_total{test_kind=\"a\"} 1.5
         h.sum = 10_000_000;
         let attributes = vec![(keys::LOCK_CLASS, "mutex".into())];
         let s = snapshot(vec![
-            histogram(names::LOCK_CONTENTION_WAIT, attributes, h),
+            histogram(names::LOCK_CONTENTION_DURATION, attributes, h),
             sum(names::TCP_RETRANSMITS, "{retransmit}", 3),
         ]);
-        let families = prometheus_protobuf::encode(&registry(families(&s, true))).unwrap();
+        let families =
+            prometheus_protobuf::encode(&registry(families(&Labels::new(), Some(&s), true)))
+                .unwrap();
         let names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
             [
-                "observer_lock_contention_wait_seconds",
-                "observer_lock_contention_wait_nanoseconds",
+                "observer_lock_contention_duration_seconds",
+                "observer_lock_contention_duration_nanoseconds",
                 "observer_tcp_retransmits_total"
             ]
         );
@@ -1108,7 +1221,7 @@ test_busy_time_seconds_total{test_kind=\"a\"} 1.5
         assert_eq!(native_family.r#type, proto::MetricType::Histogram as i32);
         assert_eq!(native_family.unit, "nanoseconds");
         let metric = &native_family.metric[0];
-        assert_eq!(metric.label[0].name, "lock_class");
+        assert_eq!(metric.label[0].name, "observer_lock_class");
         assert_eq!(metric.label[0].value, "mutex");
         let native = metric.histogram.as_ref().unwrap();
         assert!(native.bucket.is_empty());
@@ -1156,6 +1269,7 @@ test_busy_time_seconds_total{test_kind=\"a\"} 1.5
             latest: Mutex::new(None),
             scrapes: AtomicU64::new(0),
             started: UNIX_EPOCH,
+            target: Labels::new(),
         };
         let get = |path: &str| Request::get(path).body(()).unwrap();
         assert_eq!(respond(&shared, &get("/")).status(), StatusCode::NOT_FOUND);
@@ -1167,7 +1281,7 @@ test_busy_time_seconds_total{test_kind=\"a\"} 1.5
         let r = respond(&shared, &post);
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[ALLOW], "GET");
-        // Before the first snapshot: 200, no metrics.
+        // Before the first snapshot: 200, no metrics (and no target_info: no resource here).
         let r = respond(&shared, &get("/metrics?x=1"));
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[CONTENT_TYPE], prometheus_text::CONTENT_TYPE);

@@ -29,9 +29,6 @@ use crate::{
     signals::Breakdowns,
 };
 
-/// The resource attribute naming the agent's scope (sidecar mode), absent for the whole host.
-pub const SCOPE_ATTRIBUTE: &str = "observer.scope";
-
 /// How long the final OTLP flush may take at shutdown.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -60,14 +57,8 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
         .as_ref()
         .map(Scope::resolve)
         .transpose()?;
-    let mut config = config;
     if let Some(scope) = &scope {
         tracing::info!(scope = %scope.describe(), id = scope.id, "every signal restricted to this cgroup");
-        // In every export, so a collector can tell a sidecar's view from a host's.
-        config
-            .otlp
-            .resource_attributes
-            .insert(SCOPE_ATTRIBUTE.into(), scope.describe());
     }
     let loaded = ebpf::load_scoped(&config.agent.signals, &Breakdowns::ALL, scope.as_ref())?;
     for (signal, status) in &loaded.status {
@@ -120,17 +111,18 @@ async fn serve(
         None => None,
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    // What describes this agent: OTLP's resource, Prometheus' target_info.
+    let extra: Vec<(String, String)> = config
+        .otlp
+        .resource_attributes
+        .clone()
+        .into_iter()
+        .collect();
+    let resource = resource::detect(&config.otlp.service_name, loaded.scope.as_deref(), &extra);
     let exporter = if config.otlp.enabled {
-        let extra: Vec<(String, String)> = config
-            .otlp
-            .resource_attributes
-            .clone()
-            .into_iter()
-            .collect();
-        let resource = resource::detect(&config.otlp.service_name, &extra);
         let exporter = Arc::new(otlp::Exporter::start(
             otlp_settings(&config.otlp),
-            resource,
+            resource.clone(),
         )?);
         tracing::info!(endpoint = %config.otlp.endpoint, protocol = %config.otlp.protocol, "exporting over OTLP");
         sinks.push(exporter.clone());
@@ -139,7 +131,7 @@ async fn serve(
         None
     };
     if config.prometheus.enabled {
-        let server = prometheus::Server::start(config.prometheus.listen).await?;
+        let server = prometheus::Server::start(config.prometheus.listen, &resource).await?;
         tracing::info!(
             "serving Prometheus metrics on http://{}/metrics",
             server.local_addr()

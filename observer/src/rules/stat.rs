@@ -91,12 +91,12 @@ impl Sample {
 /// The metric a watched signal is exported as.
 fn metric(watched: Watched) -> &'static str {
     match watched {
-        Watched::Runqueue => names::RUNQUEUE_LATENCY,
-        Watched::BlockIo => names::BLOCK_IO_DEVICE_TIME,
-        Watched::BlockIoQueue => names::BLOCK_IO_QUEUE_TIME,
+        Watched::Runqueue => names::RUNQUEUE_WAIT_DURATION,
+        Watched::BlockIo => names::BLOCK_IO_DEVICE_DURATION,
+        Watched::BlockIoQueue => names::BLOCK_IO_QUEUE_DURATION,
         Watched::Tcp => names::TCP_RETRANSMITS,
-        Watched::Lock => names::LOCK_CONTENTION_WAIT,
-        Watched::Futex => names::FUTEX_WAIT,
+        Watched::Lock => names::LOCK_CONTENTION_DURATION,
+        Watched::Futex => names::FUTEX_WAIT_DURATION,
     }
 }
 
@@ -130,11 +130,11 @@ fn target(attributes: &Attributes, per: Per) -> Option<Target> {
         }),
         Per::Process => Some(Target::Process {
             pid: u32::try_from(int(attributes, keys::PROCESS_PID)?).ok()?,
-            name: text(attributes, keys::PROCESS_NAME).unwrap_or_default(),
+            name: text(attributes, keys::PROCESS_COMM).unwrap_or_default(),
             cgroup_path: text(attributes, keys::CGROUP_PATH).unwrap_or_default(),
         }),
         Per::Disk => Some(Target::Disk {
-            name: text(attributes, keys::DISK_DEVICE)?,
+            name: text(attributes, keys::DEVICE)?,
         }),
         Per::Remote => Some(Target::Remote {
             address: text(attributes, keys::PEER_ADDRESS)?,
@@ -288,7 +288,7 @@ mod tests {
         Snapshot {
             time: SystemTime::now(),
             metrics: vec![Metric {
-                name: names::RUNQUEUE_LATENCY,
+                name: names::RUNQUEUE_WAIT_DURATION,
                 description: "",
                 unit: "ns",
                 data: Data::Histogram(
@@ -308,7 +308,7 @@ mod tests {
     fn process(cgroup: i64, pid: i64) -> Attributes {
         vec![
             (keys::CGROUP_PATH, format!("/cg{cgroup}").into()),
-            (keys::PROCESS_NAME, "p".into()),
+            (keys::PROCESS_COMM, "p".into()),
             (keys::CGROUP_ID, cgroup.into()),
             (keys::PROCESS_PID, pid.into()),
         ]
@@ -317,7 +317,7 @@ mod tests {
     fn other() -> Attributes {
         vec![
             (keys::CGROUP_PATH, OTHER.into()),
-            (keys::PROCESS_NAME, OTHER.into()),
+            (keys::PROCESS_COMM, OTHER.into()),
         ]
     }
 

@@ -292,6 +292,29 @@ pub fn state(k: &RemoteKey) -> &'static str {
         .unwrap_or("UNKNOWN")
 }
 
+/// The socket's TCP state as OpenTelemetry's `network.connection.state` has it: RFC 9293's
+/// states (section 3.3.2), spelled as the semantic conventions' registry spells them
+/// (model/network/registry.yaml). Linux's states are the RFC's but for two of its own:
+/// NEW_SYN_RECV is the request socket of a connection in SYN-RECEIVED, and BOUND_INACTIVE a
+/// bound socket with no connection, which the RFC calls CLOSED. None for a value outside
+/// `enum tcp_state` (include/net/tcp_states.h).
+pub fn connection_state(k: &RemoteKey) -> Option<&'static str> {
+    Some(match *STATE_NAMES.get(usize::from(k.state))? {
+        "ESTABLISHED" => "established",
+        "SYN_SENT" => "syn_sent",
+        "SYN_RECV" | "NEW_SYN_RECV" => "syn_received",
+        "FIN_WAIT1" => "fin_wait_1",
+        "FIN_WAIT2" => "fin_wait_2",
+        "TIME_WAIT" => "time_wait",
+        "CLOSE" | "BOUND_INACTIVE" => "closed",
+        "CLOSE_WAIT" => "close_wait",
+        "LAST_ACK" => "last_ack",
+        "LISTEN" => "listen",
+        "CLOSING" => "closing",
+        _ => return None,
+    })
+}
+
 /// The remote address as text.
 pub fn address(k: &RemoteKey) -> String {
     if k.family == AF_INET6 {
@@ -327,6 +350,42 @@ mod tests {
 
     /// A deleted idle endpoint: what the kernel counted after the read that deleted it (late)
     /// and what its re-created entry counted since are both in the next delta, once.
+    #[test]
+    fn every_linux_state_has_its_rfc_name() {
+        let state = |state| connection_state(&RemoteKey { state, ..key(80) });
+        // Every value of the registry's network.connection.state, and no other.
+        let registry = [
+            "closed",
+            "close_wait",
+            "closing",
+            "established",
+            "fin_wait_1",
+            "fin_wait_2",
+            "last_ack",
+            "listen",
+            "syn_received",
+            "syn_sent",
+            "time_wait",
+        ];
+        let mut named: Vec<_> = (1..STATE_NAMES.len() as u8)
+            .map(|s| state(s).unwrap_or_else(|| panic!("{} has no name", STATE_NAMES[s as usize])))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let mut registry = registry.to_vec();
+        registry.sort_unstable();
+        assert_eq!(named, registry);
+        // include/net/tcp_states.h: TCP_ESTABLISHED = 1, TCP_SYN_RECV = 3, TCP_CLOSE = 7,
+        // TCP_NEW_SYN_RECV = 12, TCP_BOUND_INACTIVE = 13.
+        assert_eq!(state(1), Some("established"));
+        assert_eq!(state(3), Some("syn_received"));
+        assert_eq!(state(12), Some("syn_received"));
+        assert_eq!(state(7), Some("closed"));
+        assert_eq!(state(13), Some("closed"));
+        assert_eq!(state(0), None);
+        assert_eq!(state(14), None);
+    }
+
     #[test]
     fn counts_of_a_deleted_idle_endpoint_are_carried_into_the_next_delta() {
         // Endpoint 1 was idle and deleted (no longer in `prev`), with 2 late retransmits; its
