@@ -113,13 +113,34 @@ impl Tls {
 
     /// Reads the files again. `Some` new configuration the first time and whenever a file
     /// changed since (connections made with the old one should be replaced); `None` when
-    /// nothing changed. Reading a few small files per export costs far less than the export.
+    /// nothing changed. Reading a few small files per export costs far less than the export
+    /// (the system's bundle, some 200 KB, a few tens of microseconds from the page cache).
     pub fn refresh(&mut self) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+        // Two reads in a row that agree: files swapped together (a Kubernetes secret volume
+        // swaps a symlink to a new directory) are never taken half old, half new, which would
+        // pair a certificate with another's key. A few tries, then the last read stands.
+        let mut contents = self.read()?;
+        for _ in 0..3 {
+            let again = self.read()?;
+            if again == contents {
+                break;
+            }
+            contents = again;
+        }
+        if self.loaded.as_ref() == Some(&contents) {
+            return Ok(None);
+        }
+        let config = self.config(&contents)?;
+        self.loaded = Some(contents);
+        Ok(Some(config))
+    }
+
+    fn read(&self) -> Result<Contents, TlsError> {
         let ca_path = match &self.files.certificate {
             Some(path) => path.clone(),
             None => system_bundle()?,
         };
-        let contents = Contents {
+        Ok(Contents {
             ca: read(&ca_path, CA)?,
             ca_path,
             client: match &self.files.client {
@@ -129,13 +150,7 @@ impl Tls {
                 )),
                 None => None,
             },
-        };
-        if self.loaded.as_ref() == Some(&contents) {
-            return Ok(None);
-        }
-        let config = self.config(&contents)?;
-        self.loaded = Some(contents);
-        Ok(Some(config))
+        })
     }
 
     /// The CA that verifies the collector, for messages: known once [`Self::refresh`] read it.
@@ -442,5 +457,154 @@ impl Connection for Conn {
             Self::Plain(s) => s.connected(),
             Self::Tls(s) => s.inner().get_ref().0.connected(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_tests::{
+        rotel::TempDir,
+        tls::{Pki, replace},
+    };
+
+    use super::*;
+    use crate::config::ClientFiles;
+
+    #[test]
+    fn the_files_are_read_again_and_what_is_wrong_names_the_file() {
+        let dir = TempDir::new("tls-files");
+        let pki = Pki::new(&dir.0, "ca").unwrap();
+        let agent = pki.client("agent").unwrap();
+        let (ca, cert, key) = (
+            dir.0.join("trusted.pem"),
+            dir.0.join("client.pem"),
+            dir.0.join("client.key"),
+        );
+        replace(&pki.ca.cert, &ca);
+        replace(&agent.cert, &cert);
+        replace(&agent.key, &key);
+        let files = TlsFiles {
+            certificate: Some(ca.clone()),
+            client: Some(ClientFiles {
+                certificate: cert.clone(),
+                key: key.clone(),
+            }),
+        };
+        let mut tls = Tls::new(files, b"h2");
+        let config = tls
+            .refresh()
+            .unwrap()
+            .expect("a configuration the first time");
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec()]);
+        assert!(config.client_auth_cert_resolver.has_certs());
+        assert!(tls.refresh().unwrap().is_none(), "nothing changed");
+        assert_eq!(tls.ca(), format!("the CA in {}", ca.display()));
+
+        // A rotated CA, then a renewed client certificate: a new configuration each time.
+        let other = Pki::new(&dir.0, "other").unwrap();
+        replace(&other.ca.cert, &ca);
+        assert!(tls.refresh().unwrap().is_some());
+        let renewed = pki.client("agent-renewed").unwrap();
+        replace(&renewed.cert, &cert);
+        replace(&renewed.key, &key);
+        assert!(tls.refresh().unwrap().is_some());
+
+        // Half a rotation: the key of another certificate.
+        replace(&agent.key, &key);
+        let e = tls.refresh().unwrap_err();
+        assert!(matches!(e, TlsError::Client { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "the client certificate {} and the client key {} do not go together: ",
+                cert.display(),
+                key.display()
+            )),
+            "{text}"
+        );
+        // Until it is fixed; then the pair is used again.
+        replace(&renewed.key, &key);
+        tls.refresh().unwrap();
+
+        // Files that are not what they should be.
+        fs::write(&key, "not a key\n").unwrap();
+        let e = tls.refresh().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "the client key file {} is not usable: no private key in PEM",
+                key.display()
+            )),
+            "{e}"
+        );
+        replace(&renewed.key, &key);
+        fs::write(
+            &ca,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert_eq!(
+            tls.refresh().unwrap_err().to_string(),
+            format!(
+                "the CA certificate file {} is not usable: it holds no certificate (no \
+                 -----BEGIN CERTIFICATE----- block)",
+                ca.display()
+            )
+        );
+        fs::remove_file(&ca).unwrap();
+        assert_eq!(
+            tls.refresh().unwrap_err().to_string(),
+            format!(
+                "cannot read the CA certificate file {}: No such file or directory (os error 2)",
+                ca.display()
+            )
+        );
+    }
+
+    #[test]
+    fn without_a_ca_file_the_systems_bundle_verifies() {
+        if std::env::var_os("SSL_CERT_FILE").is_some() {
+            // Then that file is the bundle; the test below is of the distribution's.
+            return;
+        }
+        let mut tls = Tls::new(TlsFiles::default(), b"http/1.1");
+        let config = tls.refresh().unwrap_or_else(|e| panic!("{e}"));
+        let config = config.expect("a configuration");
+        assert!(!config.client_auth_cert_resolver.has_certs());
+        let bundle = SYSTEM_BUNDLES
+            .iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("a CA bundle of the system (Debian: ca-certificates)");
+        assert_eq!(tls.ca(), format!("the system's CA bundle ({bundle})"));
+    }
+
+    #[test]
+    fn tls_failures_are_found_in_the_chain_and_explained() {
+        // As hyper and tonic pass it on: rustls's error in tokio-rustls's io::Error, in a
+        // handshake error of ours.
+        let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let e = HandshakeError {
+            server: "127.0.0.1".into(),
+            source: io::Error::new(io::ErrorKind::InvalidData, unknown),
+        };
+        let found = rustls_error(&e).expect("the rustls error");
+        assert_eq!(
+            hint(found, "the CA in /etc/observer/ca.pem").unwrap(),
+            "the collector's certificate is not signed by the CA in /etc/observer/ca.pem; set \
+             OTEL_EXPORTER_OTLP_CERTIFICATE (or otlp.certificate) to the CA that signed it"
+        );
+        let required = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
+        assert!(
+            hint(&required, "")
+                .unwrap()
+                .contains("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")
+        );
+        let refused = rustls::Error::AlertReceived(AlertDescription::UnknownCA);
+        assert!(
+            hint(&refused, "")
+                .unwrap()
+                .contains("refused this agent's client certificate")
+        );
+        assert!(rustls_error(&io::Error::other("reset")).is_none());
+        assert!(hint(&rustls::Error::DecryptError, "").is_none());
     }
 }
