@@ -624,7 +624,11 @@ fn exports_everything_over(protocol: Protocol, transport: Transport) {
         // the proxy, rotel's answer reaches the agent long before SIGTERM's final collection).
         let deadline = Instant::now() + Duration::from_secs(3);
         while proxy.requests().len() < before {
-            assert!(Instant::now() < deadline, "nginx logged {:?}", proxy.requests());
+            assert!(
+                Instant::now() < deadline,
+                "nginx logged {:?}",
+                proxy.requests()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -400,12 +400,15 @@ fn grpc_error(
             | Code::DataLoss
     ) || status.source().is_some();
     let reason = match status.source() {
-        Some(source) => format!(
-            "gRPC {:?}: {} ({})",
-            status.code(),
-            status.message(),
-            reason(source)
-        ),
+        // tonic's message is the source's own text: said once.
+        Some(source) => {
+            let causes = reason(source);
+            if causes.contains(status.message()) {
+                format!("gRPC {:?}: {causes}", status.code())
+            } else {
+                format!("gRPC {:?}: {} ({causes})", status.code(), status.message())
+            }
+        }
         None => format!("gRPC {:?}: {}", status.code(), status.message()),
     };
     if retryable {
@@ -461,11 +464,15 @@ fn body_excerpt(body: &[u8]) -> String {
     }
 }
 
+/// `e` and its sources, each said once: wrappers often repeat their source's text.
 fn error_chain(e: &(dyn Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {
-        out = format!("{out}: {s}");
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
         next = s.source();
     }
     out
