@@ -320,33 +320,33 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// Plaintext without `tls`; otherwise TLS with that configuration, verifying the
-    /// certificate against `uri`'s host.
+    /// Plaintext without `tls`; otherwise TLS with that configuration, verifying that the
+    /// collector's certificate is for that name.
     pub fn new(
-        uri: &Uri,
         connect_timeout: Duration,
-        tls: Option<Arc<ClientConfig>>,
-    ) -> Result<Self, String> {
+        tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    ) -> Self {
         let mut tcp = HttpConnector::new();
         // An https:// URI is connected over TCP here and the TLS is ours.
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(connect_timeout));
-        let tls = match tls {
-            Some(config) => {
-                let host = uri
-                    .host()
-                    .ok_or("it names no host")?
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
-                let name = ServerName::try_from(host.to_owned())
-                    .map_err(|e| format!("its host is no TLS server name: {e}"))?;
-                Some((TlsConnector::from(config), name))
-            }
-            None => None,
-        };
-        Ok(Self { tcp, tls })
+        Self {
+            tcp,
+            tls: tls.map(|(config, name)| (TlsConnector::from(config), name)),
+        }
     }
+}
+
+/// The name the collector's certificate must hold: `uri`'s host, a DNS name or an IP address.
+pub fn server_name(uri: &Uri) -> Result<ServerName<'static>, String> {
+    let host = uri
+        .host()
+        .ok_or("it names no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("its host is no TLS server name: {e}"))
 }
 
 /// The handshake failed (the cause, with rustls's error, is the source).

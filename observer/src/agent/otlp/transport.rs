@@ -3,7 +3,7 @@
 //! final, as the OTLP specification says. One client sends one kind of request ([`Export`]:
 //! metrics or logs) to one endpoint.
 
-use std::{error::Error, future::Future, io::Write as _, time::Duration};
+use std::{error::Error, future::Future, io::Write as _, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use flate2::write::GzEncoder;
@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::collector::{
     },
 };
 use prost::Message;
+use rustls::{ClientConfig, pki_types::ServerName};
 use tonic::{
     Code,
     codec::CompressionEncoding,
@@ -158,8 +159,9 @@ pub struct Client {
     wire: Wire,
     timeout: Duration,
     compression: Compression,
-    /// The certificates of an `https://` endpoint, read again before each send.
-    tls: Option<Tls>,
+    /// The certificates of an `https://` endpoint, read again before each send, and the name
+    /// the collector's certificate must hold.
+    tls: Option<(Tls, ServerName<'static>)>,
     /// `None` only until the certificates of an `https://` endpoint were first loaded.
     transport: Option<Transport>,
 }
@@ -183,8 +185,6 @@ impl Client {
         if uri.authority().is_none() {
             return Err(invalid("it names no host".into()));
         }
-        // Checked now, so that a bad host fails at start rather than at every send.
-        Connector::new(&uri, destination.timeout, None).map_err(invalid)?;
         let header_error = |name: &str, reason: String| OtlpError::InvalidHeader {
             endpoint: endpoint.clone(),
             name: name.to_owned(),
@@ -232,24 +232,23 @@ impl Client {
             transport: None,
         };
         if https {
+            // Checked now, so that a host no certificate can name fails at start.
+            let name = tls::server_name(&client.uri).map_err(invalid)?;
             let alpn: &[u8] = match destination.protocol {
                 Protocol::Grpc => b"h2",
                 Protocol::HttpProtobuf => b"http/1.1",
             };
-            client.tls = Some(Tls::new(destination.tls.clone(), alpn));
+            client.tls = Some((Tls::new(destination.tls.clone(), alpn), name));
         } else {
-            client.transport = Some(client.connect(None).map_err(invalid)?);
+            client.transport = Some(client.connect(None));
         }
         Ok(client)
     }
 
     /// A channel or pool that connects lazily, with `tls` if set.
-    fn connect(
-        &self,
-        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    ) -> Result<Transport, String> {
-        let connector = Connector::new(&self.uri, self.timeout, tls)?;
-        Ok(match &self.wire {
+    fn connect(&self, tls: Option<(Arc<ClientConfig>, ServerName<'static>)>) -> Transport {
+        let connector = Connector::new(self.timeout, tls);
+        match &self.wire {
             Wire::Grpc { endpoint, metadata } => Transport::Grpc {
                 channel: endpoint.connect_with_connector_lazy(connector),
                 metadata: metadata.clone(),
@@ -258,7 +257,7 @@ impl Client {
                 client: Box::new(HyperClient::builder(TokioExecutor::new()).build(connector)),
                 headers: headers.clone(),
             },
-        })
+        }
     }
 
     /// The connections to send on: for TLS, (re)made when the certificates changed, so that a
@@ -269,10 +268,11 @@ impl Client {
             reason,
             retry_after: None,
         };
-        if let Some(tls) = &mut self.tls
+        if let Some((tls, name)) = &mut self.tls
             && let Some(config) = tls.refresh().map_err(|e| retryable(e.to_string()))?
         {
-            self.transport = Some(self.connect(Some(config)).map_err(retryable)?);
+            let name = name.clone();
+            self.transport = Some(self.connect(Some((config, name))));
         }
         self.transport
             .clone()
@@ -282,7 +282,7 @@ impl Client {
     /// `e`'s causes, and what to do about a TLS failure.
     fn reason(&self, e: &(dyn Error + 'static)) -> String {
         let mut reason = error_chain(e);
-        if let Some(tls) = &self.tls
+        if let Some((tls, _)) = &self.tls
             && let Some(hint) = tls::rustls_error(e).and_then(|r| tls::hint(r, &tls.ca()))
         {
             reason = format!("{reason}; {hint}");
