@@ -14,8 +14,13 @@
 //!   of tuning decisions) is decided the same way, on its own, from the base URL and the
 //!   logs-specific one (`otlp.logs_endpoint`, `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`): a
 //!   metrics-specific URL never applies to logs, nor a logs-specific one to metrics.
+//! - The client certificate and its key are taken as a pair from the highest source that sets
+//!   either: a certificate from one source and a key from another would not match.
 //! - `headers` and `resource_attributes` are merged key by key; a key set in a higher source
 //!   replaces the same key from a lower one.
+//! - Metrics and log records are configured each on their own in the environment
+//!   (`OTEL_EXPORTER_OTLP_METRICS_*`, `OTEL_EXPORTER_OTLP_LOGS_*`, each over the general
+//!   `OTEL_EXPORTER_OTLP_*`); the file's keys apply to both.
 //! - `service.name` is `OTEL_SERVICE_NAME`, else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
 //!   else the file's `service_name`, else `service.name` in the file's `resource_attributes`,
 //!   else `observer` (the OpenTelemetry rule that the dedicated variable beats the attribute list,
@@ -405,13 +410,10 @@ impl Config {
     /// process environment), then `overrides`, with the precedence described in the
     /// [module documentation](self): flags > environment > file > defaults.
     ///
-    /// Environment variables read (the `METRICS_` ones win over the general ones, as the
-    /// OpenTelemetry specification says):
-    /// `OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`, `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` (log
-    /// records only), `OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL`,
-    /// `OTEL_EXPORTER_OTLP_[METRICS_]HEADERS`, `OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT`
-    /// (integer milliseconds), `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`,
-    /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`.
+    /// Environment variables read: every `OTEL_EXPORTER_OTLP_*` variable of the OpenTelemetry
+    /// specification ([`otlp_variables`]; for metrics the `METRICS_` ones win over the general
+    /// ones, for log records the `LOGS_` ones; the `TRACES_` ones only give a note), and
+    /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`. `docs/otlp.md` says what each does.
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,

@@ -592,6 +592,20 @@ mod tests {
             "the collector's certificate is not signed by the CA in /etc/observer/ca.pem; set \
              OTEL_EXPORTER_OTLP_CERTIFICATE (or otlp.certificate) to the CA that signed it"
         );
+        let expired = rustls::Error::InvalidCertificate(CertificateError::Expired);
+        assert!(
+            hint(&expired, "")
+                .unwrap()
+                .contains("has expired: renew it")
+        );
+        let elsewhere = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        assert!(
+            hint(&elsewhere, "")
+                .unwrap()
+                .contains("not for the endpoint's host")
+        );
+        let plaintext = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        assert!(hint(&plaintext, "").unwrap().contains("use http://"));
         let required = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
         assert!(
             hint(&required, "")
