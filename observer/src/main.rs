@@ -276,11 +276,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 socket: socket.map(Into::into),
                 scope: cgroup,
             };
-            let (loaded, tuning) = config::Config::load_with_rules(
+            let (mut loaded, tuning) = config::Config::load_with_rules(
                 config.as_deref(),
                 |k| std::env::var(k).ok(),
                 &overrides,
             )?;
+            let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+            loaded
+                .otlp
+                .notes
+                .extend(config::unknown_otlp_variables(names));
             if tuning.enforces()
                 && let Some(path) = &config
             {

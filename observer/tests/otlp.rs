@@ -1,7 +1,8 @@
 //! The OTLP exporter against a real collector (rotel-agent, PyPI `rotel`): every metric type
-//! over gRPC and HTTP, checked value by value in the collector's own log; a collector that is
-//! absent at start, one killed and restarted mid-run, and delta temporality. Log records (the
-//! audit records of tuning decisions) likewise: every field over both transports, records queued
+//! over gRPC and HTTP, with and without gzip, checked value by value in the collector's own
+//! log; a collector that is absent at start, one killed and restarted mid-run, and delta
+//! temporality. Log records (the audit records of tuning decisions) likewise: every field over
+//! both transports, with and without gzip, records queued
 //! through an outage, the queue bound, and the final flush at shutdown.
 //!
 //! rotel-agent missing fails these tests, except outside CI with `OBSERVER_TESTS_ALLOW_SKIP=1`,
@@ -20,7 +21,8 @@ use observer::agent::{
     Resource, Sink,
     metrics::{Data, GaugePoint, HistogramPoint, Metric, Snapshot, SumPoint, Value, keys, names},
     otlp::{
-        Counts, DEFAULT_LOG_QUEUE, Exporter, LogRecord, Protocol, Settings, Severity, Temporality,
+        Compression, Counts, DEFAULT_LOG_QUEUE, Destination, Exporter, LogRecord, Protocol,
+        Settings, Severity, Temporality, TlsFiles,
     },
 };
 use observer_common::{Hist, hist::slot};
@@ -159,16 +161,45 @@ fn settings(endpoint: String, protocol: Protocol) -> Settings {
         Some(base) => format!("{base}/v1/logs"),
         None => endpoint.clone(),
     };
-    Settings {
+    let destination = |endpoint| Destination {
         endpoint,
-        logs_endpoint,
         protocol,
-        headers: vec![("x-observer-test".into(), "1".into())],
+        headers: [("x-observer-test".to_owned(), "1".to_owned())].into(),
         timeout: Duration::from_secs(2),
+        compression: Compression::None,
+        tls: TlsFiles::default(),
+    };
+    Settings {
+        metrics: destination(endpoint),
+        logs: destination(logs_endpoint),
         temporality: Temporality::Cumulative,
         queue: 8,
         log_queue: DEFAULT_LOG_QUEUE,
     }
+}
+
+/// [`settings`], gzip-compressed.
+fn gzip(endpoint: String, protocol: Protocol) -> Settings {
+    let mut s = settings(endpoint, protocol);
+    s.metrics.compression = Compression::Gzip;
+    s.logs.compression = Compression::Gzip;
+    s
+}
+
+/// Each transport with and without gzip: `(name, settings)`, the name in the resource.
+fn transports(collector: &Rotel) -> [(&'static str, Settings); 4] {
+    [
+        ("grpc", settings(collector.grpc_endpoint(), Protocol::Grpc)),
+        (
+            "http",
+            settings(collector.http_endpoint(), Protocol::HttpProtobuf),
+        ),
+        ("grpc+gzip", gzip(collector.grpc_endpoint(), Protocol::Grpc)),
+        (
+            "http+gzip",
+            gzip(collector.http_endpoint(), Protocol::HttpProtobuf),
+        ),
+    ]
 }
 
 fn resource(transport: &str) -> Resource {
@@ -308,25 +339,24 @@ async fn wait_until(done: impl Fn() -> bool, state: impl Fn() -> Counts) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_arrives_over_grpc_and_http() {
+async fn every_metric_arrives_over_grpc_and_http_with_and_without_gzip() {
     let bin = rotel_or_skip!();
     let dir = TempDir::new("both");
     let collector = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
     let time = SystemTime::now();
     let start = time - Duration::from_secs(10);
-    for (transport, endpoint, protocol) in [
-        ("grpc", collector.grpc_endpoint(), Protocol::Grpc),
-        ("http", collector.http_endpoint(), Protocol::HttpProtobuf),
-    ] {
-        let exporter = Exporter::start(settings(endpoint, protocol), resource(transport)).unwrap();
+    let transports = transports(&collector);
+    for (transport, settings) in transports.clone() {
+        let exporter = Exporter::start(settings, resource(transport)).unwrap();
         exporter.offer(snapshot(time, start, 1, exporter.metrics()));
         exporter.shutdown(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(exporter.counts(), SENT_ONE);
+        assert_eq!(exporter.counts(), SENT_ONE, "{transport}");
     }
-    let exports = collector.wait_for("both exports", RECEIVED_WITHIN, |e| {
-        find(e, "grpc", 1).is_some() && find(e, "http", 1).is_some()
+    let names = transports.map(|(name, _)| name);
+    let exports = collector.wait_for("every export", RECEIVED_WITHIN, |e| {
+        names.iter().all(|t| find(e, t, 1).is_some())
     });
-    for transport in ["grpc", "http"] {
+    for transport in names {
         check_cumulative(
             find(&exports, transport, 1).unwrap(),
             transport,
@@ -608,16 +638,14 @@ fn sent(n: u64) -> Counts {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_records_arrive_over_grpc_and_http() {
+async fn log_records_arrive_over_grpc_and_http_with_and_without_gzip() {
     let bin = rotel_or_skip!();
     let dir = TempDir::new("logs");
     let collector = Rotel::start(&bin, &dir.0, "rotel", rotel::free_ports());
     let time = SystemTime::now();
-    for (transport, endpoint, protocol) in [
-        ("grpc", collector.grpc_endpoint(), Protocol::Grpc),
-        ("http", collector.http_endpoint(), Protocol::HttpProtobuf),
-    ] {
-        let exporter = Exporter::start(settings(endpoint, protocol), resource(transport)).unwrap();
+    let transports = transports(&collector);
+    for (transport, settings) in transports.clone() {
+        let exporter = Exporter::start(settings, resource(transport)).unwrap();
         // Metrics and records side by side, each to its own service.
         exporter.offer(snapshot(time, time, 1, Vec::new()));
         exporter.offer_logs(records(time, 1));
@@ -626,10 +654,11 @@ async fn log_records_arrive_over_grpc_and_http() {
         assert_eq!(exporter.log_counts(), SENT_ONE, "{transport}");
         assert_eq!(exporter.counts(), SENT_ONE, "{transport}");
     }
-    let exports = collector.wait_for_logs("both batches of records", RECEIVED_WITHIN, |e| {
-        find_logs(e, "grpc", 1).is_some() && find_logs(e, "http", 1).is_some()
+    let names = transports.map(|(name, _)| name);
+    let exports = collector.wait_for_logs("every batch of records", RECEIVED_WITHIN, |e| {
+        names.iter().all(|t| find_logs(e, t, 1).is_some())
     });
-    for transport in ["grpc", "http"] {
+    for transport in names {
         check_logs(
             find_logs(&exports, transport, 1).unwrap(),
             transport,
@@ -639,10 +668,10 @@ async fn log_records_arrive_over_grpc_and_http() {
         assert_eq!(log_arrivals(&exports, transport), [1], "sent once");
     }
     // The metrics went to the metrics service, not mixed into the logs.
-    let metrics = collector.wait_for("both snapshots", RECEIVED_WITHIN, |e| {
-        find(e, "grpc", 1).is_some() && find(e, "http", 1).is_some()
+    let metrics = collector.wait_for("every snapshot", RECEIVED_WITHIN, |e| {
+        names.iter().all(|t| find(e, t, 1).is_some())
     });
-    assert_eq!(metrics.len(), 2);
+    assert_eq!(metrics.len(), names.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

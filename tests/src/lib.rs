@@ -17,6 +17,7 @@ pub mod prom;
 pub mod report;
 pub mod rotel;
 pub mod runqlat;
+pub mod tls;
 
 pub use observer::{Exited, Recording};
 pub use report::{Bucket, Report, SIGNAL_KEYS, SIGNALS, Summary};

@@ -1,12 +1,13 @@
 //! The agent, `observer run`, end to end as a user runs it: the real binary exporting every
-//! second to a real OTLP collector (rotel-agent, over gRPC and over HTTP/protobuf) and scraped by
+//! second to a real OTLP collector (rotel-agent, over gRPC and over HTTP/protobuf, in plaintext
+//! and over TLS with gzip through nginx, with and without a client certificate) and scraped by
 //! a real Prometheus, while a child process creates futex waits of a known length (one thread
 //! holds a mutex for 51 ms while another waits on it, REPS times). Also: the collector absent at
 //! start, then killed and restarted; SIGHUP; a bad configuration; and the agent's own CPU and
 //! memory while it exports (printed for the notes, not asserted).
 //!
 //! Like every end-to-end test these need root and BPF, and fail without them. rotel-agent
-//! (`pip install rotel`) and Prometheus (`apt-get install prometheus`) missing fail them too;
+//! (`pip install rotel`), Prometheus, nginx and openssl (`./x setup`) missing fail them too;
 //! only outside CI with `OBSERVER_TESTS_ALLOW_SKIP=1` do they print `SKIPPED: <reason>`.
 //!
 //! The metric catalogue they check is the table in README.md, read at build time: every metric
@@ -29,6 +30,7 @@ use observer_tests::{
     require_root,
     rotel::{self, Export, Rotel, TempDir},
     skip_or_fail,
+    tls::{self, Pki, Proxy, ProxyTls},
 };
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_observer-loadgen");
@@ -543,9 +545,21 @@ enum Protocol {
     Http,
 }
 
-/// Exports every second to rotel over `protocol` while the load generator runs; SIGTERM after
-/// a few exports. Everything the README lists arrives, right, and the final flush too.
-fn exports_everything_over(protocol: Protocol) {
+/// How the agent reaches the collector.
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    /// Plaintext, straight to rotel, uncompressed, the endpoint given by `--otlp-endpoint`.
+    Plain,
+    /// TLS through nginx, configured only with the standard OTEL_EXPORTER_OTLP_* variables:
+    /// the endpoint, a private CA, gzip, and, when `mutual`, a client certificate that nginx
+    /// requires.
+    Tls { mutual: bool },
+}
+
+/// Exports every second to rotel over `protocol` and `transport` while the load generator
+/// runs; SIGTERM after a few exports. Everything the README lists arrives, right, and the final
+/// flush too.
+fn exports_everything_over(protocol: Protocol, transport: Transport) {
     require_root!();
     let bin = need!(rotel::find_binary());
     let dir = TempDir::new("agent-otlp");
@@ -555,29 +569,57 @@ fn exports_everything_over(protocol: Protocol) {
         "observer.toml",
         &format!("{EVERY_PROCESS}\n[prometheus]\nenabled = false\n"),
     );
-    let (endpoint, env) = match protocol {
-        Protocol::Grpc => (rotel.grpc_endpoint(), vec![]),
-        // The flag is the base URL; the agent appends /v1/metrics.
-        Protocol::Http => (
-            rotel.http_base(),
-            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")],
+    let config = config.to_str().unwrap().to_owned();
+    let mut args = vec!["--config", &config, "--interval", "1s"];
+    let mut env: Vec<(&str, String)> = Vec::new();
+    if let Protocol::Http = protocol {
+        env.push(("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()));
+    }
+    let (plain_endpoint, proxy) = match transport {
+        Transport::Plain => (
+            match protocol {
+                Protocol::Grpc => rotel.grpc_endpoint(),
+                // The flag is the base URL; the agent appends /v1/metrics.
+                Protocol::Http => rotel.http_base(),
+            },
+            None,
         ),
+        Transport::Tls { mutual } => {
+            let pki = need!(Pki::new(&dir.0, "ca"));
+            let server = need!(pki.server("collector"));
+            let agent = need!(pki.client("agent"));
+            let proxy_tls = ProxyTls {
+                server,
+                client_ca: mutual.then(|| pki.ca.cert.clone()),
+            };
+            let proxy = need!(Proxy::start(
+                &need!(tls::nginx_binary()),
+                &dir.0,
+                &rotel,
+                &proxy_tls
+            ));
+            let endpoint = match protocol {
+                Protocol::Grpc => proxy.grpc_endpoint(),
+                Protocol::Http => proxy.http_base(),
+            };
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+            env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", path_of(&pki.ca.cert)));
+            env.push(("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".into()));
+            if mutual {
+                env.push((
+                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                    path_of(&agent.cert),
+                ));
+                env.push(("OTEL_EXPORTER_OTLP_CLIENT_KEY", path_of(&agent.key)));
+            }
+            (String::new(), Some(proxy))
+        }
     };
-    let config = config.to_str().unwrap();
-    let agent = observer_ok!(
-        Agent::start(
-            &[
-                "--config",
-                config,
-                "--interval",
-                "1s",
-                "--otlp-endpoint",
-                &endpoint
-            ],
-            &env
-        )
-        .ready()
-    );
+    if proxy.is_none() {
+        args.extend(["--otlp-endpoint", &plain_endpoint]);
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let agent = observer_ok!(Agent::start(&args, &env).ready());
     let load = futex_load();
     let exports = rotel.wait_for(
         "3 exports, the last with all the load generator's futex waits",
@@ -585,14 +627,31 @@ fn exports_everything_over(protocol: Protocol) {
         |e| e.len() >= 3 && futex_count(e, load.pid) >= REPS,
     );
     let before = exports.len();
+    if let Some(proxy) = &proxy {
+        // rotel logs a request before it answers, and nginx after relaying the answer: only
+        // then has the agent its acknowledgement, which the final export is to count (without
+        // the proxy, rotel's answer reaches the agent long before SIGTERM's final collection).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while proxy.requests().len() < before {
+            assert!(
+                Instant::now() < deadline,
+                "nginx logged {:?}",
+                proxy.requests()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let sigterm = now_ns();
-    terminate_promptly(agent);
+    let log = terminate_promptly(agent);
     // The final flush: one more export, collected after SIGTERM.
     rotel.wait_for("the final flush", Duration::from_secs(3), |e| {
         e.len() > before
     });
     let exports = rotel.settled_exports();
-    eprintln!("{protocol:?}: {} exports received", exports.len());
+    eprintln!(
+        "{protocol:?} {transport:?}: {} exports received",
+        exports.len()
+    );
     let last = exports.last().unwrap();
     let time = collected_at(last).expect("a data point in the last export");
     assert!(
@@ -619,16 +678,65 @@ fn exports_everything_over(protocol: Protocol) {
         b.success,
         exports.len()
     );
+    let Some(proxy) = proxy else { return };
+    // What crossed the TLS proxy: every export, each verified and gzip-compressed.
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), exports.len(), "{requests:?}");
+    for r in &requests {
+        assert_eq!(
+            (r.status, r.encoding.as_str()),
+            (200, "gzip"),
+            "{r:?}\nagent's log:\n{log}"
+        );
+        let client = if let Transport::Tls { mutual: true } = transport {
+            ("SUCCESS", "CN=agent")
+        } else {
+            ("NONE", "")
+        };
+        assert_eq!(
+            (r.client_verify.as_str(), r.client.as_str()),
+            client,
+            "{r:?}"
+        );
+    }
+    let bytes: Vec<u64> = requests.iter().map(|r| r.bytes).collect();
+    note(&format!(
+        "{protocol:?} over TLS, gzip: request bytes per export {bytes:?}"
+    ));
+}
+
+fn path_of(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
 }
 
 #[test]
 fn otlp_grpc_every_metric_arrives_with_the_futex_waits() {
-    exports_everything_over(Protocol::Grpc);
+    exports_everything_over(Protocol::Grpc, Transport::Plain);
 }
 
 #[test]
 fn otlp_http_every_metric_arrives_with_the_futex_waits() {
-    exports_everything_over(Protocol::Http);
+    exports_everything_over(Protocol::Http, Transport::Plain);
+}
+
+#[test]
+fn otlp_grpc_over_tls_with_a_client_certificate_and_gzip_every_metric_arrives() {
+    exports_everything_over(Protocol::Grpc, Transport::Tls { mutual: true });
+}
+
+#[test]
+fn otlp_http_over_tls_with_a_client_certificate_and_gzip_every_metric_arrives() {
+    exports_everything_over(Protocol::Http, Transport::Tls { mutual: true });
+}
+
+#[test]
+fn otlp_grpc_over_tls_without_a_client_certificate_with_gzip_every_metric_arrives() {
+    exports_everything_over(Protocol::Grpc, Transport::Tls { mutual: false });
+}
+
+#[test]
+fn otlp_http_over_tls_without_a_client_certificate_with_gzip_every_metric_arrives() {
+    exports_everything_over(Protocol::Http, Transport::Tls { mutual: false });
 }
 
 #[test]

@@ -8,9 +8,10 @@ use crate::cmd::{Cmd, is_root};
 /// `setpriv` (util-linux), `setcap` (libcap2-bin), a real Prometheus server (prometheus) for the
 /// scrape tests, `perf bench` (linux-perf) for load by hand and the benchmarks, and a real
 /// terminal (tmux) for `observer top`, `systemd-analyze` (systemd) to verify the unit file,
-/// `openssl` to make the CA and certificate of the HTTPS pod server (Kubernetes enrichment), and
-/// `runqlat` (libbpf-tools), the peer the run-queue signal is compared with.
-pub const PACKAGES: [&str; 10] = [
+/// `openssl` to make CAs and certificates (the HTTPS pod server of Kubernetes enrichment, the
+/// TLS collector), `nginx` to terminate TLS in front of the OTLP collector, and `runqlat`
+/// (libbpf-tools), the peer the run-queue signal is compared with.
+pub const PACKAGES: [&str; 11] = [
     "linux-perf",
     "nftables",
     "iproute2",
@@ -20,6 +21,7 @@ pub const PACKAGES: [&str; 10] = [
     "tmux",
     "systemd",
     "openssl",
+    "nginx",
     "libbpf-tools",
 ];
 

@@ -38,6 +38,10 @@ const EXEC_DEADLINE: Duration = Duration::from_secs(5);
 /// Runs the agent until SIGTERM or SIGINT, judging `tuning`'s rules on every snapshot.
 pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
     check::privileges()?;
+    // Settings that change nothing are said, never ignored silently.
+    for note in &config.otlp.notes {
+        tracing::warn!("{note}");
+    }
     // Before loading anything: the journal and the state must be usable, and what a previous
     // run left changed is put back first.
     let mut recovered = Vec::new();
@@ -124,7 +128,14 @@ async fn serve(
             otlp_settings(&config.otlp),
             resource.clone(),
         )?);
-        tracing::info!(endpoint = %config.otlp.endpoint, protocol = %config.otlp.protocol, "exporting over OTLP");
+        let (metrics, logs) = (&config.otlp.metrics, &config.otlp.logs);
+        tracing::info!(
+            endpoint = %metrics.endpoint,
+            protocol = %metrics.protocol,
+            compression = %metrics.compression,
+            logs_endpoint = %logs.endpoint,
+            "exporting over OTLP"
+        );
         sinks.push(exporter.clone());
         Some(exporter)
     } else {
@@ -368,11 +379,8 @@ fn decision_log(r: &Record) -> otlp::LogRecord {
 
 fn otlp_settings(c: &config::OtlpConfig) -> otlp::Settings {
     otlp::Settings {
-        endpoint: c.endpoint.clone(),
-        logs_endpoint: c.logs_endpoint.clone(),
-        protocol: c.protocol,
-        headers: c.headers.clone().into_iter().collect(),
-        timeout: c.timeout,
+        metrics: c.metrics.clone(),
+        logs: c.logs.clone(),
         temporality: c.temporality,
         queue: c.queue,
         log_queue: otlp::DEFAULT_LOG_QUEUE,

@@ -10,10 +10,13 @@
 //! everything since the start, so the newest ones matter most, yet an older queued snapshot is
 //! still valid data and is sent too when the collector returns, keeping the collector's view of
 //! time in order. A batch that fails for a retryable reason (collector unreachable, timeout, gRPC
-//! UNAVAILABLE and the other retryable codes, HTTP 429/502/503/504) goes back to the head of the
-//! queue and is retried after an exponential backoff (1 s doubling to 30 s, or the collector's
-//! Retry-After); a batch the collector refuses is dropped and counted as a failure. Memory is
-//! bounded by `queue` snapshots plus the one being sent.
+//! UNAVAILABLE and the other retryable codes, HTTP 429/502/503/504, and TLS certificates that
+//! cannot be read or do not verify) goes back to the head of the queue and is retried after an
+//! exponential backoff with jitter (a random wait between half and all of 1 s doubling to 30 s,
+//! so that agents restarted together do not retry in step; or the collector's Retry-After); a
+//! batch the collector refuses is dropped and counted as a failure. A failure is logged when it
+//! starts and again only when its reason changes, and the recovery too. Memory is bounded by
+//! `queue` snapshots plus the one being sent.
 //!
 //! With delta temporality the difference is taken at send time against the last snapshot the
 //! collector ACCEPTED, so a snapshot dropped from the queue or refused loses no counts: they are
@@ -28,11 +31,11 @@
 
 mod encode;
 mod logs;
+mod tls;
 mod transport;
 
 use std::{
     collections::VecDeque,
-    fmt,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime},
 };
@@ -66,23 +69,19 @@ pub const DEFAULT_LOG_QUEUE: usize = 1024;
 const METRICS_EXPORTER: &str = "otlp";
 const LOGS_EXPORTER: &str = "otlp_logs";
 
-/// The transport and temporality are the configuration's own types.
-pub use crate::config::{Protocol, Temporality};
+/// Where and how each kind of data goes, and the temporality, are the configuration's own
+/// types.
+pub use crate::config::{ClientFiles, Compression, Destination, Protocol, Temporality, TlsFiles};
 
 /// How and where to export.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Settings {
-    /// For gRPC the collector's base URL (`http://collector:4317`); for HTTP the full metrics
-    /// URL (`http://collector:4318/v1/metrics`). Only `http://`: TLS is not supported yet.
-    pub endpoint: String,
-    /// Where log records go: for gRPC usually the same URL as [`Self::endpoint`]; for HTTP the
-    /// full logs URL (`http://collector:4318/v1/logs`).
-    pub logs_endpoint: String,
-    pub protocol: Protocol,
-    /// Sent with every request: gRPC metadata or HTTP headers (API keys, tenant ids).
-    pub headers: Vec<(String, String)>,
-    /// Deadline of one request, connecting included.
-    pub timeout: Duration,
+    /// Where metrics go. For gRPC the collector's base URL (`https://collector:4317`); for HTTP
+    /// the full metrics URL (`https://collector:4318/v1/metrics`).
+    pub metrics: Destination,
+    /// Where log records go: for gRPC usually the same URL as metrics; for HTTP the full logs
+    /// URL (`https://collector:4318/v1/logs`).
+    pub logs: Destination,
     pub temporality: Temporality,
     /// Batches held while the collector is unreachable (at least 1).
     pub queue: usize,
@@ -91,38 +90,14 @@ pub struct Settings {
     pub log_queue: usize,
 }
 
-/// Header values are left out: they are often credentials, and settings end up in logs.
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("endpoint", &self.endpoint)
-            .field("logs_endpoint", &self.logs_endpoint)
-            .field("protocol", &self.protocol)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
-            .field("timeout", &self.timeout)
-            .field("temporality", &self.temporality)
-            .field("queue", &self.queue)
-            .field("log_queue", &self.log_queue)
-            .finish()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
     #[error(
         "OTLP endpoint {endpoint:?} is not usable: {reason}; expected a URL like \
-         http://collector:4317 (gRPC) or http://collector:4318/v1/metrics (HTTP; /v1/logs for \
-         log records)"
+         http://collector:4317 (gRPC; https:// for TLS) or http://collector:4318/v1/metrics \
+         (HTTP; /v1/logs for log records)"
     )]
     InvalidEndpoint { endpoint: String, reason: String },
-    #[error(
-        "OTLP endpoint {endpoint}: https (TLS) is not supported yet; use an http:// endpoint, for \
-         example a collector on this host or a sidecar that forwards over TLS"
-    )]
-    TlsNotSupported { endpoint: String },
     #[error("OTLP header {name:?} for {endpoint} is not a valid header: {reason}")]
     InvalidHeader {
         endpoint: String,
@@ -174,7 +149,7 @@ impl Exporter {
     /// collector is not contacted yet: one that is down at start is retried like any outage.
     pub fn start(settings: Settings, resource: Resource) -> Result<Self, OtlpError> {
         let invalid = |reason: &str| OtlpError::InvalidSetting {
-            endpoint: settings.endpoint.clone(),
+            endpoint: settings.metrics.endpoint.clone(),
             reason: reason.to_owned(),
         };
         if settings.queue == 0 {
@@ -183,16 +158,16 @@ impl Exporter {
         if settings.log_queue == 0 {
             return Err(invalid("the log queue must hold at least one batch"));
         }
-        if settings.timeout.is_zero() {
+        if settings.metrics.timeout.is_zero() || settings.logs.timeout.is_zero() {
             return Err(invalid("the timeout must be longer than zero"));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| OtlpError::NoRuntime {
-            endpoint: settings.endpoint.clone(),
+            endpoint: settings.metrics.endpoint.clone(),
         })?;
-        let metrics_client = Client::new(&settings, &settings.endpoint)?;
-        let logs_client = Client::new(&settings, &settings.logs_endpoint)?;
-        let metrics = Arc::new(Queue::new(settings.endpoint, settings.queue));
-        let logs = Arc::new(Queue::new(settings.logs_endpoint, settings.log_queue));
+        let metrics_client = Client::new(&settings.metrics)?;
+        let logs_client = Client::new(&settings.logs)?;
+        let metrics = Arc::new(Queue::new(settings.metrics.endpoint, settings.queue));
+        let logs = Arc::new(Queue::new(settings.logs.endpoint, settings.log_queue));
         let (closing, closing_rx) = watch::channel(false);
         let tasks = [
             runtime.spawn(run(
@@ -270,13 +245,13 @@ impl Exporter {
     }
 
     /// Batches of metrics by outcome so far (also exported as `observer.export.batches` with
-    /// `exporter="otlp"`).
+    /// `observer.exporter="otlp"`).
     pub fn counts(&self) -> Counts {
         self.metrics.state().counts
     }
 
     /// Batches of log records by outcome so far (also exported as `observer.export.batches`
-    /// with `exporter="otlp_logs"`).
+    /// with `observer.exporter="otlp_logs"`).
     pub fn log_counts(&self) -> Counts {
         self.logs.state().counts
     }
@@ -545,14 +520,14 @@ async fn run<E: Encoder>(
     let endpoint = queue.endpoint.as_str();
     let data = E::DATA;
     let mut backoff = INITIAL_BACKOFF;
-    let mut failing = false;
+    // The reason of the failure going on, as last logged.
+    let mut failing: Option<String> = None;
     while let Some(batch) = queue.next().await {
         match client.send(encoder.encode(&batch)).await {
             Ok(partial) => {
                 queue.finish(true);
-                if failing {
+                if failing.take().is_some() {
                     tracing::info!(endpoint, data, "OTLP export recovered");
-                    failing = false;
                 }
                 if let Some(p) = partial {
                     tracing::warn!(
@@ -581,14 +556,25 @@ async fn run<E: Encoder>(
                 retry_after,
             }) => {
                 queue.requeue(batch);
-                let wait = retry_after.unwrap_or(backoff);
+                let wait = retry_after.unwrap_or_else(|| jitter(backoff));
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                failing = true;
-                tracing::warn!(
-                    endpoint,
-                    data,
-                    "OTLP export failed, retrying in {wait:?}: {reason}"
-                );
+                // Said once, not at every retry: an outage of an hour would otherwise fill the
+                // log with the same line.
+                if failing.as_deref() == Some(reason.as_str()) {
+                    tracing::debug!(
+                        endpoint,
+                        data,
+                        "OTLP export still failing, retrying in {wait:?}: {reason}"
+                    );
+                } else {
+                    tracing::warn!(
+                        endpoint,
+                        data,
+                        "OTLP export failed, retrying with backoff (up to every \
+                         {MAX_BACKOFF:?}; said again only when the reason changes): {reason}"
+                    );
+                    failing = Some(reason);
+                }
                 if *closing.borrow() {
                     tokio::time::sleep(wait).await;
                 } else {
@@ -602,9 +588,27 @@ async fn run<E: Encoder>(
     }
 }
 
+/// A random wait between half of `backoff` and all of it ("equal jitter"): agents that lost
+/// the collector at the same moment spread their retries, and the wait never exceeds the
+/// backoff, so [`MAX_BACKOFF`] still bounds it.
+fn jitter(backoff: Duration) -> Duration {
+    backoff.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn destination(endpoint: &str, protocol: Protocol) -> Destination {
+        Destination {
+            endpoint: endpoint.into(),
+            protocol,
+            headers: [("Authorization".to_owned(), "secret".to_owned())].into(),
+            timeout: Duration::from_secs(1),
+            compression: Compression::None,
+            tls: TlsFiles::default(),
+        }
+    }
 
     fn settings(endpoint: &str, protocol: Protocol) -> Settings {
         let logs_endpoint = match endpoint.strip_suffix("/v1/metrics") {
@@ -612,11 +616,8 @@ mod tests {
             None => endpoint.to_owned(),
         };
         Settings {
-            endpoint: endpoint.into(),
-            logs_endpoint,
-            protocol,
-            headers: vec![("Authorization".into(), "secret".into())],
-            timeout: Duration::from_secs(1),
+            metrics: destination(endpoint, protocol),
+            logs: destination(&logs_endpoint, protocol),
             temporality: Temporality::Cumulative,
             queue: 2,
             log_queue: 2,
@@ -629,25 +630,19 @@ mod tests {
 
     #[tokio::test]
     async fn bad_settings_are_refused_with_the_endpoint_named() {
-        let e = start(settings("https://c:4317", Protocol::Grpc))
-            .err()
-            .unwrap();
-        assert!(matches!(e, OtlpError::TlsNotSupported { .. }), "{e}");
-        assert!(e.to_string().contains("https://c:4317") && e.to_string().contains("TLS"));
-        let e = start(settings("https://c/v1/metrics", Protocol::HttpProtobuf))
-            .err()
-            .unwrap();
-        assert!(matches!(e, OtlpError::TlsNotSupported { .. }), "{e}");
+        // TLS endpoints start: their certificates are read at the first send.
+        start(settings("https://c:4317", Protocol::Grpc)).unwrap();
+        start(settings("https://c/v1/metrics", Protocol::HttpProtobuf)).unwrap();
         for bad in ["c:4317", "ftp://c", "http://", "not a url"] {
             let e = start(settings(bad, Protocol::Grpc)).err().unwrap();
             assert!(matches!(e, OtlpError::InvalidEndpoint { .. }), "{bad}: {e}");
         }
         let mut s = settings("http://c:4317", Protocol::Grpc);
-        s.headers = vec![("bad header".into(), "v".into())];
+        s.metrics.headers = [("bad header".to_owned(), "v".to_owned())].into();
         let e = start(s).err().unwrap();
         assert!(e.to_string().contains("\"bad header\""), "{e}");
         let mut s = settings("http://c:4318/v1/metrics", Protocol::HttpProtobuf);
-        s.headers = vec![("x".into(), "line\nbreak".into())];
+        s.logs.headers = [("x".to_owned(), "line\nbreak".to_owned())].into();
         assert!(matches!(start(s), Err(OtlpError::InvalidHeader { .. })));
         let mut s = settings("http://c:4317", Protocol::Grpc);
         s.queue = 0;
@@ -656,14 +651,34 @@ mod tests {
         s.log_queue = 0;
         let e = start(s).err().unwrap();
         assert!(e.to_string().contains("log queue"), "{e}");
+        let mut s = settings("http://c:4317", Protocol::Grpc);
+        s.logs.timeout = Duration::ZERO;
+        let e = start(s).err().unwrap();
+        assert!(e.to_string().contains("timeout"), "{e}");
         // The logs endpoint is checked as strictly as the metrics one, and named.
         let mut s = settings("http://c:4318/v1/metrics", Protocol::HttpProtobuf);
-        s.logs_endpoint = "c:4318/v1/logs".into();
+        s.logs.endpoint = "c:4318/v1/logs".into();
         let e = start(s).err().unwrap();
         assert!(
             matches!(&e, OtlpError::InvalidEndpoint { endpoint, .. } if endpoint == "c:4318/v1/logs"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_backoff_is_jittered_between_half_and_all_of_it() {
+        // The generator of this test's thread, seeded: the draws are the same at every run.
+        fastrand::seed(15);
+        let backoff = Duration::from_secs(8);
+        let waits: Vec<Duration> = (0..1000).map(|_| jitter(backoff)).collect();
+        assert!(
+            waits.iter().all(|w| (backoff / 2..=backoff).contains(w)),
+            "{waits:?}"
+        );
+        // Spread over the range, not one value.
+        let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*min < Duration::from_millis(4040), "{min:?}");
+        assert!(*max > Duration::from_millis(7960), "{max:?}");
     }
 
     #[test]

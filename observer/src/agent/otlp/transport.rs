@@ -1,19 +1,18 @@
-//! Sending one export request over gRPC (tonic) or HTTP/protobuf (hyper), and sorting failures
-//! into the ones worth retrying and the ones that are final, as the OTLP specification says.
-//! One client sends one kind of request ([`Export`]: metrics or logs) to one endpoint.
+//! Sending one export request over gRPC (tonic) or HTTP/protobuf (hyper), in plaintext or TLS,
+//! compressed or not, and sorting failures into the ones worth retrying and the ones that are
+//! final, as the OTLP specification says. One client sends one kind of request ([`Export`]:
+//! metrics or logs) to one endpoint.
 
-use std::{error::Error as _, future::Future, time::Duration};
+use std::{error::Error, future::Future, io::Write as _, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use flate2::write::GzEncoder;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{
     HeaderMap, Method, Request, StatusCode, Uri,
-    header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT},
+    header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT},
 };
-use hyper_util::{
-    client::legacy::{Client as HyperClient, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper_util::{client::legacy::Client as HyperClient, rt::TokioExecutor};
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{
         ExportLogsServiceRequest, ExportLogsServiceResponse, logs_service_client::LogsServiceClient,
@@ -24,13 +23,18 @@ use opentelemetry_proto::tonic::collector::{
     },
 };
 use prost::Message;
+use rustls::{ClientConfig, pki_types::ServerName};
 use tonic::{
     Code,
+    codec::CompressionEncoding,
     metadata::{MetadataKey, MetadataMap, MetadataValue},
     transport::{Channel, Endpoint},
 };
 
-use super::{OtlpError, Protocol, Settings};
+use super::{
+    Compression, Destination, OtlpError, Protocol,
+    tls::{self, Connector, Tls},
+};
 
 const USER_AGENT_VALUE: &str = concat!("observer/", env!("CARGO_PKG_VERSION"));
 /// A collector's answer is a small protobuf or an error text; anything larger is not read.
@@ -42,7 +46,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Why one send did not get through.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The collector could not be reached, timed out, or asked to retry later.
+    /// The collector could not be reached, timed out, or asked to retry later; or the TLS
+    /// certificates cannot be used (yet).
     #[error("{reason}")]
     Retryable {
         reason: String,
@@ -66,10 +71,12 @@ pub trait Export: Message + Send + Sized + 'static {
     type Response: Message + Default;
     /// What a partial success counts, for messages: "data points", "log records".
     const ITEMS: &'static str;
-    /// Calls the service's Export method over `channel`.
+    /// Calls the service's Export method over `channel`, compressing the request with
+    /// `compression` if set.
     fn grpc(
         channel: Channel,
         request: tonic::Request<Self>,
+        compression: Option<CompressionEncoding>,
     ) -> impl Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send;
     /// The partial success in `response`, if anything was rejected.
     fn partial(response: Self::Response) -> Option<PartialSuccess>;
@@ -82,8 +89,13 @@ impl Export for ExportMetricsServiceRequest {
     async fn grpc(
         channel: Channel,
         request: tonic::Request<Self>,
+        compression: Option<CompressionEncoding>,
     ) -> Result<tonic::Response<Self::Response>, tonic::Status> {
-        MetricsServiceClient::new(channel).export(request).await
+        let mut client = MetricsServiceClient::new(channel);
+        if let Some(encoding) = compression {
+            client = client.send_compressed(encoding);
+        }
+        client.export(request).await
     }
 
     fn partial(response: Self::Response) -> Option<PartialSuccess> {
@@ -99,8 +111,13 @@ impl Export for ExportLogsServiceRequest {
     async fn grpc(
         channel: Channel,
         request: tonic::Request<Self>,
+        compression: Option<CompressionEncoding>,
     ) -> Result<tonic::Response<Self::Response>, tonic::Status> {
-        LogsServiceClient::new(channel).export(request).await
+        let mut client = LogsServiceClient::new(channel);
+        if let Some(encoding) = compression {
+            client = client.send_compressed(encoding);
+        }
+        client.export(request).await
     }
 
     fn partial(response: Self::Response) -> Option<PartialSuccess> {
@@ -109,53 +126,74 @@ impl Export for ExportLogsServiceRequest {
     }
 }
 
-pub enum Client {
+/// What a [`Transport`] is made from, by protocol.
+enum Wire {
+    Grpc {
+        /// Where channels are made from (boxed: it is large).
+        endpoint: Box<Endpoint>,
+        metadata: MetadataMap,
+    },
+    Http {
+        headers: HeaderMap,
+    },
+}
+
+/// The connections (a channel or a pool, replaced when the TLS certificates change) and what
+/// is sent with each request.
+#[derive(Clone)]
+enum Transport {
     Grpc {
         // A generated service client per request is only a handle on this shared channel.
         channel: Channel,
         metadata: MetadataMap,
-        timeout: Duration,
     },
     Http {
         // Boxed: the pooled client is several times the size of the gRPC variant.
-        client: Box<HyperClient<HttpConnector, Full<Bytes>>>,
-        uri: Uri,
+        client: Box<HyperClient<Connector, Full<Bytes>>>,
         headers: HeaderMap,
-        timeout: Duration,
     },
 }
 
+pub struct Client {
+    uri: Uri,
+    wire: Wire,
+    timeout: Duration,
+    compression: Compression,
+    /// The certificates of an `https://` endpoint, read again before each send, and the name
+    /// the collector's certificate must hold.
+    tls: Option<(Tls, ServerName<'static>)>,
+    /// `None` only until the certificates of an `https://` endpoint were first loaded.
+    transport: Option<Transport>,
+}
+
 impl Client {
-    /// Checks the settings and builds the client for `endpoint` (the metrics or the logs one);
-    /// nothing is connected yet, so a collector that is down at start is not an error (the
-    /// first sends are retried).
-    pub fn new(settings: &Settings, endpoint: &str) -> Result<Self, OtlpError> {
+    /// Checks the settings and builds the client for `destination`; nothing is connected and
+    /// no certificate is read yet, so a collector that is down at start, or a certificate not
+    /// there yet, is not an error (the first sends are retried).
+    pub fn new(destination: &Destination) -> Result<Self, OtlpError> {
+        let endpoint = &destination.endpoint;
         let invalid = |reason: String| OtlpError::InvalidEndpoint {
-            endpoint: endpoint.to_owned(),
+            endpoint: endpoint.clone(),
             reason,
         };
         let uri: Uri = endpoint.parse().map_err(|e| invalid(format!("{e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(OtlpError::TlsNotSupported {
-                    endpoint: endpoint.to_owned(),
-                });
-            }
-            _ => return Err(invalid("the scheme must be http://".into())),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(invalid("the scheme must be http:// or https://".into())),
+        };
         if uri.authority().is_none() {
             return Err(invalid("it names no host".into()));
         }
         let header_error = |name: &str, reason: String| OtlpError::InvalidHeader {
-            endpoint: endpoint.to_owned(),
+            endpoint: endpoint.clone(),
             name: name.to_owned(),
             reason,
         };
-        match settings.protocol {
+        let wire = match destination.protocol {
             Protocol::Grpc => {
                 let mut metadata = MetadataMap::new();
-                for (name, value) in &settings.headers {
+                for (name, value) in &destination.headers {
                     // gRPC metadata keys are lower case (HTTP/2 header names).
                     let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
                         .map_err(|e| header_error(name, e.to_string()))?;
@@ -163,38 +201,93 @@ impl Client {
                         .map_err(|e| header_error(name, e.to_string()))?;
                     metadata.append(key, value);
                 }
-                let channel = Endpoint::from_shared(endpoint.to_owned())
+                let endpoint = Endpoint::from_shared(endpoint.clone())
                     .map_err(|e| invalid(e.to_string()))?
                     .user_agent(USER_AGENT_VALUE)
                     .map_err(|e| invalid(e.to_string()))?
-                    .connect_timeout(settings.timeout)
-                    .connect_lazy();
-                Ok(Self::Grpc {
-                    channel,
+                    .connect_timeout(destination.timeout);
+                Wire::Grpc {
+                    endpoint: Box::new(endpoint),
                     metadata,
-                    timeout: settings.timeout,
-                })
+                }
             }
             Protocol::HttpProtobuf => {
                 let mut headers = HeaderMap::new();
-                for (name, value) in &settings.headers {
+                for (name, value) in &destination.headers {
                     let key = HeaderName::try_from(name.as_str())
                         .map_err(|e| header_error(name, e.to_string()))?;
                     let value = HeaderValue::try_from(value.as_str())
                         .map_err(|e| header_error(name, e.to_string()))?;
                     headers.append(key, value);
                 }
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(settings.timeout));
-                connector.set_nodelay(true);
-                Ok(Self::Http {
-                    client: Box::new(HyperClient::builder(TokioExecutor::new()).build(connector)),
-                    uri,
-                    headers,
-                    timeout: settings.timeout,
-                })
+                Wire::Http { headers }
             }
+        };
+        let mut client = Self {
+            uri,
+            wire,
+            timeout: destination.timeout,
+            compression: destination.compression,
+            tls: None,
+            transport: None,
+        };
+        if https {
+            // Checked now, so that a host no certificate can name fails at start.
+            let name = tls::server_name(&client.uri).map_err(invalid)?;
+            let alpn: &[u8] = match destination.protocol {
+                Protocol::Grpc => b"h2",
+                Protocol::HttpProtobuf => b"http/1.1",
+            };
+            client.tls = Some((Tls::new(destination.tls.clone(), alpn), name));
+        } else {
+            client.transport = Some(client.connect(None));
         }
+        Ok(client)
+    }
+
+    /// A channel or pool that connects lazily, with `tls` if set.
+    fn connect(&self, tls: Option<(Arc<ClientConfig>, ServerName<'static>)>) -> Transport {
+        let connector = Connector::new(self.timeout, tls);
+        match &self.wire {
+            Wire::Grpc { endpoint, metadata } => Transport::Grpc {
+                channel: endpoint.connect_with_connector_lazy(connector),
+                metadata: metadata.clone(),
+            },
+            Wire::Http { headers } => Transport::Http {
+                client: Box::new(HyperClient::builder(TokioExecutor::new()).build(connector)),
+                headers: headers.clone(),
+            },
+        }
+    }
+
+    /// The connections to send on: for TLS, (re)made when the certificates changed, so that a
+    /// rotated certificate takes effect at the next export even if the collector keeps the old
+    /// connection open.
+    fn transport(&mut self) -> Result<Transport, SendError> {
+        let retryable = |reason: String| SendError::Retryable {
+            reason,
+            retry_after: None,
+        };
+        if let Some((tls, name)) = &mut self.tls
+            && let Some(config) = tls.refresh().map_err(|e| retryable(e.to_string()))?
+        {
+            let name = name.clone();
+            self.transport = Some(self.connect(Some((config, name))));
+        }
+        self.transport
+            .clone()
+            .ok_or_else(|| retryable("the TLS certificates are not loaded".into()))
+    }
+
+    /// `e`'s causes, and what to do about a TLS failure.
+    fn reason(&self, e: &(dyn Error + 'static)) -> String {
+        let mut reason = error_chain(e);
+        if let Some((tls, _)) = &self.tls
+            && let Some(hint) = tls::rustls_error(e).and_then(|r| tls::hint(r, &tls.ca()))
+        {
+            reason = format!("{reason}; {hint}");
+        }
+        reason
     }
 
     /// Sends one request, waiting at most the configured timeout.
@@ -202,43 +295,50 @@ impl Client {
         &mut self,
         request: R,
     ) -> Result<Option<PartialSuccess>, SendError> {
-        match self {
-            Self::Grpc {
-                channel,
-                metadata,
-                timeout,
-            } => {
+        let transport = self.transport()?;
+        let timeout = self.timeout;
+        match transport {
+            Transport::Grpc { channel, metadata } => {
                 let mut req = tonic::Request::new(request);
-                *req.metadata_mut() = metadata.clone();
+                *req.metadata_mut() = metadata;
                 // Tells the collector our deadline too (grpc-timeout), so it can give up early.
-                req.set_timeout(*timeout);
-                let response = tokio::time::timeout(*timeout, R::grpc(channel.clone(), req))
+                req.set_timeout(timeout);
+                let compression = match self.compression {
+                    Compression::None => None,
+                    Compression::Gzip => Some(CompressionEncoding::Gzip),
+                };
+                let response = tokio::time::timeout(timeout, R::grpc(channel, req, compression))
                     .await
-                    .map_err(|_| timed_out(*timeout))?
-                    .map_err(grpc_error)?;
+                    .map_err(|_| timed_out(timeout))?
+                    .map_err(|status| grpc_error(&status, |e| self.reason(e)))?;
                 Ok(R::partial(response.into_inner()))
             }
-            Self::Http {
-                client,
-                uri,
-                headers,
-                timeout,
-            } => {
+            Transport::Http { client, headers } => {
+                let body = request.encode_to_vec();
+                let (body, encoding) = match self.compression {
+                    Compression::None => (body, None),
+                    Compression::Gzip => (gzip(&body)?, Some("gzip")),
+                };
                 let mut req = Request::builder()
                     .method(Method::POST)
-                    .uri(uri.clone())
+                    .uri(self.uri.clone())
                     .header(CONTENT_TYPE, "application/x-protobuf")
-                    .header(USER_AGENT, USER_AGENT_VALUE)
-                    .body(Full::new(Bytes::from(request.encode_to_vec())))
-                    .map_err(|e| SendError::Rejected {
-                        reason: e.to_string(),
-                    })?;
-                req.headers_mut().extend(headers.clone());
+                    .header(USER_AGENT, USER_AGENT_VALUE);
+                if let Some(encoding) = encoding {
+                    req = req.header(CONTENT_ENCODING, encoding);
+                }
+                let mut req =
+                    req.body(Full::new(Bytes::from(body)))
+                        .map_err(|e| SendError::Rejected {
+                            reason: e.to_string(),
+                        })?;
+                req.headers_mut().extend(headers);
                 let exchange = async {
                     let response = client.request(req).await.map_err(|e| {
-                        // Connection refused or reset, or the server went away mid-request.
+                        // Connection refused or reset, a failed TLS handshake, or the server
+                        // went away mid-request.
                         SendError::Retryable {
-                            reason: error_chain(&e),
+                            reason: self.reason(&e),
                             retry_after: None,
                         }
                     })?;
@@ -250,13 +350,24 @@ impl Client {
                         .unwrap_or_default();
                     Ok((parts.status, parts.headers, body))
                 };
-                let (status, headers, body) = tokio::time::timeout(*timeout, exchange)
+                let (status, headers, body) = tokio::time::timeout(timeout, exchange)
                     .await
-                    .map_err(|_| timed_out(*timeout))??;
+                    .map_err(|_| timed_out(timeout))??;
                 http_outcome::<R>(status, &headers, &body)
             }
         }
     }
+}
+
+/// The body gzip-compressed (`Content-Encoding: gzip`).
+fn gzip(body: &[u8]) -> Result<Vec<u8>, SendError> {
+    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(body)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| SendError::Rejected {
+            reason: format!("gzip: {e}"),
+        })
 }
 
 fn timed_out(timeout: Duration) -> SendError {
@@ -273,8 +384,11 @@ fn partial(rejected: i64, message: String) -> Option<PartialSuccess> {
 
 /// OTLP/gRPC: the codes the specification lists as retryable, plus any failure that happened
 /// before the collector answered (tonic attaches the transport error as the status's source;
-/// a status sent by the collector has none).
-fn grpc_error(status: tonic::Status) -> SendError {
+/// a status sent by the collector has none). `reason` describes that source.
+fn grpc_error(
+    status: &tonic::Status,
+    reason: impl Fn(&(dyn Error + 'static)) -> String,
+) -> SendError {
     let retryable = matches!(
         status.code(),
         Code::Cancelled
@@ -286,12 +400,15 @@ fn grpc_error(status: tonic::Status) -> SendError {
             | Code::DataLoss
     ) || status.source().is_some();
     let reason = match status.source() {
-        Some(source) => format!(
-            "gRPC {:?}: {} ({})",
-            status.code(),
-            status.message(),
-            error_chain(source)
-        ),
+        // tonic's message is the source's own text: said once.
+        Some(source) => {
+            let causes = reason(source);
+            if causes.contains(status.message()) {
+                format!("gRPC {:?}: {causes}", status.code())
+            } else {
+                format!("gRPC {:?}: {} ({causes})", status.code(), status.message())
+            }
+        }
         None => format!("gRPC {:?}: {}", status.code(), status.message()),
     };
     if retryable {
@@ -347,11 +464,15 @@ fn body_excerpt(body: &[u8]) -> String {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `e` and its sources, each said once: wrappers often repeat their source's text.
+fn error_chain(e: &(dyn Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {
-        out = format!("{out}: {s}");
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
         next = s.source();
     }
     out
@@ -461,19 +582,22 @@ mod tests {
             Code::DeadlineExceeded,
         ] {
             assert!(matches!(
-                grpc_error(tonic::Status::new(code, "x")),
+                grpc_error(&tonic::Status::new(code, "x"), error_chain),
                 SendError::Retryable { .. }
             ));
         }
         for code in [Code::InvalidArgument, Code::Unauthenticated, Code::Unknown] {
             assert!(matches!(
-                grpc_error(tonic::Status::new(code, "x")),
+                grpc_error(&tonic::Status::new(code, "x"), error_chain),
                 SendError::Rejected { .. }
             ));
         }
         // A local failure (no answer from the collector) is retried whatever its code.
         let local = tonic::Status::from_error(Box::new(std::io::Error::other("reset")));
         assert_eq!(local.code(), Code::Unknown);
-        assert!(matches!(grpc_error(local), SendError::Retryable { .. }));
+        assert!(matches!(
+            grpc_error(&local, error_chain),
+            SendError::Retryable { .. }
+        ));
     }
 }
