@@ -56,6 +56,10 @@ use crate::{
     signals::Signal,
 };
 
+mod resolved;
+
+pub use resolved::Checked;
+
 /// Shortest `agent.interval`: below this, reading every map costs more than it is worth.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Most series per breakdown (`agent.top`): bounds the agent's memory and the exported
@@ -1284,7 +1288,7 @@ impl FileSource {
             }
         };
         let url = match source {
-            kubernetes::Source::Kubelet => format!("{server}/pods"),
+            kubernetes::Source::Kubelet => format!("{server}{}", source.list_path()),
             kubernetes::Source::ApiServer => {
                 let node =
                     node.ok_or_else(|| need_node("the node's name to list only its pods"))?;
@@ -1300,7 +1304,7 @@ impl FileSource {
                         ),
                     ));
                 }
-                format!("{server}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")
+                format!("{server}{}{node}", source.list_path())
             }
         };
         let path = |v: &Option<Spanned<String>>, file: &str| match v {
