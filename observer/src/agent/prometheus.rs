@@ -192,7 +192,7 @@ impl Server {
             started: SystemTime::now(),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&shared)));
-        tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
+        tracing::debug!("serving Prometheus metrics at http://{addr}/metrics");
         Ok(Self { addr, shared, task })
     }
 
