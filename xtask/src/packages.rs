@@ -8,9 +8,10 @@ use crate::cmd::{Cmd, is_root};
 /// `setpriv` (util-linux), `setcap` (libcap2-bin), a real Prometheus server (prometheus) for the
 /// scrape tests, `perf bench` (linux-perf) for load by hand and the benchmarks, and a real
 /// terminal (tmux) for `observer top`, `systemd-analyze` (systemd) to verify the unit file,
-/// `openssl` to make the CA and certificate of the HTTPS pod server (Kubernetes enrichment), and
-/// `runqlat` (libbpf-tools), the peer the run-queue signal is compared with.
-pub const PACKAGES: [&str; 10] = [
+/// `openssl` to make the CA and certificate of the HTTPS pod server (Kubernetes enrichment),
+/// `runqlat` (libbpf-tools), the peer the run-queue signal is compared with, `groff` (groff-base)
+/// to render the man pages, and `script` (bsdutils) to run observer on a terminal (NO_COLOR).
+pub const PACKAGES: [&str; 12] = [
     "linux-perf",
     "nftables",
     "iproute2",
@@ -21,6 +22,8 @@ pub const PACKAGES: [&str; 10] = [
     "systemd",
     "openssl",
     "libbpf-tools",
+    "groff-base",
+    "bsdutils",
 ];
 
 /// Another apt run (unattended upgrades, a colleague) may hold dpkg's lock: wait instead of
@@ -119,7 +122,8 @@ mod tests {
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
                       util-linux install ok installed\nprometheus install ok installed\n\
                       tmux install ok installed\nsystemd install ok installed\n\
-                      openssl install ok installed\n";
+                      openssl install ok installed\n\
+                      groff-base install ok installed\nbsdutils install ok installed\n";
         assert_eq!(
             missing_from(listed),
             ["nftables", "libcap2-bin", "libbpf-tools"]

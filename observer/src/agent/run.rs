@@ -311,10 +311,10 @@ fn drop_capabilities(config: &Config, engine: Option<&Engine>) -> Option<String>
             for (cap, why) in keep {
                 if after.effective & (1 << cap.0) == 0 {
                     tracing::warn!(
-                        "{cap} is needed for {why}, and this process does not have it: that \
-                         will fail; grant it where observer is started (deploy/ has a systemd \
-                         drop-in and a Kubernetes overlay for the tuning actions and for the \
-                         overhead budget)"
+                        "this process does not have {cap}, needed for {why}: that will fail. \
+                         Grant it where observer is started (systemd: a drop-in of \
+                         deploy/observer.service.d/; Kubernetes: an overlay of \
+                         deploy/kubernetes/overlays/)"
                     );
                 } else {
                     tracing::debug!("keeping {cap}: {why}");
