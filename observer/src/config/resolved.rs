@@ -294,7 +294,7 @@ fn duration(d: Duration) -> String {
     let nanos = d.as_nanos();
     let (unit, per) = UNITS
         .into_iter()
-        .find(|(_, per)| nanos % per == 0)
+        .find(|(_, per)| nanos.is_multiple_of(*per))
         .unwrap_or(("ns", 1));
     format!("{}{unit}", nanos / per)
 }
