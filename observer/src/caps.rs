@@ -54,7 +54,9 @@ pub struct Needs {
     /// (`crate::rules::actions::Action::capabilities`).
     pub actions: Vec<(Cap, &'static str)>,
     /// An `exec` action runs commands: the bounding set stays, so a command run as root has
-    /// root's usual powers (it is one the config names, from a root-owned file).
+    /// root's usual powers (it is one the config names, from a root-owned file). Under
+    /// no_new_privs (`NoNewPrivileges=yes`, as in deploy/observer.service) execve grants no
+    /// more than the agent kept, so there the command has root's files but no capability.
     pub exec: bool,
     /// The Prometheus endpoint listens on a port below 1024.
     pub low_port: bool,
