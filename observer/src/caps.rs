@@ -17,15 +17,17 @@ pub struct Cap(pub u32);
 impl Cap {
     pub const DAC_READ_SEARCH: Self = Self(2);
     pub const NET_BIND_SERVICE: Self = Self(10);
+    pub const NET_ADMIN: Self = Self(12);
     pub const SETPCAP: Self = Self(8);
     pub const SYS_ADMIN: Self = Self(21);
     pub const SYS_NICE: Self = Self(23);
     pub const PERFMON: Self = Self(38);
     pub const BPF: Self = Self(39);
 
-    const NAMES: [(&'static str, Self); 7] = [
+    const NAMES: [(&'static str, Self); 8] = [
         ("CAP_DAC_READ_SEARCH", Self::DAC_READ_SEARCH),
         ("CAP_NET_BIND_SERVICE", Self::NET_BIND_SERVICE),
+        ("CAP_NET_ADMIN", Self::NET_ADMIN),
         ("CAP_SETPCAP", Self::SETPCAP),
         ("CAP_SYS_ADMIN", Self::SYS_ADMIN),
         ("CAP_SYS_NICE", Self::SYS_NICE),
@@ -48,10 +50,13 @@ pub struct Needs {
     /// The overhead budget turns BPF statistics on for short windows (BPF_ENABLE_STATS needs
     /// CAP_SYS_ADMIN).
     pub bpf_stats: bool,
-    /// A `nice` or `affinity` action changes other users' processes (and may raise priority).
-    pub nice: bool,
+    /// What the configured actions need, each with why
+    /// (`crate::rules::actions::Action::capabilities`).
+    pub actions: Vec<(Cap, &'static str)>,
     /// An `exec` action runs commands: the bounding set stays, so a command run as root has
-    /// root's usual powers (it is one the config names, from a root-owned file).
+    /// root's usual powers (it is one the config names, from a root-owned file). Under
+    /// no_new_privs (`NoNewPrivileges=yes`, as in deploy/observer.service) execve grants no
+    /// more than the agent kept, so there the command has root's files but no capability.
     pub exec: bool,
     /// The Prometheus endpoint listens on a port below 1024.
     pub low_port: bool,
@@ -75,11 +80,10 @@ pub fn needed(needs: &Needs) -> Vec<(Cap, &'static str)> {
             "the Prometheus endpoint listens on a port below 1024",
         ));
     }
-    if needs.nice {
-        keep.push((
-            Cap::SYS_NICE,
-            "nice and affinity actions on other users' processes",
-        ));
+    for &(cap, why) in &needs.actions {
+        if !keep.iter().any(|&(kept, _)| kept == cap) {
+            keep.push((cap, why));
+        }
     }
     keep
 }
@@ -251,14 +255,19 @@ mod tests {
         let caps = |n: &Needs| needed(n).into_iter().map(|(c, _)| c).collect::<Vec<_>>();
         let none = Needs {
             bpf_stats: false,
-            nice: false,
+            actions: Vec::new(),
             exec: false,
             low_port: false,
         };
         assert_eq!(caps(&none), [Cap::DAC_READ_SEARCH]);
         let all = Needs {
             bpf_stats: true,
-            nice: true,
+            // Two nice actions and a default_qdisc sysctl: each capability kept once.
+            actions: vec![
+                (Cap::SYS_NICE, "nice"),
+                (Cap::SYS_NICE, "affinity"),
+                (Cap::NET_ADMIN, "qdisc"),
+            ],
             exec: true,
             low_port: true,
         };
@@ -268,7 +277,8 @@ mod tests {
                 Cap::DAC_READ_SEARCH,
                 Cap::SYS_ADMIN,
                 Cap::NET_BIND_SERVICE,
-                Cap::SYS_NICE
+                Cap::SYS_NICE,
+                Cap::NET_ADMIN
             ]
         );
     }

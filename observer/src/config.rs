@@ -61,6 +61,10 @@ use crate::{
     signals::Signal,
 };
 
+mod resolved;
+
+pub use resolved::Checked;
+
 /// Shortest `agent.interval`: below this, reading every map costs more than it is worth.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Most series per breakdown (`agent.top`): bounds the agent's memory and the exported
@@ -1818,7 +1822,7 @@ impl FileSource {
                 format!(
                     "{:?} needs {what}, and NODE_NAME is not set (nor kubernetes.node_name); \
                      set NODE_NAME from the downward API (env: - name: NODE_NAME, valueFrom: \
-                     fieldRef: fieldPath: spec.nodeName), as deploy/kubernetes/daemonset.yaml \
+                     fieldRef: fieldPath: spec.nodeName), as deploy/kubernetes/base/daemonset.yaml \
                      does",
                     source.name()
                 ),
@@ -1870,7 +1874,7 @@ impl FileSource {
             }
         };
         let url = match source {
-            kubernetes::Source::Kubelet => format!("{server}/pods"),
+            kubernetes::Source::Kubelet => format!("{server}{}", source.list_path()),
             kubernetes::Source::ApiServer => {
                 let node =
                     node.ok_or_else(|| need_node("the node's name to list only its pods"))?;
@@ -1886,7 +1890,7 @@ impl FileSource {
                         ),
                     ));
                 }
-                format!("{server}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")
+                format!("{server}{}{node}", source.list_path())
             }
         };
         let path = |v: &Option<Spanned<String>>, file: &str| match v {
@@ -2304,7 +2308,7 @@ mod tests {
     fn example_file_documents_every_key() {
         let text = std::fs::read_to_string(EXAMPLE).unwrap();
         let document = DeTable::parse(&text).unwrap();
-        let sections: Vec<&str> = document
+        let mut sections: Vec<&str> = document
             .get_ref()
             .keys()
             .map(|k| k.get_ref().as_ref())
@@ -2315,6 +2319,9 @@ mod tests {
         // [[rules]] is an array of tables, shown commented out: rules are off by default.
         let mut expected = unknown_field(e.message()).unwrap().1;
         expected.retain(|s| *s != "rules");
+        // The file's order is the reader's; the set is what counts.
+        sections.sort_unstable();
+        expected.sort_unstable();
         assert_eq!(sections, expected);
         for section in sections {
             let keys: Vec<&str> = document.get_ref()[section]

@@ -81,6 +81,15 @@ impl Source {
         }
     }
 
+    /// What the list's URL ([`Settings::url`]) adds to the server's: the kubelet's own pods,
+    /// or the API server's pods of one node, whose name follows.
+    pub const fn list_path(self) -> &'static str {
+        match self {
+            Self::Kubelet => "/pods",
+            Self::ApiServer => "/api/v1/pods?fieldSelector=spec.nodeName%3D",
+        }
+    }
+
     /// What an operator must grant the service account, for a 403.
     pub const fn rbac(self) -> &'static str {
         match self {

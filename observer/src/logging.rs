@@ -2,6 +2,9 @@
 //! stderr is the journal (observer run as a systemd service): no timestamp (the journal adds
 //! its own) and the level as a syslog priority prefix (`<4>` is a warning), which journald
 //! stores as the entry's priority, so `journalctl -p warning -u observer` works.
+//!
+//! Colour only on a terminal, and never with `NO_COLOR` set (<https://no-color.org>); clap's
+//! own help and errors follow the same rule.
 
 use std::{fmt, io::IsTerminal as _, os::fd::AsRawFd as _};
 
@@ -19,12 +22,18 @@ pub fn init(default: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && !stderr_is_journal());
+        .with_ansi(std::io::stderr().is_terminal() && !stderr_is_journal() && colour_allowed());
     if stderr_is_journal() {
         builder.event_format(Journald).init();
     } else {
         builder.init();
     }
+}
+
+/// Whether the user allows colour: `NO_COLOR` unset or empty (set to anything else, it turns
+/// colour off, whatever its value).
+pub fn colour_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Whether stderr is the journal's stream: systemd sets `JOURNAL_STREAM` to its

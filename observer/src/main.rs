@@ -1,7 +1,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use observer::{
     agent, check, config, ebpf, record, render, rules,
     scope::{Scope, ScopeSpec},
@@ -12,12 +12,14 @@ use observer::{
 /// Every signal, as `--signals` takes them: the default.
 const ALL_SIGNALS: &str = "runqueue,blockio,tcp,lock,futex";
 
-/// A continuous performance observer for Linux: run-queue latency, block I/O latency, TCP
-/// retransmits and lock waits, measured in the kernel with eBPF.
+/// A continuous performance observer for Linux: scheduler run-queue latency (runqueue), block
+/// I/O latency (blockio), TCP retransmits (tcp), kernel lock contention (lock) and user-space
+/// futex waits (futex), measured in the kernel with eBPF.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
-    /// More logging; with `check`, the verifier's log for programs the kernel rejects.
+    /// More logging: -v info, -vv debug (`run` logs at info without it); with `check`, the
+    /// verifier's log for programs the kernel rejects.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -46,6 +48,7 @@ enum Command {
         /// Rows per breakdown.
         #[arg(short, long, default_value_t = 10)]
         top: usize,
+        /// Output: text (histograms and tables) or json (one object with a schema_version).
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Fail if any requested signal cannot run (by default the others still run).
@@ -139,6 +142,7 @@ enum Command {
         /// Only the last N decisions.
         #[arg(short = 'n', long)]
         last: Option<usize>,
+        /// Output: text (a table) or json (the journal's records, a list of objects).
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -146,6 +150,19 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Print the completion script of a shell, e.g.
+    /// `observer completions bash > /usr/share/bash-completion/completions/observer`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page observer(1), or with --dir write it and one page per subcommand
+    /// (observer-record(1), observer-run(1)...), e.g. `observer man --dir /usr/local/share/man/man1`.
+    Man {
+        /// The directory to write every page into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
     },
     /// For `cargo xtask bench` only: attach empty programs (`return 0`) to these hooks, turn on
     /// kernel.bpf_stats, and print what each cost per run as `record --stats --format json`
@@ -165,7 +182,8 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file (with the OTEL_* environment applied) and print the
-    /// resolved settings; exit non-zero naming the file, line and key of the first error.
+    /// resolved settings as an observer.toml (every key, with the value the agent would use);
+    /// exit non-zero naming the file, line and key of the first error.
     Check {
         /// The TOML file, e.g. observer.toml.
         file: std::path::PathBuf,
@@ -174,7 +192,9 @@ enum ConfigCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
+    /// For people.
     Text,
+    /// For programs.
     Json,
 }
 
@@ -202,9 +222,11 @@ fn parse_floor_hook(s: &str) -> Result<&'static str, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+    // The agent says at info what it attached and where it exports (once, at start) and what
+    // its rules decide; the one-shot commands print their results and log only problems.
+    let level = match (cli.verbose, matches!(cli.command, Command::Run { .. })) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
     observer::logging::init(level);
@@ -351,17 +373,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
-            let (config, tuning) = config::Config::load_with_rules(
-                Some(&file),
-                |k| std::env::var(k).ok(),
-                &config::Overrides::default(),
-            )?;
-            if tuning.enforces() {
+            let checked = config::Config::check_file(&file, |k| std::env::var(k).ok())?;
+            if checked.tuning.enforces() {
                 rules::check_config_owner(&file).map_err(anyhow::Error::msg)?;
             }
-            println!("{}: ok", file.display());
-            println!("{config:#?}");
-            print!("{}", render::rules(&tuning));
+            // A comment, so that the whole output is itself a valid observer.toml.
+            println!(
+                "# {}: ok. The settings the agent would use (this file, the OTEL_* environment \
+                 and the defaults), as an observer.toml:",
+                file.display()
+            );
+            print!("{}", checked.toml);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "observer",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: None } => {
+            // As generate_to does: `help` is a subcommand for the terminal, not a page.
+            let cmd = Cli::command().disable_help_subcommand(true);
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the directory {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing the manual pages into {}", dir.display()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Floor { duration, hooks } => {
@@ -411,6 +455,40 @@ mod tests {
         assert!(parse_duration("1.5").is_ok());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0").is_err());
+    }
+
+    /// Every option and argument of every command says what it is for in `--help`, and so does
+    /// every command (hidden ones included: `floor` is run by the bench).
+    #[test]
+    fn every_help_line_describes_its_option() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && path != "observer" {
+                missing.push(format!("{path}: the command"));
+            }
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && !arg.is_hide_set() {
+                    missing.push(format!("{path}: {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        // Building adds what clap generates (--help, --version), which have their own help.
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "observer", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:?}");
+    }
+
+    /// `observer --help` names every signal there is, as `--signals` takes it.
+    #[test]
+    fn the_description_names_every_signal() {
+        let about = Cli::command().get_about().unwrap().to_string();
+        for signal in Signal::ALL {
+            assert!(about.contains(&format!("({signal})")), "{signal}: {about}");
+        }
     }
 
     #[test]

@@ -213,9 +213,15 @@ fn program_costs(before: &Runs, after: Runs) -> Vec<ProgramCost> {
         .collect()
 }
 
+/// The layout of `record --format json` ([`Record::schema_version`]): raised when a key is
+/// removed or renamed or changes meaning; new keys do not raise it.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// The result of `observer record`, as printed (`--format json` is this, serialised).
 #[derive(Debug, Serialize)]
 pub struct Record {
+    /// [`SCHEMA_VERSION`], first, so a consumer can refuse a layout it does not know.
+    pub schema_version: u32,
     pub duration_s: f64,
     /// The cgroup every signal was restricted to (`--cgroup`); absent for the whole host.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,6 +261,7 @@ pub fn record(
         .filter_map(|(sig, s)| s.as_ref().err().map(|e| (sig.key(), e.to_string())))
         .collect();
     Ok(Record {
+        schema_version: SCHEMA_VERSION,
         duration_s: began.elapsed().as_secs_f64(),
         scope: None,
         signals: Reports::of(&Deltas::between(&end, &start), opts),
@@ -272,6 +279,7 @@ pub fn floor(ebpf: &aya::Ebpf, duration: Duration) -> Result<Record, RecordError
     let began = std::time::Instant::now();
     wait_or_interrupted(duration);
     Ok(Record {
+        schema_version: SCHEMA_VERSION,
         duration_s: began.elapsed().as_secs_f64(),
         scope: None,
         signals: Reports::default(),

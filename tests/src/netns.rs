@@ -107,6 +107,35 @@ pub fn net_counter(file: &str, group: &str, field: &str) -> Result<u64> {
         .parse()?)
 }
 
+/// Checks observer's count of a namespace's retransmits against the kernel's RetransSegs.
+///
+/// They agree exactly on a quiet machine (measured: 4401 of 4401, 4538 of 4538 over 25
+/// transfers), but not always under load: with a build running alongside, the kernel fired the
+/// tcp_retransmit_skb tracepoint 4149 times (`perf stat`, and RetransSegs) while observer's
+/// program ran 4148 times, with no recursion miss recorded (`recursion_misses` 0), and observer
+/// counted all 4148. Seen 1 in 140 to 1 in 4300; the cause is in the kernel's dispatch, not in
+/// what observer does with a run, which the record test checks exactly (count = runs). So
+/// observer may fall short by that much, never count more.
+pub fn assert_retransmits_match(observed: u64, kernel: u64, what: &str) {
+    assert!(
+        observed <= kernel,
+        "{what}: observer counted {observed} retransmits, more than the kernel's {kernel}"
+    );
+    let allowed = 1 + kernel / 200;
+    assert!(
+        kernel - observed <= allowed,
+        "{what}: observer counted {observed} retransmits, the kernel {kernel}: {} missing, more \
+         than the {allowed} the kernel's own dispatch has been seen to drop",
+        kernel - observed
+    );
+    if observed < kernel {
+        eprintln!(
+            "{what}: {} of the kernel's {kernel} retransmits never reached observer's program",
+            kernel - observed
+        );
+    }
+}
+
 /// `Tcp: <field>` from /proc/net/snmp of the calling thread's namespace.
 pub fn tcp_snmp(field: &str) -> Result<u64> {
     net_counter("snmp", "Tcp", field)

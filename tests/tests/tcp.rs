@@ -4,7 +4,8 @@
 //! real collector (rotel) and a real Prometheus, under the OpenTelemetry semantic conventions'
 //! network attributes.
 //!
-//! How the conditions are made, and why the counts must match exactly:
+//! How the conditions are made, and why the counts must match (exactly on a quiet machine; see
+//! netns::assert_retransmits_match for the rare retransmit the kernel does not dispatch):
 //! - The drop rule is on the INPUT hook. On the OUTPUT hook a dropped packet is a local send
 //!   error (NF_DROP makes ip_local_out return -EPERM to TCP), which TCP answers by sending the
 //!   data again from its write queue without counting a retransmit: measured here, 100 MiB with
@@ -139,7 +140,8 @@ fn run(addr: IpAddr) {
             "--duration",
             "6s",
             "--top",
-            &top.to_string()
+            &top.to_string(),
+            "--stats"
         ])
         .wait_attached()
     );
@@ -252,10 +254,22 @@ fn run(addr: IpAddr) {
         "no retransmit while ESTABLISHED: {ours:?}"
     );
     let observed: u64 = ours.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    // Observer loses nothing its program sees: every run is counted, sent or failed.
+    let programs = report.json["programs"]
+        .as_array()
+        .expect("programs (record --stats)");
+    let runs = programs
+        .iter()
+        .find(|p| p["program"] == "tcp_retransmit_skb")
+        .and_then(|p| p["runs"].as_u64())
+        .expect("runs of tcp_retransmit_skb");
+    let failed = report::u64_of(sig, "failed", "tcp_retransmits");
     assert_eq!(
-        observed, kernel,
-        "observer counted {observed} retransmits for our connection; the namespace's RetransSegs grew by {kernel}"
+        total + failed,
+        runs,
+        "count {total} + failed {failed} vs the program's {runs} runs"
     );
+    netns::assert_retransmits_match(observed, kernel, "our connection");
     assert!(
         total >= observed,
         "count {total} < our connection's {observed}"
@@ -338,12 +352,19 @@ fn the_agent_exports_retransmits_under_the_network_attributes() {
     let exports = collector.wait_for(
         "the connection's retransmits",
         Duration::from_secs(15),
-        |e| e.last().is_some_and(|e| total(e) >= kernel),
+        // Settled: the transfer is over, so two exports in a row with the same total (within
+        // what the kernel may fail to dispatch, see assert_retransmits_match) hold all of it.
+        |e| {
+            e.len() >= 2 && {
+                let (a, b) = (total(&e[e.len() - 2]), total(&e[e.len() - 1]));
+                a == b && b + 1 + kernel / 200 >= kernel
+            }
+        },
     );
     let last = exports.last().unwrap();
     let series = ours(last);
     eprintln!("the connection's series: {series:?}");
-    assert_eq!(total(last), kernel, "exported retransmits vs RetransSegs");
+    netns::assert_retransmits_match(total(last), kernel, "exported retransmits");
     const STATES: [&str; 11] = [
         "closed",
         "close_wait",

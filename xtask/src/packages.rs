@@ -9,9 +9,10 @@ use crate::cmd::{Cmd, is_root};
 /// scrape tests, `perf bench` (linux-perf) for load by hand and the benchmarks, and a real
 /// terminal (tmux) for `observer top`, `systemd-analyze` (systemd) to verify the unit file,
 /// `openssl` to make CAs and certificates (the HTTPS pod server of Kubernetes enrichment, the
-/// TLS collector), `nginx` to terminate TLS in front of the OTLP collector, and `runqlat`
-/// (libbpf-tools), the peer the run-queue signal is compared with.
-pub const PACKAGES: [&str; 11] = [
+/// TLS collector), `nginx` to terminate TLS in front of the OTLP collector, `runqlat`
+/// (libbpf-tools), the peer the run-queue signal is compared with, `groff` (groff-base) to
+/// render the man pages, and `script` (bsdutils) to run observer on a terminal (NO_COLOR).
+pub const PACKAGES: [&str; 13] = [
     "linux-perf",
     "nftables",
     "iproute2",
@@ -23,6 +24,8 @@ pub const PACKAGES: [&str; 11] = [
     "openssl",
     "nginx",
     "libbpf-tools",
+    "groff-base",
+    "bsdutils",
 ];
 
 /// Another apt run (unattended upgrades, a colleague) may hold dpkg's lock: wait instead of
@@ -121,7 +124,8 @@ mod tests {
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
                       util-linux install ok installed\nprometheus install ok installed\n\
                       tmux install ok installed\nsystemd install ok installed\n\
-                      openssl install ok installed\n";
+                      openssl install ok installed\n\
+                      groff-base install ok installed\nbsdutils install ok installed\n";
         assert_eq!(
             missing_from(listed),
             ["nftables", "libcap2-bin", "libbpf-tools"]

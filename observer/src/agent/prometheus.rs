@@ -209,7 +209,7 @@ impl Server {
             target: target_labels(resource),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&shared)));
-        tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
+        tracing::debug!("serving Prometheus metrics at http://{addr}/metrics");
         Ok(Self { addr, shared, task })
     }
 

@@ -23,7 +23,7 @@ use crate::{
     rules::{
         engine::Engine,
         journal::{Outcome, Record},
-        spec::Tuning,
+        spec::{Mode, Tuning},
     },
     scope::Scope,
     signals::Breakdowns,
@@ -50,7 +50,7 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
     } else {
         let mut engine = Engine::new(tuning)?;
         recovered = engine.recover();
-        tracing::info!(rules = engine.rules().len(), "rules loaded");
+        tracing::debug!(rules = engine.rules().len(), "rules loaded");
         Some(engine)
     };
     // Sidecar mode: resolved before loading, so a scope that does not resolve stops the agent
@@ -62,7 +62,7 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
         .map(Scope::resolve)
         .transpose()?;
     if let Some(scope) = &scope {
-        tracing::info!(scope = %scope.describe(), id = scope.id, "every signal restricted to this cgroup");
+        tracing::debug!(scope = %scope.describe(), id = scope.id, "every signal restricted to this cgroup");
     }
     let loaded = ebpf::load_scoped(&config.agent.signals, &Breakdowns::ALL, scope.as_ref())?;
     for (signal, status) in &loaded.status {
@@ -80,14 +80,51 @@ pub fn run(config: Config, tuning: Tuning) -> anyhow::Result<()> {
     if loaded.running().next().is_none() {
         bail!("none of the requested signals can run here; `observer check -v` says why");
     }
-    drop_capabilities(&config, engine.as_ref());
+    let started = Started {
+        attached: attached(&loaded, scope.as_ref()),
+        kept: drop_capabilities(&config, engine.as_ref()),
+    };
     // Two workers: one may be busy reading the maps while the other serves a scrape or sends.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, loaded, engine, recovered))
+    runtime.block_on(serve(config, loaded, engine, recovered, started))
+}
+
+/// `attached runqueue, futex on the whole host` (or `in cgroup PATH (id N)`), and the signals
+/// that could not run (already logged with why).
+fn attached(loaded: &Loaded, scope: Option<&Scope>) -> String {
+    let running: Vec<&str> = loaded.running().map(|s| s.name()).collect();
+    let mut text = format!("attached {}", running.join(", "));
+    match scope {
+        Some(scope) => text.push_str(&format!(
+            " in cgroup {} (id {}): every signal restricted to this cgroup",
+            scope.describe(),
+            scope.id
+        )),
+        None => text.push_str(" on the whole host"),
+    }
+    let failed: Vec<&str> = loaded
+        .status
+        .iter()
+        .filter(|(_, status)| status.is_err())
+        .map(|(signal, _)| signal.name())
+        .collect();
+    if !failed.is_empty() {
+        text.push_str(&format!(" (not {}: see above)", failed.join(", ")));
+    }
+    text
+}
+
+/// What was done before the runtime started, for the line that says, once and at info, what
+/// this agent attached and where it exports.
+struct Started {
+    /// From [`attached`].
+    attached: String,
+    /// From [`drop_capabilities`].
+    kept: Option<String>,
 }
 
 async fn serve(
@@ -95,14 +132,18 @@ async fn serve(
     mut loaded: Loaded,
     mut engine: Option<Engine>,
     recovered: Vec<Record>,
+    started: Started,
 ) -> anyhow::Result<()> {
+    // Where this agent exports, in the order the line says it.
+    let mut exports = Vec::new();
+    let mut top = None;
     // First: another agent already serving it is the clearest reason not to start.
     let socket = match &config.agent.socket {
         Some(path) => {
             let mut hello = socket::Hello::of_agent(config.agent.interval, &loaded.status);
             hello.scope = loaded.scope.clone();
             let server = socket::Server::start(path, hello).await?;
-            tracing::info!("serving observer top on {}", path.display());
+            top = Some(format!("serving observer top at {}", path.display()));
             if !config.otlp.enabled && !config.prometheus.enabled {
                 tracing::warn!(
                     "OTLP and Prometheus are both off: only observer top, on {}, sees what \
@@ -129,13 +170,16 @@ async fn serve(
             resource.clone(),
         )?);
         let (metrics, logs) = (&config.otlp.metrics, &config.otlp.logs);
-        tracing::info!(
-            endpoint = %metrics.endpoint,
-            protocol = %metrics.protocol,
-            compression = %metrics.compression,
-            logs_endpoint = %logs.endpoint,
-            "exporting over OTLP"
-        );
+        exports.push(format!(
+            "over OTLP ({}, compression {}) to {}",
+            metrics.protocol, metrics.compression, metrics.endpoint
+        ));
+        if engine.is_some() {
+            exports.push(format!(
+                "rule decisions as OTLP log records to {}",
+                logs.endpoint
+            ));
+        }
         sinks.push(exporter.clone());
         Some(exporter)
     } else {
@@ -143,17 +187,36 @@ async fn serve(
     };
     if config.prometheus.enabled {
         let server = prometheus::Server::start(config.prometheus.listen, &resource).await?;
-        tracing::info!(
-            "serving Prometheus metrics on http://{}/metrics",
+        exports.push(format!(
+            "to Prometheus at http://{}/metrics",
             server.local_addr()
-        );
+        ));
         sinks.push(Arc::new(server));
     }
+    let mut line = vec![started.attached];
+    if !exports.is_empty() {
+        line.push(format!("exporting {}", exports.join(", ")));
+    }
+    line.extend(top);
 
     // Pod names: listed in the background; series get them once the first list is in.
     if let Some(settings) = &config.kubernetes {
-        tracing::info!(source = %settings.source, url = %settings.url, refresh = ?settings.refresh, "naming pods from Kubernetes");
+        line.push(format!(
+            "pod names from the {} at {} every {:?}",
+            settings.source, settings.url, settings.refresh
+        ));
         crate::kubernetes::install(crate::kubernetes::start(settings.clone())?);
+    }
+    if let Some(engine) = &engine {
+        let enforce = engine
+            .rules()
+            .iter()
+            .filter(|r| r.mode == Mode::Enforce)
+            .count();
+        line.push(format!(
+            "{} rules ({enforce} in enforce mode)",
+            engine.rules().len()
+        ));
     }
     // What the start-up restored, now that it can be exported.
     report(recovered, exporter.as_deref());
@@ -172,7 +235,13 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    tracing::info!(interval = ?config.agent.interval, "collecting");
+    // The one line a healthy start logs at the default level (the tests wait for "collecting").
+    line.extend(started.kept);
+    tracing::info!(
+        "collecting every {:?}: {}",
+        config.agent.interval,
+        line.join("; ")
+    );
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(budget.deadline().into()) => budget.poll(&mut loaded),
@@ -213,36 +282,50 @@ async fn serve(
 }
 
 /// Least privilege: with the programs attached and what a previous run changed restored, keep
-/// only the capabilities the rest of the run needs (see [`caps`]).
-fn drop_capabilities(config: &Config, engine: Option<&Engine>) {
-    let kinds: Vec<&str> = engine
-        .map(|e| {
-            e.rules()
-                .iter()
-                .flat_map(|r| r.actions.iter().map(|a| a.kind()))
-                .collect()
-        })
-        .unwrap_or_default();
+/// only the capabilities the rest of the run needs (see [`caps`]). Returns what was kept, for
+/// the line at start; a capability needed but not held is a warning naming what will fail.
+fn drop_capabilities(config: &Config, engine: Option<&Engine>) -> Option<String> {
+    let actions = || {
+        engine
+            .into_iter()
+            .flat_map(|e| e.rules())
+            .flat_map(|r| r.actions.iter())
+    };
     let needs = caps::Needs {
         bpf_stats: config.agent.max_overhead_percent.is_some(),
-        nice: kinds.iter().any(|k| matches!(*k, "nice" | "affinity")),
-        exec: kinds.contains(&"exec"),
+        actions: actions().flat_map(|a| a.capabilities()).collect(),
+        exec: actions().any(|a| a.kind() == "exec"),
         low_port: config.prometheus.enabled && (1..1024).contains(&config.prometheus.listen.port()),
     };
     let keep = caps::needed(&needs);
     let list: Vec<caps::Cap> = keep.iter().map(|(c, _)| *c).collect();
     match caps::drop_all_but(&list, needs.exec) {
         Ok(after) => {
-            tracing::info!(
-                kept = %caps::names(after.effective),
+            tracing::debug!(
                 bounding = %caps::names(after.bounding),
                 "capabilities dropped after attaching"
             );
             for (cap, why) in keep {
-                tracing::debug!("keeping {cap}: {why}");
+                if after.effective & (1 << cap.0) == 0 {
+                    tracing::warn!(
+                        "this process does not have {cap}, needed for {why}: that will fail. \
+                         Grant it where observer is started (systemd: a drop-in of \
+                         deploy/observer.service.d/; Kubernetes: an overlay of \
+                         deploy/kubernetes/overlays/)"
+                    );
+                } else {
+                    tracing::debug!("keeping {cap}: {why}");
+                }
             }
+            Some(format!(
+                "capabilities after attaching: {}",
+                caps::names(after.effective)
+            ))
         }
-        Err(e) => tracing::warn!("{e}; running with the capabilities it started with"),
+        Err(e) => {
+            tracing::warn!("{e}; running with the capabilities it started with");
+            None
+        }
     }
 }
 

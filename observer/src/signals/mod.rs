@@ -1,4 +1,4 @@
-//! The four signals (five reports: lock waits are kernel contention and futex waits). Each
+//! The five signals: runqueue, blockio, tcp, lock and futex (see [`Signal`]). Each
 //! module has the same shape: `globals` (what the programs need from this kernel's BTF),
 //! `Raw` + `read` (one read of its maps), and `report` (the delta between two reads, as
 //! printed and exported).

@@ -307,6 +307,9 @@ pub struct App {
     pub error: Option<String>,
     /// The cgroup every signal is restricted to (`--cgroup`); `None`: the whole host.
     pub scope: Option<String>,
+    /// Whether the screen may use colour (not with `NO_COLOR`); bold, dim and reverse video
+    /// are not colour and stay.
+    pub colour: bool,
 }
 
 /// What the event loop should do after a key.
@@ -347,6 +350,7 @@ impl App {
             elapsed: None,
             error: None,
             scope: None,
+            colour: crate::logging::colour_allowed(),
         }
     }
 

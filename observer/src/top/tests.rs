@@ -13,6 +13,7 @@ use ratatui::{
     Terminal,
     backend::TestBackend,
     crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
+    style::Color,
 };
 
 use super::{
@@ -246,6 +247,38 @@ fn keys_switch_signals_tables_sort_and_drill_down() {
     assert!(screen(&app, 80, 24).contains("> 4000000002 postgres: 15/s"));
     press(&mut app, KeyCode::Esc);
     assert_eq!(app.filter, None);
+}
+
+/// The foreground colours on the screen other than the terminal's own.
+fn colours(app: &App) -> Vec<Color> {
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("test backend");
+    terminal
+        .draw(|frame| render(app, frame))
+        .expect("drawing to the test backend");
+    let buffer = terminal.backend().buffer();
+    buffer
+        .content()
+        .iter()
+        .map(|cell| cell.fg)
+        .filter(|&fg| fg != Color::Reset)
+        .collect()
+}
+
+/// The histogram's bars and the row drilled into are in colour, unless NO_COLOR turned colour
+/// off: then the screen has the terminal's colours only (bold and reverse video stay).
+#[test]
+fn no_colour_when_colour_is_off() {
+    let mut app = app();
+    press(&mut app, KeyCode::Enter);
+    assert!(app.filter.is_some(), "drilled into the first row");
+    app.colour = true;
+    let shown = colours(&app);
+    assert!(
+        shown.contains(&Color::Yellow) && shown.contains(&Color::Cyan),
+        "{shown:?}"
+    );
+    app.colour = false;
+    assert_eq!(colours(&app), []);
 }
 
 #[test]

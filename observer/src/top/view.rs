@@ -5,7 +5,7 @@ use std::time::Duration;
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
-    style::{Modifier, Style, Stylize as _},
+    style::{Color, Modifier, Style, Stylize as _},
     text::{Line, Span},
     widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Table},
 };
@@ -214,7 +214,7 @@ fn render_body(app: &App, frame: &mut Frame, area: Rect) {
     };
     let hist_block = Block::bordered().title(title);
     let hist = if view.latency.is_some() {
-        histogram(buckets, hist_block.inner(left))
+        histogram(app, buckets, hist_block.inner(left))
     } else {
         vec![
             Line::from("counted events:").dim(),
@@ -225,8 +225,17 @@ fn render_body(app: &App, frame: &mut Frame, area: Rect) {
     render_breakdown(app, slot, frame, right);
 }
 
+/// `colour` as the foreground, unless colour is off (`NO_COLOR`): then the terminal's own.
+fn fg(app: &App, colour: Color) -> Style {
+    if app.colour {
+        Style::new().fg(colour)
+    } else {
+        Style::new()
+    }
+}
+
 /// Octave rows of a histogram, as bars, trimmed at the quieter end until they fit.
-fn histogram(buckets: &[Bucket], area: Rect) -> Vec<Line<'static>> {
+fn histogram(app: &App, buckets: &[Bucket], area: Rect) -> Vec<Line<'static>> {
     let mut rows = octaves(buckets);
     if rows.is_empty() {
         return vec![Line::from("no events in this interval").dim()];
@@ -252,7 +261,7 @@ fn histogram(buckets: &[Bucket], area: Rect) -> Vec<Line<'static>> {
             let bar = (count as u128 * bar_width as u128).div_ceil(peak as u128) as usize;
             Line::from(vec![
                 Span::from(format!("{range:>15} {count:>7} ")),
-                Span::from("█".repeat(bar)).cyan(),
+                Span::from("█".repeat(bar)).style(fg(app, Color::Cyan)),
             ])
         })
         .collect()
@@ -306,7 +315,9 @@ fn render_breakdown(app: &App, slot: &Slot, frame: &mut Frame, area: Rect) {
     let body = rows.iter().enumerate().skip(skip).map(|(i, row)| {
         let mut style = Style::new();
         if app.filter.as_deref() == Some(row.name.as_str()) {
-            style = style.yellow().add_modifier(Modifier::BOLD);
+            style = style
+                .add_modifier(Modifier::BOLD)
+                .patch(fg(app, Color::Yellow));
         }
         if i == app.row {
             style = style.reversed();
@@ -342,14 +353,15 @@ fn render_breakdown(app: &App, slot: &Slot, frame: &mut Frame, area: Rect) {
 fn footer_line(app: &App) -> Line<'static> {
     if let Some(name) = &app.filter {
         return match app.filtered() {
-            Some(row) => Line::from(detail(app, row)).yellow().bold(),
-            None => {
-                Line::from(format!("> {name}: no events in this interval (Esc clears)")).yellow()
-            }
+            Some(row) => Line::from(detail(app, row))
+                .style(fg(app, Color::Yellow))
+                .bold(),
+            None => Line::from(format!("> {name}: no events in this interval (Esc clears)"))
+                .style(fg(app, Color::Yellow)),
         };
     }
     if let Some(e) = &app.error {
-        return Line::from(format!("error: {e}")).red();
+        return Line::from(format!("error: {e}")).style(fg(app, Color::Red));
     }
     if let Some(note) = app
         .current()

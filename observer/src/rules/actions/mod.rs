@@ -135,6 +135,12 @@ pub trait Action: Send + Sync + std::fmt::Debug {
     /// The steps for `breach`. Errors name what is missing on this machine (no such sysctl, no
     /// cpufreq, the process is gone) and how to fix it.
     fn plan(&self, breach: &Breach) -> Result<Vec<Step>, ActionError>;
+    /// The capabilities carrying it out needs, each with why: the agent keeps these when it
+    /// drops the rest after attaching ([`crate::caps`]). Most need none: the files they write
+    /// belong to root, which the agent stays.
+    fn capabilities(&self) -> Vec<(crate::caps::Cap, &'static str)> {
+        Vec::new()
+    }
 }
 
 /// Why an action or a knob failed.

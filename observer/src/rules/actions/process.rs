@@ -14,6 +14,11 @@
 use std::{collections::BTreeMap, ops::Range};
 
 use super::{Action, ActionError, Breach, CpuList, FileAction, Invalid, Knob, Step, Target};
+use crate::caps::Cap;
+
+/// Why nice and affinity actions keep CAP_SYS_NICE: the offender may be another user's process,
+/// and lowering a nice value needs it whoever owns the process (sched_setattr(2)).
+const OTHER_USERS: &str = "nice and affinity actions on other users' processes";
 
 /// The start time of `pid`, in clock ticks since boot (field 22 of /proc/<pid>/stat).
 pub fn start_time(pid: u32) -> Result<u64, ActionError> {
@@ -295,6 +300,10 @@ impl Action for Nice {
         "nice"
     }
 
+    fn capabilities(&self) -> Vec<(Cap, &'static str)> {
+        vec![(Cap::SYS_NICE, OTHER_USERS)]
+    }
+
     fn describe(&self) -> String {
         format!("nice {} for the offending process", self.nice)
     }
@@ -332,6 +341,10 @@ impl Affinity {
 impl Action for Affinity {
     fn kind(&self) -> &'static str {
         "affinity"
+    }
+
+    fn capabilities(&self) -> Vec<(Cap, &'static str)> {
+        vec![(Cap::SYS_NICE, OTHER_USERS)]
     }
 
     fn describe(&self) -> String {

@@ -12,6 +12,7 @@ use std::{ops::Range, path::PathBuf};
 use super::{
     Action, ActionError, Breach, FileAction, Invalid, Knob, Scalar, Step, normalise, required,
 };
+use crate::caps::Cap;
 
 /// 256 MiB: the largest socket buffer limit accepted (the guide's recommendation is 16 MiB).
 const MAX_BUFFER: i64 = 256 << 20;
@@ -30,6 +31,21 @@ enum Rule {
     CongestionControl,
     /// A queueing discipline's name (`fq`, `fq_codel`...).
     Qdisc,
+}
+
+impl Rule {
+    /// The capability the kernel checks when such a value is written, beyond owning the file
+    /// as root (which every key here needs, and the agent keeps being).
+    fn capability(self) -> Option<(Cap, &'static str)> {
+        match self {
+            // qdisc_set_default (net/sched/sch_api.c) checks capable(CAP_NET_ADMIN).
+            Self::Qdisc => Some((
+                Cap::NET_ADMIN,
+                "sysctl actions on net.core.default_qdisc (the kernel checks CAP_NET_ADMIN)",
+            )),
+            Self::Int { .. } | Self::Buffers | Self::PortRange | Self::CongestionControl => None,
+        }
+    }
 }
 
 /// One allowed key.
@@ -330,6 +346,13 @@ impl Action for Sysctl {
         format!("sysctl {}={}", self.key, self.value)
     }
 
+    fn capabilities(&self) -> Vec<(Cap, &'static str)> {
+        spec(&self.key)
+            .and_then(|spec| spec.rule.capability())
+            .into_iter()
+            .collect()
+    }
+
     fn plan(&self, _breach: &Breach) -> Result<Vec<Step>, ActionError> {
         self.available()?;
         Ok(vec![Step::Set {
@@ -351,6 +374,22 @@ mod tests {
 
     fn sysctl(key: &str, value: &str) -> String {
         format!(r#"{{ type = "sysctl", key = "{key}", value = {value} }}"#)
+    }
+
+    /// Root owns /proc/sys, which is enough for every key but the default qdisc, whose writes
+    /// the kernel also checks for CAP_NET_ADMIN (the agent keeps it then).
+    #[test]
+    fn only_the_default_qdisc_needs_a_capability() {
+        let caps = |key, value| {
+            built(&sysctl(key, value), Per::Host)
+                .capabilities()
+                .into_iter()
+                .map(|(cap, _)| cap)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(caps("net.core.default_qdisc", "\"fq\""), [Cap::NET_ADMIN]);
+        assert_eq!(caps("net.core.somaxconn", "4096"), []);
+        assert_eq!(caps("vm.swappiness", "10"), []);
     }
 
     #[test]
