@@ -124,7 +124,7 @@ mod tests {
                       iproute2 install ok installed\nlinux-perf install ok installed\n\
                       util-linux install ok installed\nprometheus install ok installed\n\
                       tmux install ok installed\nsystemd install ok installed\n\
-                      openssl install ok installed\n\
+                      openssl install ok installed\nnginx install ok installed\n\
                       groff-base install ok installed\nbsdutils install ok installed\n";
         assert_eq!(
             missing_from(listed),
